@@ -1,0 +1,140 @@
+//! AWS behind traits the core owns: STS `AssumeRoleWithSAML` (unsigned) and IAM SAML providers.
+//! `sdk` implements them with aws-sdk-rust; tests can count or fail calls through the same traits.
+
+pub mod sdk;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+/// An AWS call that failed, kept plain enough to show in a status condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwsError {
+    /// AWS answered with an error code, e.g. `AccessDenied`.
+    #[error("{code}: {message}")]
+    Service {
+        /// The AWS error code.
+        code: String,
+        /// The AWS message.
+        message: String,
+    },
+    /// AWS asked us to slow down.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// AWS could not be reached or answered something unreadable.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl AwsError {
+    /// The AWS error code, or `Throttling`/`Unreachable`.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Service { code, .. } => code,
+            Self::Throttled(_) => "Throttling",
+            Self::Transport(_) => "Unreachable",
+        }
+    }
+}
+
+/// An `AssumeRoleWithSAML` request.
+#[derive(Clone)]
+pub struct AssumeRequest {
+    /// The role.
+    pub role_arn: String,
+    /// The SAML provider.
+    pub principal_arn: String,
+    /// The base64 SAML Response.
+    pub saml_assertion: String,
+    /// Requested duration; the assertion's `SessionDuration` still bounds it.
+    pub duration_seconds: u32,
+}
+
+impl std::fmt::Debug for AssumeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssumeRequest")
+            .field("role_arn", &self.role_arn)
+            .field("principal_arn", &self.principal_arn)
+            .field("duration_seconds", &self.duration_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Temporary credentials and what STS says about them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StsCredentials {
+    /// Access key ID.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub session_token: String,
+    /// Expiry.
+    pub expiration: Timestamp,
+    /// Assumed-role ARN.
+    pub assumed_role_arn: String,
+    /// Assumed-role ID.
+    pub assumed_role_id: String,
+    /// `Subject` (the NameID) as STS read it.
+    pub subject: String,
+    /// `SubjectType`.
+    pub subject_type: String,
+    /// `Issuer`.
+    pub issuer: String,
+    /// `Audience`.
+    pub audience: String,
+    /// `NameQualifier`.
+    pub name_qualifier: String,
+}
+
+impl std::fmt::Debug for StsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("assumed_role_arn", &self.assumed_role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StsCredentials {
+    /// The account of the assumed role, from its ARN.
+    pub fn account_id(&self) -> Option<&str> {
+        self.assumed_role_arn.split(':').nth(4).filter(|a| !a.is_empty())
+    }
+}
+
+/// STS, as the server needs it.
+#[async_trait]
+pub trait Sts: Send + Sync + std::fmt::Debug {
+    /// `sts:AssumeRoleWithSAML`; unsigned, so it needs no AWS credentials.
+    async fn assume_role_with_saml(&self, request: AssumeRequest) -> Result<StsCredentials, AwsError>;
+}
+
+/// A SAML provider as IAM holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredProvider {
+    /// The metadata document IAM holds.
+    pub metadata: String,
+    /// When IAM stops trusting it.
+    pub valid_until: Option<Timestamp>,
+}
+
+/// IAM SAML providers in one account.
+#[async_trait]
+pub trait SamlProviders: Send + Sync + std::fmt::Debug {
+    /// `iam:CreateSAMLProvider`; returns the ARN.
+    async fn create(
+        &self,
+        name: &str,
+        metadata: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String, AwsError>;
+    /// `iam:UpdateSAMLProvider`.
+    async fn update(&self, arn: &str, metadata: &str) -> Result<(), AwsError>;
+    /// `iam:GetSAMLProvider`; `None` when it does not exist.
+    async fn get(&self, arn: &str) -> Result<Option<RegisteredProvider>, AwsError>;
+    /// `iam:DeleteSAMLProvider`; deleting a missing provider succeeds.
+    async fn delete(&self, arn: &str) -> Result<(), AwsError>;
+}

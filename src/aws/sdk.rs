@@ -1,0 +1,238 @@
+//! The AWS traits implemented with aws-sdk-rust. `AWS_ENDPOINT_URL` is honoured through
+//! aws-config; an IAMProvider's `endpointURL` overrides it.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use jiff::Timestamp;
+
+use super::{AssumeRequest, AwsError, RegisteredProvider, SamlProviders, StsCredentials, Sts};
+
+fn to_aws_error<E, R>(err: &SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("Unknown").to_owned();
+            let message = e.message().unwrap_or_default().to_owned();
+            if matches!(
+                code.as_str(),
+                "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
+            ) {
+                AwsError::Throttled(message)
+            } else {
+                AwsError::Service { code, message }
+            }
+        }
+        other => AwsError::Transport(DisplayErrorContext(other).to_string()),
+    }
+}
+
+fn timestamp(t: &aws_sdk_sts::primitives::DateTime) -> Timestamp {
+    Timestamp::from_second(t.secs()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The region from the environment, or `us-east-1`.
+async fn region() -> aws_config::Region {
+    RegionProviderChain::default_provider()
+        .or_else("us-east-1")
+        .region()
+        .await
+        .unwrap_or_else(|| aws_config::Region::new("us-east-1"))
+}
+
+/// STS through aws-sdk-sts, with no credentials.
+#[derive(Debug, Clone)]
+pub struct SdkSts {
+    client: aws_sdk_sts::Client,
+}
+
+impl SdkSts {
+    /// A client from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`), without credentials:
+    /// `AssumeRoleWithSAML` is unsigned.
+    pub async fn from_env() -> Self {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .no_credentials()
+            .region(region().await)
+            .load()
+            .await;
+        Self {
+            client: aws_sdk_sts::Client::new(&config),
+        }
+    }
+}
+
+#[async_trait]
+impl Sts for SdkSts {
+    async fn assume_role_with_saml(&self, request: AssumeRequest) -> Result<StsCredentials, AwsError> {
+        let out = self
+            .client
+            .assume_role_with_saml()
+            .role_arn(&request.role_arn)
+            .principal_arn(&request.principal_arn)
+            .saml_assertion(&request.saml_assertion)
+            .duration_seconds(i32::try_from(request.duration_seconds).unwrap_or(3600))
+            .send()
+            .await
+            .map_err(|e| to_aws_error(&e))?;
+        let creds = out
+            .credentials()
+            .ok_or_else(|| AwsError::Transport("STS answered without credentials".into()))?;
+        let user = out.assumed_role_user();
+        Ok(StsCredentials {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: creds.secret_access_key().to_owned(),
+            session_token: creds.session_token().to_owned(),
+            expiration: timestamp(creds.expiration()),
+            assumed_role_arn: user.map(|u| u.arn().to_owned()).unwrap_or_default(),
+            assumed_role_id: user.map(|u| u.assumed_role_id().to_owned()).unwrap_or_default(),
+            subject: out.subject().unwrap_or_default().to_owned(),
+            subject_type: out.subject_type().unwrap_or_default().to_owned(),
+            issuer: out.issuer().unwrap_or_default().to_owned(),
+            audience: out.audience().unwrap_or_default().to_owned(),
+            name_qualifier: out.name_qualifier().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Static access keys for IAM, from a Secret.
+#[derive(Clone)]
+pub struct AccessKeys {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN`.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AccessKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeys")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to reach IAM for one IAMProvider.
+#[derive(Debug, Clone, Default)]
+pub struct IamAccess {
+    /// Endpoint override (`endpointURL`).
+    pub endpoint_url: Option<String>,
+    /// Keys from a Secret; `None` uses the default chain.
+    pub keys: Option<AccessKeys>,
+    /// A role to assume first.
+    pub assume_role_arn: Option<String>,
+}
+
+/// IAM SAML providers through aws-sdk-iam.
+#[derive(Debug, Clone)]
+pub struct SdkSamlProviders {
+    client: aws_sdk_iam::Client,
+}
+
+impl SdkSamlProviders {
+    /// A client for `access`.
+    pub async fn new(access: &IamAccess) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region().await);
+        if let Some(url) = &access.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(keys) = &access.keys {
+            loader = loader.credentials_provider(aws_sdk_iam::config::Credentials::new(
+                keys.access_key_id.clone(),
+                keys.secret_access_key.clone(),
+                keys.session_token.clone(),
+                None,
+                "rolegate-secret",
+            ));
+        }
+        let mut config = loader.load().await;
+        if let Some(role) = &access.assume_role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("rolegate-controller")
+                .configure(&config)
+                .build()
+                .await;
+            config = config
+                .into_builder()
+                .credentials_provider(aws_sdk_iam::config::SharedCredentialsProvider::new(provider))
+                .build();
+        }
+        Self {
+            client: aws_sdk_iam::Client::new(&config),
+        }
+    }
+}
+
+#[async_trait]
+impl SamlProviders for SdkSamlProviders {
+    async fn create(
+        &self,
+        name: &str,
+        metadata: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String, AwsError> {
+        let mut request = self
+            .client
+            .create_saml_provider()
+            .name(name)
+            .saml_metadata_document(metadata);
+        for (key, value) in tags {
+            let tag = aws_sdk_iam::types::Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| AwsError::Transport(e.to_string()))?;
+            request = request.tags(tag);
+        }
+        let out = request.send().await.map_err(|e| to_aws_error(&e))?;
+        out.saml_provider_arn()
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError::Transport("IAM answered without a provider ARN".into()))
+    }
+
+    async fn update(&self, arn: &str, metadata: &str) -> Result<(), AwsError> {
+        self.client
+            .update_saml_provider()
+            .saml_provider_arn(arn)
+            .saml_metadata_document(metadata)
+            .send()
+            .await
+            .map_err(|e| to_aws_error(&e))?;
+        Ok(())
+    }
+
+    async fn get(&self, arn: &str) -> Result<Option<RegisteredProvider>, AwsError> {
+        match self.client.get_saml_provider().saml_provider_arn(arn).send().await {
+            Ok(out) => Ok(Some(RegisteredProvider {
+                metadata: out.saml_metadata_document().unwrap_or_default().to_owned(),
+                valid_until: out.valid_until().map(|t| Timestamp::from_second(t.secs()).unwrap_or(Timestamp::UNIX_EPOCH)),
+            })),
+            Err(e) => {
+                let err = to_aws_error(&e);
+                if err.code() == "NoSuchEntity" {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, arn: &str) -> Result<(), AwsError> {
+        match self.client.delete_saml_provider().saml_provider_arn(arn).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = to_aws_error(&e);
+                if err.code() == "NoSuchEntity" { Ok(()) } else { Err(err) }
+            }
+        }
+    }
+}

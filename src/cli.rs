@@ -1,0 +1,115 @@
+//! Command-line interface: one binary, one subcommand per role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rolegate: AWS credentials for Kubernetes workloads and people, through an in-cluster SAML
+/// identity provider.
+#[derive(Debug, Parser)]
+#[command(name = "rolegate", version, about)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `rolegate=debug`.
+    #[arg(long, global = true, env = "ROLEGATE_LOG", default_value = "info")]
+    pub log: String,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Standalone: the server and IAM registration, with resources read from CR YAML files.
+    Serve(ServeArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Development helpers.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+/// `rolegate serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of CR YAML files (SAMLApp, IAMProvider, RoleMapping, Connection, v1/Namespace,
+    /// v1/Secret).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Where generated signing keys are kept between runs.
+    #[arg(long, default_value = ".rolegate-state")]
+    pub state_dir: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Base URL the server is reached at (metadata and login URLs); defaults to http://LISTEN.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Namespace that Secret references without a namespace point into.
+    #[arg(long, default_value = "rolegate")]
+    pub namespace: String,
+    /// Seconds between checks of the config directory for changes.
+    #[arg(long, default_value_t = 2)]
+    pub poll_seconds: u64,
+    /// Seconds between comparisons with IAM that repair drift.
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+impl ServeArgs {
+    /// The options `serve` runs with.
+    pub fn options(&self) -> crate::standalone::ServeOptions {
+        crate::standalone::ServeOptions {
+            config: self.config.clone(),
+            state_dir: self.state_dir.clone(),
+            listen: self.listen,
+            public_url: self.public_url.clone(),
+            namespace: self.namespace.clone(),
+            poll: Duration::from_secs(self.poll_seconds.max(1)),
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+        }
+    }
+}
+
+/// `rolegate dev` helpers.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Mint a service-account-shaped RS256 JWT from a PEM private key.
+    Token {
+        /// PEM RSA private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// `iss`.
+        #[arg(long)]
+        issuer: String,
+        /// `sub`, e.g. system:serviceaccount:demo:app.
+        #[arg(long)]
+        subject: String,
+        /// `aud`; repeat for several.
+        #[arg(long = "audience", default_value = "rolegate")]
+        audiences: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        /// Pod name for the `kubernetes.io` claim.
+        #[arg(long)]
+        pod: Option<String>,
+        /// `kid`; defaults to a hash of the public key.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Print the JWKS of a PEM private key's public half.
+    Jwks {
+        /// PEM RSA private key.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Generate a 2048-bit RSA private key (PKCS#8 PEM) on stdout.
+    Keygen,
+}

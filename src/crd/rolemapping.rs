@@ -1,0 +1,95 @@
+//! `RoleMapping`: who may assume which IAM role, through which provider.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Names who may assume one IAM role through one `IAMProvider`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "rolegate.dev",
+    version = "v1alpha1",
+    kind = "RoleMapping",
+    plural = "rolemappings",
+    shortname = "rmap",
+    namespaced,
+    status = "RoleMappingStatus",
+    printcolumn = r#"{"name":"ROLE","type":"string","jsonPath":".spec.roleArn"}"#,
+    printcolumn = r#"{"name":"PROVIDER","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"ACCEPTED","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleMappingSpec {
+    /// Name of the `IAMProvider` the role trusts.
+    pub provider: String,
+    /// ARN of the IAM role to assume.
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"))]
+    pub role_arn: String,
+    /// Who may assume the role: ServiceAccounts of this namespace, or people by Group or User.
+    pub subjects: Vec<SubjectRef>,
+    /// Session duration in seconds.
+    #[serde(default = "default_session_duration")]
+    #[schemars(range(min = 900, max = 43200))]
+    pub session_duration: u32,
+    /// Template of the role session name over `{namespace}`, `{serviceAccount}`, `{user}` and
+    /// `{pod}`. Defaults to `{namespace}.{serviceAccount}` for workloads and `{user}` for people.
+    /// The rendered value is sanitised to `[A-Za-z0-9_+=,.@-]{2,64}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// Session tags, sent as `PrincipalTag:<key>` attributes. Values are templates like
+    /// `sessionName`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub session_tags: BTreeMap<String, String>,
+    /// Session tag keys that persist through role chaining.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitive_tag_keys: Vec<String>,
+    /// Source identity of the session; a template like `sessionName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<String>,
+}
+
+const fn default_session_duration() -> u32 {
+    3600
+}
+
+/// One subject of a RoleMapping.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SubjectRef {
+    /// `ServiceAccount` (in the mapping's namespace), `Group` or `User`.
+    pub kind: SubjectKind,
+    /// Name of the service account, group or user.
+    pub name: String,
+}
+
+/// Kind of a subject.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SubjectKind {
+    /// A ServiceAccount in the RoleMapping's own namespace.
+    ServiceAccount,
+    /// A group claim of a person signed in through a Connection.
+    Group,
+    /// A person's subject, as the Connection maps it.
+    User,
+}
+
+/// Observed state of a `RoleMapping`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleMappingStatus {
+    /// ARN of the IAM SAML provider the mapping resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_arn: Option<String>,
+    /// A suggested trust policy for the role, JSON, pinning `SAML:aud` and `saml:sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_policy: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

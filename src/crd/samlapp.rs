@@ -1,0 +1,200 @@
+//! `SAMLApp`: one service provider that rolegate issues signed assertions to.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SecretRef;
+
+/// The audience and recipient AWS expects.
+pub const AWS_SIGNIN: &str = "https://signin.aws.amazon.com/saml";
+/// SAML 2.0 persistent NameID format.
+pub const PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+
+/// A SAML 2.0 service provider that rolegate's identity provider issues assertions to. AWS is the
+/// default; every field can describe another service provider.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "rolegate.dev",
+    version = "v1alpha1",
+    kind = "SAMLApp",
+    plural = "samlapps",
+    shortname = "sapp",
+    status = "SAMLAppStatus",
+    printcolumn = r#"{"name":"ISSUER","type":"string","jsonPath":".status.issuer"}"#,
+    printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SAMLAppSpec {
+    /// Entity ID of the identity provider, the `Issuer` of every assertion. Defaults to
+    /// `urn:rolegate:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The assertion's `Audience`. AWS accepts `https://signin.aws.amazon.com/saml` and
+    /// `urn:amazon:webservices`.
+    #[serde(default = "aws_signin")]
+    pub audience: String,
+    /// The service provider's assertion consumer service URL: the Response `Destination` and the
+    /// subject confirmation `Recipient`.
+    #[serde(default = "aws_signin")]
+    pub recipient: String,
+    /// Claim name → SAML attribute name. Each claim of the signed-in identity that is named here
+    /// becomes an attribute of the assertion.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mappings: BTreeMap<String, String>,
+    /// Format of the `NameID`.
+    #[serde(default = "persistent")]
+    pub name_identifier_format: String,
+    /// Claims tried in order for a person's `NameID`; the first that is present wins. Workloads
+    /// always get `system:serviceaccount:<namespace>:<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_identifier_probes: Vec<String>,
+    /// Seconds an assertion stays valid after it is issued.
+    #[serde(default = "default_lifetime")]
+    #[schemars(range(min = 30, max = 3600))]
+    pub lifetime_seconds: u32,
+    /// `false` signs the Assertion, `true` signs the Response.
+    #[serde(default)]
+    pub sign_response: bool,
+    /// XML signature algorithm.
+    #[serde(default)]
+    pub signature_algorithm: SignatureAlgorithm,
+    /// Digest algorithm of the signature reference.
+    #[serde(default)]
+    pub digest_algorithm: DigestAlgorithm,
+    /// The signing key and certificate.
+    #[serde(default)]
+    pub signing: SigningSpec,
+    /// Names of the `Connection`s that may sign people in to this app. Empty allows every
+    /// Connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<String>,
+}
+
+fn aws_signin() -> String {
+    AWS_SIGNIN.to_owned()
+}
+fn persistent() -> String {
+    PERSISTENT.to_owned()
+}
+const fn default_lifetime() -> u32 {
+    300
+}
+
+/// XML signature algorithm.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SignatureAlgorithm {
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    #[default]
+    #[serde(rename = "rsa-sha256")]
+    RsaSha256,
+    /// RSA PKCS#1 v1.5 with SHA-1. Declared for completeness; rolegate refuses to sign with it.
+    #[serde(rename = "rsa-sha1")]
+    RsaSha1,
+}
+
+/// Digest algorithm of the signature reference.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DigestAlgorithm {
+    /// SHA-256.
+    #[default]
+    #[serde(rename = "sha256")]
+    Sha256,
+    /// SHA-1, for legacy service providers.
+    #[serde(rename = "sha1")]
+    Sha1,
+}
+
+/// The identity provider's signing key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSpec {
+    /// RSA key size in bits; 2048 or larger.
+    #[serde(default = "default_key_size")]
+    #[schemars(range(min = 2048, max = 8192))]
+    pub key_size: u32,
+    /// Validity of a generated certificate, in days.
+    #[serde(default = "default_validity_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub validity_days: u32,
+    /// Days a new certificate is published in the metadata before it starts signing.
+    #[serde(default = "default_rotation_lead_days")]
+    #[schemars(range(min = 0, max = 365))]
+    pub rotation_lead_days: u32,
+    /// A `kubernetes.io/tls` Secret holding `tls.key` (PKCS#8 or PKCS#1 PEM) and `tls.crt`. When
+    /// absent, the key and certificate are generated into a Secret in the operator namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+impl Default for SigningSpec {
+    fn default() -> Self {
+        Self {
+            key_size: default_key_size(),
+            validity_days: default_validity_days(),
+            rotation_lead_days: default_rotation_lead_days(),
+            secret_ref: None,
+        }
+    }
+}
+
+const fn default_key_size() -> u32 {
+    2048
+}
+const fn default_validity_days() -> u32 {
+    365
+}
+const fn default_rotation_lead_days() -> u32 {
+    7
+}
+
+/// Observed state of a `SAMLApp`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SAMLAppStatus {
+    /// The issuer in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Where the identity provider metadata is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_url: Option<String>,
+    /// Where people start IdP-initiated sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
+    /// The signing certificates and their place in the rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and friends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One signing certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// SHA-256 fingerprint of the DER certificate, as colon-separated hex.
+    pub sha256_fingerprint: String,
+    /// End of the certificate's validity, RFC 3339.
+    pub not_after: String,
+    /// Place in the rotation.
+    pub state: CertificateState,
+}
+
+/// Place of a certificate in the rotation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CertificateState {
+    /// Signs assertions and is published.
+    Active,
+    /// Published, not yet signing.
+    Next,
+    /// Still published, no longer signing.
+    Retiring,
+}

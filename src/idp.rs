@@ -1,0 +1,73 @@
+//! The identity provider's per-app signing keys, and the documents built with them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::crd::SAMLApp;
+use crate::keys::SigningKey;
+use crate::saml::{self, AppSettings, SamlError, Signer as _};
+
+/// The keys of one SAMLApp: the one that signs, and every one published in its metadata.
+#[derive(Debug, Clone)]
+pub struct AppKeys {
+    /// Signs assertions.
+    pub active: Arc<SigningKey>,
+    /// Published in the metadata, `active` included, in publication order.
+    pub published: Vec<Arc<SigningKey>>,
+}
+
+impl AppKeys {
+    /// One key that signs and is the only one published.
+    pub fn single(key: SigningKey) -> Self {
+        let key = Arc::new(key);
+        Self { active: Arc::clone(&key), published: vec![key] }
+    }
+}
+
+/// Keys of every SAMLApp, swapped as resources change.
+#[derive(Debug, Default)]
+pub struct KeyRing(RwLock<BTreeMap<String, AppKeys>>);
+
+impl KeyRing {
+    /// The keys of `app`.
+    pub fn get(&self, app: &str) -> Option<AppKeys> {
+        match self.0.read() {
+            Ok(g) => g.get(app).cloned(),
+            Err(p) => p.into_inner().get(app).cloned(),
+        }
+    }
+
+    /// Replaces every app's keys.
+    pub fn replace(&self, keys: BTreeMap<String, AppKeys>) {
+        match self.0.write() {
+            Ok(mut g) => *g = keys,
+            Err(p) => *p.into_inner() = keys,
+        }
+    }
+}
+
+/// The single sign-on URL of `app` under `public_url`.
+pub fn login_url(public_url: &str, app: &str) -> String {
+    format!("{}/samlp/{app}", public_url.trim_end_matches('/'))
+}
+
+/// The metadata URL of `app` under `public_url`.
+pub fn metadata_url(public_url: &str, app: &str) -> String {
+    format!("{}/samlp/metadata/{app}", public_url.trim_end_matches('/'))
+}
+
+/// The metadata document of `app`, listing every published certificate.
+///
+/// # Errors
+/// Settings rolegate refuses.
+pub fn app_metadata(app: &SAMLApp, keys: &AppKeys, public_url: &str) -> Result<String, SamlError> {
+    let settings = AppSettings::from_app(app)?;
+    let certs: Vec<&[u8]> = keys.published.iter().map(|k| k.certificate_der()).collect();
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    Ok(saml::metadata(
+        &settings.issuer,
+        &certs,
+        &login_url(public_url, name),
+        &settings.name_id_format,
+    ))
+}

@@ -1,0 +1,19 @@
+//! rolegate: a Kubernetes operator with an in-cluster SAML 2.0 identity provider that turns
+//! service-account tokens and people's sign-ins into AWS credentials through
+//! `sts:AssumeRoleWithSAML`.
+
+pub mod aws;
+pub mod cli;
+pub mod crd;
+pub mod credentials;
+pub mod dev;
+pub mod idp;
+pub mod keys;
+pub mod metrics;
+pub mod policy;
+pub mod registration;
+pub mod saml;
+pub mod server;
+pub mod standalone;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,46 @@
+//! The `rolegate` binary: parse arguments and dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use rolegate::cli::{Cli, Command, DevCommand};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_default())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rolegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve(args) => rolegate::standalone::serve(args.options()).await?,
+        Command::Crds { out: None } => print!("{}", rolegate::crd::render_yaml()?),
+        Command::Crds { out: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            for (file, yaml) in rolegate::crd::render_files()? {
+                std::fs::write(dir.join(file), yaml)?;
+            }
+        }
+        Command::Dev(DevCommand::Token { key, issuer, subject, audiences, ttl, pod, kid }) => {
+            let pem = std::fs::read_to_string(key)?;
+            let spec = rolegate::dev::TokenSpec { issuer, subject, audiences, ttl_seconds: ttl, pod, kid };
+            println!("{}", rolegate::dev::token(&pem, &spec, jiff::Timestamp::now())?);
+        }
+        Command::Dev(DevCommand::Jwks { key }) => {
+            let pem = std::fs::read_to_string(key)?;
+            println!("{}", serde_json::to_string_pretty(&rolegate::dev::jwks(&pem)?)?);
+        }
+        Command::Dev(DevCommand::Keygen) => print!("{}", rolegate::dev::generate_key()?),
+    }
+    Ok(())
+}

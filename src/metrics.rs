@@ -1,0 +1,73 @@
+//! Prometheus metrics shared by the server and registration.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric rolegate exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Assertions signed, by SAMLApp.
+    pub assertions_signed: Family<Labels, Counter>,
+    /// STS calls, by outcome.
+    pub sts_calls: Family<Labels, Counter>,
+    /// Credential requests served from the cache.
+    pub cache_hits: Counter,
+    /// Credential requests that needed STS.
+    pub cache_misses: Counter,
+    /// Sessions currently cached.
+    pub cache_entries: Gauge,
+    /// Tokens refused, by reason.
+    pub token_rejections: Family<Labels, Counter>,
+    /// HTTP responses, by route and status.
+    pub http_responses: Family<Labels, Counter>,
+    /// IAM registrations, by provider and action.
+    pub registrations: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `rolegate` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rolegate");
+        let m = Self {
+            assertions_signed: Family::default(),
+            sts_calls: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_entries: Gauge::default(),
+            token_rejections: Family::default(),
+            http_responses: Family::default(),
+            registrations: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("assertions_signed", "SAML assertions signed", m.assertions_signed.clone());
+        registry.register("sts_calls", "sts:AssumeRoleWithSAML calls", m.sts_calls.clone());
+        registry.register("credential_cache_hits", "Credential requests served from the cache", m.cache_hits.clone());
+        registry.register("credential_cache_misses", "Credential requests that needed STS", m.cache_misses.clone());
+        registry.register("credential_cache_entries", "Sessions cached", m.cache_entries.clone());
+        registry.register("token_rejections", "Identity tokens refused", m.token_rejections.clone());
+        registry.register("http_responses", "HTTP responses", m.http_responses.clone());
+        registry.register("iam_registrations", "IAM SAML provider registrations", m.registrations.clone());
+        Self { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,352 @@
+//! Turning a verified token into credentials: decide the grant, sign an assertion, call STS,
+//! cache. Shared by `/v1/credentials` and `/delegation`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use super::{ApiError, AppState, record};
+use crate::aws::{AssumeRequest, Sts, StsCredentials};
+use crate::credentials::{CachedSession, CredentialCache, SessionKey};
+use crate::crd::ConnectionKind;
+use crate::policy::{self, RequestContext, RoleGrant, Subject};
+use crate::saml::{self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, Attribute, DocumentIds};
+use crate::store::Snapshot;
+use crate::tokens::{Accept, VerifiedToken};
+
+/// Signs assertions and exchanges them with STS, through the credential cache.
+#[derive(Debug)]
+pub struct Issuer {
+    /// STS.
+    pub sts: Arc<dyn Sts>,
+    /// Sessions by (subject, role).
+    pub cache: CredentialCache,
+}
+
+/// Credentials for one grant.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    /// What was granted.
+    pub grant: RoleGrant,
+    /// What STS returned.
+    pub credentials: Arc<StsCredentials>,
+}
+
+/// A random SAML ID: `_` and 32 hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // A failing system RNG leaves zeros; IDs are then still unique per Response pair only by
+    // chance, so log it loudly.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        tracing::error!("system random number generator failed");
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("_{hex}")
+}
+
+fn claim_strings(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        serde_json::Value::Number(n) => vec![n.to_string()],
+        serde_json::Value::Bool(b) => vec![b.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+struct Person {
+    user: String,
+    groups: Vec<String>,
+}
+
+fn person(token: &VerifiedToken, snapshot: &Snapshot) -> Result<Person, ApiError> {
+    let connection = snapshot.connections.get(&token.connection);
+    let claims = match connection.and_then(|c| c.spec.kind().ok()) {
+        Some(ConnectionKind::Oidc(o)) => o.claims.clone(),
+        _ => crate::crd::ClaimNames::default(),
+    };
+    let user = token
+        .claims
+        .get(&claims.subject)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid_token", format!("token has no {:?} claim", claims.subject))
+        })?
+        .to_owned();
+    let groups = token.claims.get(&claims.groups).map(claim_strings).unwrap_or_default();
+    Ok(Person { user, groups })
+}
+
+impl Issuer {
+    /// Credentials for the grant `token` selects. `target` limits grants to one SAMLApp; `role`
+    /// and `principal` choose among several.
+    ///
+    /// # Errors
+    /// 403 when nothing is granted (with the policy's reason), 400 when the choice is ambiguous,
+    /// and STS failures.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn for_token(
+        &self,
+        state: &AppState,
+        snapshot: &Snapshot,
+        token: &VerifiedToken,
+        target: Option<&str>,
+        role: Option<&str>,
+        principal: Option<&str>,
+        now: Timestamp,
+    ) -> Result<IssuedSession, ApiError> {
+        let person_info;
+        let subject = if token.is_service_account {
+            let (namespace, name) = token
+                .service_account()
+                .ok_or_else(|| ApiError::unauthorized("invalid_token", "token subject is not a service account"))?;
+            Subject::ServiceAccount { namespace, name }
+        } else {
+            person_info = person(token, snapshot)?;
+            Subject::Person { user: &person_info.user, groups: &person_info.groups }
+        };
+        let who = match subject {
+            Subject::ServiceAccount { namespace, name } => format!("service account {namespace}/{name}"),
+            Subject::Person { user, .. } => format!("user {user:?}"),
+        };
+        let ctx = RequestContext { pod: token.pod() };
+        let decision = policy::decide(&subject, &ctx, snapshot);
+        let mut grants = decision.grants;
+        if let Some(target) = target {
+            grants.retain(|g| g.app == target);
+        }
+        if grants.is_empty() {
+            return Err(match decision.denials.first() {
+                Some((mapping, denial)) => ApiError::forbidden(format!(
+                    "RoleMapping {mapping} names {who} but grants nothing: {denial} ({})",
+                    denial.reason()
+                )),
+                None => ApiError::forbidden(match target {
+                    Some(t) => format!("no RoleMapping grants {who} a role through SAMLApp {t:?}"),
+                    None => format!("no RoleMapping names {who}"),
+                }),
+            });
+        }
+        if let Some(role) = role {
+            grants.retain(|g| g.session.role_arn == role);
+        }
+        if let Some(principal) = principal {
+            grants.retain(|g| g.session.provider_arn == principal);
+        }
+        let grant = match grants.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(ApiError::forbidden(format!(
+                    "role {:?} with provider {:?} is not granted to {who}",
+                    role.unwrap_or("(any)"),
+                    principal.unwrap_or("(any)")
+                )));
+            }
+            several => {
+                let roles: Vec<&str> = several.iter().map(|g| g.session.role_arn.as_str()).collect();
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("{who} may assume {} roles ({}); choose one with role", roles.len(), roles.join(", ")),
+                ));
+            }
+        };
+
+        let key = SessionKey {
+            subject: subject.name_id(),
+            role_arn: format!("{}|{}", grant.session.role_arn, grant.session.provider_arn),
+        };
+        let fetch = self.sign_and_assume(state, snapshot, &subject, token, &grant, now);
+        let (session, fetched) = self.cache.get_or_fetch(key, fetch).await.map_err(|e| (*e).clone())?;
+        if fetched {
+            state.metrics.cache_misses.inc();
+        } else {
+            state.metrics.cache_hits.inc();
+        }
+        Ok(IssuedSession { grant, credentials: session.credentials })
+    }
+
+    async fn sign_and_assume(
+        &self,
+        state: &AppState,
+        snapshot: &Snapshot,
+        subject: &Subject<'_>,
+        token: &VerifiedToken,
+        grant: &RoleGrant,
+        now: Timestamp,
+    ) -> Result<CachedSession, ApiError> {
+        let app = snapshot.apps.get(&grant.app).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "SAMLApp {:?} named by IAMProvider {:?} does not exist",
+                grant.app, grant.provider
+            ))
+        })?;
+        if !token.is_service_account
+            && !app.spec.connections.is_empty()
+            && !app.spec.connections.contains(&token.connection)
+        {
+            return Err(ApiError::forbidden(format!(
+                "SAMLApp {:?} does not allow connection {:?}",
+                grant.app, token.connection
+            )));
+        }
+        let settings = AppSettings::from_app(app).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let keys = state
+            .keys
+            .get(&grant.app)
+            .ok_or_else(|| ApiError::unavailable(format!("SAMLApp {:?} has no signing key yet", grant.app)))?;
+        let name_id = match subject {
+            Subject::ServiceAccount { .. } => subject.name_id(),
+            Subject::Person { .. } => app
+                .spec
+                .name_identifier_probes
+                .iter()
+                .find_map(|claim| token.claims.get(claim).and_then(|v| v.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| subject.name_id()),
+        };
+        let mut attributes = grant.session.attributes();
+        for (claim, attribute) in &app.spec.mappings {
+            if let Some(values) = token.claims.get(claim).map(claim_strings).filter(|v| !v.is_empty()) {
+                attributes.push(Attribute { name: attribute.clone(), values });
+            }
+        }
+        let ids = DocumentIds { response: random_id(), assertion: random_id() };
+        let content = AssertionContent { name_id: &name_id, attributes: &attributes, authn_context: AUTHN_UNSPECIFIED };
+        let signed = saml::build_response(&settings, &content, &ids, now, keys.active.as_ref())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        state
+            .metrics
+            .assertions_signed
+            .get_or_create(&vec![("app", grant.app.clone())])
+            .inc();
+        let request = AssumeRequest {
+            role_arn: grant.session.role_arn.clone(),
+            principal_arn: grant.session.provider_arn.clone(),
+            saml_assertion: signed.to_base64(),
+            duration_seconds: grant.session.duration_seconds,
+        };
+        let result = self.sts.assume_role_with_saml(request).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_owned(),
+        };
+        state.metrics.sts_calls.get_or_create(&vec![("result", outcome)]).inc();
+        let credentials = result?;
+        tracing::info!(
+            subject = %subject.name_id(),
+            role = %grant.session.role_arn,
+            access_key_id = %credentials.access_key_id,
+            expiration = %credentials.expiration,
+            "issued credentials"
+        );
+        Ok(CachedSession { credentials: Arc::new(credentials), obtained: now })
+    }
+}
+
+/// An Auth0-style delegation request, form- or JSON-encoded.
+#[derive(Debug, Default, Deserialize)]
+struct DelegationRequest {
+    grant_type: Option<String>,
+    id_token: Option<String>,
+    target: Option<String>,
+    client_id: Option<String>,
+    role: Option<String>,
+    principal: Option<String>,
+    api_type: Option<String>,
+    #[allow(dead_code)]
+    scope: Option<String>,
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<DelegationRequest, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_request", format!("body is not valid JSON: {e}")))
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("body is not a valid form: {e}")))
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded or application/json",
+        ))
+    }
+}
+
+fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", format!("{name} is required")))
+}
+
+/// `POST /delegation`: Auth0-compatible exchange of an identity token for AWS credentials.
+pub async fn delegation(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let result = delegate(&state, &headers, &body).await;
+    record(&state, "/delegation", &result);
+    result
+}
+
+async fn delegate(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+    let request = parse_delegation(headers, body)?;
+    let grant_type = required(request.grant_type.as_deref(), "grant_type")?;
+    if grant_type != JWT_BEARER {
+        return Err(ApiError::bad_request(
+            "unsupported_grant_type",
+            format!("grant_type must be {JWT_BEARER}"),
+        ));
+    }
+    if let Some(api_type) = request.api_type.as_deref().filter(|a| *a != "aws") {
+        return Err(ApiError::bad_request("invalid_request", format!("api_type {api_type:?} is not supported; use aws")));
+    }
+    let id_token = required(request.id_token.as_deref(), "id_token")?;
+    let target = required(request.target.as_deref(), "target")?;
+    let client_id = required(request.client_id.as_deref(), "client_id")?;
+    let now = state.clock.now();
+    let snapshot = state.store.current();
+    let token = state
+        .verifier
+        .verify(id_token, &snapshot, Accept::Any, now)
+        .await
+        .inspect_err(|e| {
+            state.metrics.token_rejections.get_or_create(&vec![("reason", e.label().to_owned())]).inc();
+        })?;
+    if !token.audiences.iter().any(|a| a == client_id) {
+        return Err(ApiError::unauthorized(
+            "invalid_client",
+            format!("client_id {client_id:?} is not the token's audience"),
+        ));
+    }
+    if !snapshot.apps.contains_key(target) {
+        return Err(ApiError::bad_request("invalid_request", format!("target {target:?} is not a SAMLApp")));
+    }
+    let session = state
+        .issuer
+        .for_token(state, &snapshot, &token, Some(target), request.role.as_deref(), request.principal.as_deref(), now)
+        .await?;
+    let c = &session.credentials;
+    Ok(Json(serde_json::json!({
+        "Credentials": {
+            "AccessKeyId": c.access_key_id,
+            "SecretAccessKey": c.secret_access_key,
+            "SessionToken": c.session_token,
+            "Expiration": c.expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        },
+        "AssumedRoleUser": {"Arn": c.assumed_role_arn, "AssumedRoleId": c.assumed_role_id},
+        "Subject": c.subject,
+        "SubjectType": c.subject_type,
+        "Issuer": c.issuer,
+        "Audience": c.audience,
+        "NameQualifier": c.name_qualifier,
+    }))
+    .into_response())
+}

@@ -1,0 +1,166 @@
+//! The HTTP surface: `router(state) -> Router` with thin handlers over the policy and SAML core.
+
+mod error;
+mod issue;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jiff::Timestamp;
+use serde::Deserialize;
+
+pub use error::ApiError;
+pub use issue::{IssuedSession, Issuer};
+
+use crate::idp::{KeyRing, app_metadata};
+use crate::metrics::Metrics;
+use crate::store::SharedSnapshot;
+use crate::tokens::{Accept, TokenVerifier};
+
+/// The source of "now" for request handling; tests pin it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Resources.
+    pub store: Arc<SharedSnapshot>,
+    /// Signing keys.
+    pub keys: Arc<KeyRing>,
+    /// Token verification.
+    pub verifier: Arc<TokenVerifier>,
+    /// Assertion → credentials.
+    pub issuer: Arc<Issuer>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Base URL people and AWS reach this server at.
+    pub public_url: String,
+    /// Set once resources and keys are loaded.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Request bodies larger than this are refused.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The router of `rolegate server` and `rolegate serve`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/samlp/metadata/{app}", get(metadata))
+        .route("/delegation", post(issue::delegation))
+        .route("/v1/credentials", get(credentials))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.cache_entries.set(i64::try_from(state.issuer.cache.len()).unwrap_or(i64::MAX));
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn metadata(State(state): State<AppState>, Path(app): Path<String>) -> Result<Response, ApiError> {
+    let snapshot = state.store.current();
+    let saml_app = snapshot
+        .apps
+        .get(&app)
+        .ok_or_else(|| ApiError::not_found(format!("SAMLApp {app:?} does not exist")))?;
+    let keys = state
+        .keys
+        .get(&app)
+        .ok_or_else(|| ApiError::unavailable(format!("SAMLApp {app:?} has no signing key yet")))?;
+    let xml = app_metadata(saml_app, &keys, &state.public_url)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/samlmetadata+xml; charset=utf-8")], xml).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CredentialsQuery {
+    role: Option<String>,
+}
+
+/// `GET /v1/credentials`: the AWS container-credentials protocol.
+async fn credentials(
+    State(state): State<AppState>,
+    Query(query): Query<CredentialsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map_err(|_| ApiError::unauthorized("invalid_token", "Authorization header is not ASCII")))
+            .transpose()?
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
+            .unwrap_or_default();
+        let now = state.clock.now();
+        let snapshot = state.store.current();
+        let token = state
+            .verifier
+            .verify(token, &snapshot, Accept::ServiceAccounts, now)
+            .await
+            .inspect_err(|e| {
+                state.metrics.token_rejections.get_or_create(&vec![("reason", e.label().to_owned())]).inc();
+            })?;
+        let session = state
+            .issuer
+            .for_token(&state, &snapshot, &token, None, query.role.as_deref(), None, now)
+            .await?;
+        let c = &session.credentials;
+        Ok::<_, ApiError>(Json(serde_json::json!({
+            "AccessKeyId": c.access_key_id,
+            "SecretAccessKey": c.secret_access_key,
+            "Token": c.session_token,
+            "AccountId": c.account_id(),
+            "Expiration": c.expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }))
+        .into_response())
+    }
+    .await;
+    record(&state, "/v1/credentials", &result);
+    result
+}
+
+fn record(state: &AppState, route: &'static str, result: &Result<Response, ApiError>) {
+    let status = match result {
+        Ok(r) => r.status(),
+        Err(e) => e.status,
+    };
+    state
+        .metrics
+        .http_responses
+        .get_or_create(&vec![("route", route.to_owned()), ("status", status.as_u16().to_string())])
+        .inc();
+}

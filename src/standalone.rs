@@ -1,0 +1,311 @@
+//! `rolegate serve --config DIR`: the server and IAM registration with resources read from CR
+//! YAML files, reloaded when the files change. No cluster is needed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use crate::aws::sdk::{AccessKeys, IamAccess, SdkSamlProviders, SdkSts};
+use crate::aws::Sts;
+use crate::credentials::CredentialCache;
+use crate::crd::IAMProvider;
+use crate::idp::{AppKeys, KeyRing, app_metadata};
+use crate::keys::{KeyError, SigningKey};
+use crate::metrics::Metrics;
+use crate::registration;
+use crate::server::{AppState, Issuer, SystemClock, router};
+use crate::store::files::{LoadError, dir_fingerprint, load_dir};
+use crate::store::{SharedSnapshot, Snapshot, secret_value};
+use crate::tokens::TokenVerifier;
+
+/// Options of `rolegate serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Directory of CR YAML files.
+    pub config: PathBuf,
+    /// Where generated signing keys are kept between runs.
+    pub state_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Base URL this server is reached at; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Namespace that Secret references without a namespace point into.
+    pub namespace: String,
+    /// How often the config directory is checked for changes.
+    pub poll: Duration,
+    /// How often IAM is compared with the desired metadata even without changes.
+    pub resync: Duration,
+}
+
+/// Why `serve` cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The config directory is invalid.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A signing key is unusable.
+    #[error("SAMLApp {app:?}: {source}")]
+    Key {
+        /// The app.
+        app: String,
+        /// Why.
+        source: KeyError,
+    },
+    /// The signing key's Secret is missing or incomplete.
+    #[error("SAMLApp {app:?}: {reason}")]
+    Secret {
+        /// The app.
+        app: String,
+        /// Why.
+        reason: String,
+    },
+    /// Files in the state directory cannot be read or written.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The listener cannot be bound or serving failed.
+    #[error("serving on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn state_io(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::State { path: path.to_path_buf(), source }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+/// Loads every SAMLApp's key: from its `secretRef` Secret, else from the state directory,
+/// generating it there on first use.
+///
+/// # Errors
+/// A missing or invalid Secret, an unusable key, or an unwritable state directory.
+pub fn load_keys(
+    snapshot: &Snapshot,
+    state_dir: &Path,
+    namespace: &str,
+    now: Timestamp,
+) -> Result<BTreeMap<String, AppKeys>, ServeError> {
+    let mut ring = BTreeMap::new();
+    for (name, app) in &snapshot.apps {
+        let key_error = |source| ServeError::Key { app: name.clone(), source };
+        let key = if let Some(reference) = &app.spec.signing.secret_ref {
+            let secret_error = |reason: String| ServeError::Secret { app: name.clone(), reason };
+            let secret = snapshot
+                .secret(reference, namespace)
+                .ok_or_else(|| secret_error(format!("signing Secret {:?} does not exist", reference.name)))?;
+            let field = |key: &str| {
+                secret_value(secret, key)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .ok_or_else(|| secret_error(format!("signing Secret {:?} has no {key}", reference.name)))
+            };
+            SigningKey::from_pem(field("tls.key")?, field("tls.crt")?).map_err(key_error)?
+        } else {
+            let dir = state_dir.join(name);
+            let key_path = dir.join("tls.key");
+            let cert_path = dir.join("tls.crt");
+            if key_path.exists() {
+                let key_pem = std::fs::read_to_string(&key_path).map_err(state_io(&key_path))?;
+                let cert_pem = std::fs::read_to_string(&cert_path).map_err(state_io(&cert_path))?;
+                SigningKey::from_pem(&key_pem, &cert_pem).map_err(key_error)?
+            } else {
+                let settings = crate::saml::AppSettings::from_app(app)
+                    .map_err(|e| ServeError::Secret { app: name.clone(), reason: e.to_string() })?;
+                let (key, pem) = SigningKey::generate(
+                    &settings.issuer,
+                    app.spec.signing.key_size,
+                    app.spec.signing.validity_days,
+                    now,
+                )
+                .map_err(key_error)?;
+                std::fs::create_dir_all(&dir).map_err(state_io(&dir))?;
+                write_private(&key_path, &pem.key_pem).map_err(state_io(&key_path))?;
+                std::fs::write(&cert_path, &pem.cert_pem).map_err(state_io(&cert_path))?;
+                tracing::info!(app = %name, fingerprint = key.fingerprint(), path = %dir.display(), "generated signing key");
+                key
+            }
+        };
+        ring.insert(name.clone(), AppKeys::single(key));
+    }
+    Ok(ring)
+}
+
+/// How the controller side reaches IAM for `provider`.
+pub fn iam_access(provider: &IAMProvider, snapshot: &Snapshot, namespace: &str) -> Result<IamAccess, String> {
+    let credentials = provider.spec.credentials.clone().unwrap_or_default();
+    let keys = match &credentials.secret_ref {
+        None => None,
+        Some(reference) => {
+            let secret = snapshot
+                .secret(reference, namespace)
+                .ok_or_else(|| format!("credentials Secret {:?} does not exist", reference.name))?;
+            let value = |key: &str| {
+                secret_value(secret, key).and_then(|v| String::from_utf8(v.to_vec()).ok())
+            };
+            Some(AccessKeys {
+                access_key_id: value("AWS_ACCESS_KEY_ID")
+                    .ok_or_else(|| format!("credentials Secret {:?} has no AWS_ACCESS_KEY_ID", reference.name))?,
+                secret_access_key: value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+                    format!("credentials Secret {:?} has no AWS_SECRET_ACCESS_KEY", reference.name)
+                })?,
+                session_token: value("AWS_SESSION_TOKEN"),
+            })
+        }
+    };
+    Ok(IamAccess {
+        endpoint_url: provider.spec.endpoint_url.clone(),
+        keys,
+        assume_role_arn: credentials.assume_role_arn,
+    })
+}
+
+/// Registers every IAMProvider of `snapshot`; failures are logged and counted, not fatal.
+pub async fn register_all(
+    snapshot: &Snapshot,
+    keys: &KeyRing,
+    public_url: &str,
+    namespace: &str,
+    metrics: &Metrics,
+) {
+    for (name, provider) in &snapshot.providers {
+        let outcome = async {
+            let app_name = &provider.spec.saml_app;
+            let app = snapshot
+                .apps
+                .get(app_name)
+                .ok_or_else(|| format!("SAMLApp {app_name:?} does not exist"))?;
+            let app_keys = keys.get(app_name).ok_or_else(|| format!("SAMLApp {app_name:?} has no key"))?;
+            let metadata = app_metadata(app, &app_keys, public_url).map_err(|e| e.to_string())?;
+            let access = iam_access(provider, snapshot, namespace)?;
+            let iam = SdkSamlProviders::new(&access).await;
+            registration::register(provider, &metadata, &iam).await.map_err(|e| e.to_string())
+        }
+        .await;
+        let action = match &outcome {
+            Ok(r) => {
+                tracing::info!(provider = %name, arn = %r.arn, action = r.plan.label(), metadata_sha256 = %r.metadata_sha256, "IAM SAML provider registered");
+                r.plan.label()
+            }
+            Err(reason) => {
+                tracing::error!(provider = %name, %reason, "IAM SAML provider registration failed");
+                "error"
+            }
+        };
+        metrics
+            .registrations
+            .get_or_create(&vec![("provider", name.clone()), ("action", action.to_owned())])
+            .inc();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Runs standalone mode until SIGINT or SIGTERM.
+///
+/// # Errors
+/// An invalid config directory or key at start, or a listener that cannot be bound.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let snapshot = load_dir(&options.config)?;
+    let keys = Arc::new(KeyRing::default());
+    keys.replace(load_keys(&snapshot, &options.state_dir, &options.namespace, Timestamp::now())?);
+    tracing::info!(
+        apps = snapshot.apps.len(),
+        providers = snapshot.providers.len(),
+        mappings = snapshot.mappings.len(),
+        connections = snapshot.connections.len(),
+        "loaded {}",
+        options.config.display()
+    );
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Serve { addr: options.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Serve { addr: options.listen, source })?;
+    let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let sts: Arc<dyn Sts> = Arc::new(SdkSts::from_env().await);
+    let store = Arc::new(SharedSnapshot::new(snapshot));
+    let state = AppState {
+        store: Arc::clone(&store),
+        keys: Arc::clone(&keys),
+        verifier: Arc::new(TokenVerifier::new(options.config.clone())),
+        issuer: Arc::new(Issuer { sts, cache: CredentialCache::default() }),
+        metrics: Arc::new(Metrics::new()),
+        clock: Arc::new(SystemClock),
+        public_url: public_url.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    tokio::spawn(sync_loop(options.clone(), state.clone()));
+    tracing::info!(%addr, %public_url, "serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServeError::Serve { addr, source })
+}
+
+/// Registers at start, then reloads and re-registers whenever the files change, and at least
+/// every `resync` to repair drift in IAM.
+async fn sync_loop(options: ServeOptions, state: AppState) {
+    let mut fingerprint = dir_fingerprint(&options.config);
+    register_all(&state.store.current(), &state.keys, &state.public_url, &options.namespace, &state.metrics).await;
+    state.ready.store(true, Ordering::Release);
+    let mut last_sync = Instant::now();
+    loop {
+        tokio::time::sleep(options.poll).await;
+        let now_fingerprint = dir_fingerprint(&options.config);
+        let changed = now_fingerprint != fingerprint;
+        if changed {
+            fingerprint = now_fingerprint;
+            let reloaded = load_dir(&options.config).map_err(|e| e.to_string()).and_then(|snapshot| {
+                load_keys(&snapshot, &options.state_dir, &options.namespace, Timestamp::now())
+                    .map(|keys| (snapshot, keys))
+                    .map_err(|e| e.to_string())
+            });
+            match reloaded {
+                Ok((snapshot, keys)) => {
+                    tracing::info!("reloaded {}", options.config.display());
+                    state.keys.replace(keys);
+                    state.store.replace(snapshot);
+                }
+                Err(reason) => {
+                    tracing::error!(%reason, "config change rejected; still serving the previous resources");
+                    continue;
+                }
+            }
+        }
+        if changed || last_sync.elapsed() >= options.resync {
+            register_all(&state.store.current(), &state.keys, &state.public_url, &options.namespace, &state.metrics).await;
+            last_sync = Instant::now();
+        }
+    }
+}

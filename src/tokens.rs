@@ -1,0 +1,475 @@
+//! Identity tokens: JWTs verified against a Connection's JWKS (signature, `iss`, `aud`, `exp`,
+//! `nbf`). Unsigned and HMAC tokens are refused before any key is looked at. Keys are cached and
+//! refetched when a token names an unknown `kid`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use tokio::sync::Mutex;
+
+use crate::crd::{Connection, ConnectionKind};
+use crate::store::Snapshot;
+
+/// Tokens longer than this are refused before parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// At most one JWKS refetch per connection in this interval, however many unknown `kid`s arrive.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Clock skew tolerated on `nbf`.
+const NBF_LEEWAY_SECONDS: i64 = 30;
+
+/// Why a token is refused. Messages name the cause and never echo the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No token was presented.
+    #[error("no token was presented")]
+    Missing,
+    /// Longer than [`MAX_TOKEN_BYTES`].
+    #[error("token is {0} bytes; the limit is {MAX_TOKEN_BYTES}")]
+    TooLarge(usize),
+    /// Not a JWS compact serialisation with JSON header and claims.
+    #[error("token is not a well-formed JWT: {0}")]
+    Malformed(String),
+    /// `alg: none`, HMAC, or an algorithm the key does not support.
+    #[error("token algorithm {0:?} is refused: {1}")]
+    Algorithm(String, &'static str),
+    /// No Connection of the right kind trusts this issuer.
+    #[error("token issuer {0:?} is not trusted by any connection")]
+    UntrustedIssuer(String),
+    /// The issuer's JWKS has no key with this id, even after a refetch.
+    #[error("token key id {kid:?} is not in the keys of connection {connection:?}")]
+    UnknownKey {
+        /// The `kid`.
+        kid: String,
+        /// The connection.
+        connection: String,
+    },
+    /// The signature does not verify.
+    #[error("token signature does not verify against connection {0:?}")]
+    BadSignature(String),
+    /// `exp` is past.
+    #[error("token expired at {0}")]
+    Expired(Timestamp),
+    /// `nbf` is in the future.
+    #[error("token is not valid before {0}")]
+    NotYetValid(Timestamp),
+    /// `aud` holds none of the connection's audiences.
+    #[error("token audience {audience:?} is not accepted by connection {connection:?}")]
+    WrongAudience {
+        /// The token's audiences, comma-joined.
+        audience: String,
+        /// The connection.
+        connection: String,
+    },
+    /// A required claim is missing or mistyped.
+    #[error("token claim {0:?} is missing or not of the right type")]
+    Claim(&'static str),
+    /// The subject is not `system:serviceaccount:<ns>:<name>`.
+    #[error("token subject {0:?} is not a service account")]
+    NotServiceAccount(String),
+    /// The connection's keys cannot be had.
+    #[error("keys of connection {connection:?} cannot be fetched: {reason}")]
+    Jwks {
+        /// The connection.
+        connection: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TokenError {
+    /// A short label for metrics.
+    pub const fn label(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::TooLarge(_) => "too_large",
+            Self::Malformed(_) => "malformed",
+            Self::Algorithm(..) => "algorithm",
+            Self::UntrustedIssuer(_) => "issuer",
+            Self::UnknownKey { .. } => "unknown_kid",
+            Self::BadSignature(_) => "signature",
+            Self::Expired(_) => "expired",
+            Self::NotYetValid(_) => "not_yet_valid",
+            Self::WrongAudience { .. } => "audience",
+            Self::Claim(_) => "claim",
+            Self::NotServiceAccount(_) => "subject",
+            Self::Jwks { .. } => "jwks",
+        }
+    }
+}
+
+/// Which kind of Connection may vouch for a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Only `kubernetes` Connections (the container-credentials path).
+    ServiceAccounts,
+    /// `kubernetes` and `oidc` Connections (delegation).
+    Any,
+}
+
+/// A token whose signature and claims were verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The Connection that vouched for it.
+    pub connection: String,
+    /// Whether that Connection is of kind `kubernetes`.
+    pub is_service_account: bool,
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`.
+    pub subject: String,
+    /// `aud`.
+    pub audiences: Vec<String>,
+    /// Every claim.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl VerifiedToken {
+    /// `(namespace, name)` of a service-account subject.
+    pub fn service_account(&self) -> Option<(&str, &str)> {
+        let rest = self.subject.strip_prefix("system:serviceaccount:")?;
+        let (namespace, name) = rest.split_once(':')?;
+        (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some((namespace, name))
+    }
+
+    /// The pod a projected service-account token is bound to.
+    pub fn pod(&self) -> Option<&str> {
+        self.claims
+            .get("kubernetes.io")
+            .and_then(|k| k.get("pod"))
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+    }
+}
+
+#[derive(Debug)]
+struct CachedKeys {
+    keys: Option<Arc<JwkSet>>,
+    fetched: Option<Instant>,
+}
+
+/// Verifies tokens, caching each JWKS by URI.
+#[derive(Debug)]
+pub struct TokenVerifier {
+    http: reqwest::Client,
+    base_dir: PathBuf,
+    cache: Mutex<HashMap<String, Arc<Mutex<CachedKeys>>>>,
+}
+
+fn b64_json(part: &str) -> Result<serde_json::Value, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|e| TokenError::Malformed(format!("bad base64url: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(format!("bad JSON: {e}")))
+}
+
+fn audiences(claims: &serde_json::Value) -> Vec<String> {
+    match claims.get("aud") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn time_claim(claims: &serde_json::Value, name: &'static str) -> Result<Option<Timestamp>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => {
+            let secs = v
+                .as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .ok_or(TokenError::Claim(name))?;
+            Timestamp::from_second(secs).map(Some).map_err(|_| TokenError::Claim(name))
+        }
+    }
+}
+
+struct Trusted<'a> {
+    name: &'a str,
+    audiences: Vec<String>,
+    jwks_uri: Option<String>,
+    oidc_issuer: Option<&'a str>,
+    is_service_account: bool,
+}
+
+fn trusted<'a>(connection: &'a Connection, issuer: &str, accept: Accept) -> Option<Trusted<'a>> {
+    let name = connection.metadata.name.as_deref().unwrap_or_default();
+    match connection.spec.kind().ok()? {
+        ConnectionKind::Kubernetes(k) if k.issuer.as_deref() == Some(issuer) => Some(Trusted {
+            name,
+            audiences: k.audiences.clone(),
+            jwks_uri: k.jwks_uri.clone(),
+            oidc_issuer: None,
+            is_service_account: true,
+        }),
+        ConnectionKind::Oidc(o) if accept == Accept::Any && o.issuer.trim_end_matches('/') == issuer.trim_end_matches('/') => {
+            Some(Trusted {
+                name,
+                audiences: vec![o.client_id.clone()],
+                jwks_uri: None,
+                oidc_issuer: Some(o.issuer.as_str()),
+                is_service_account: false,
+            })
+        }
+        _ => None,
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier resolving `file:` JWKS URIs against `base_dir`.
+    pub fn new(base_dir: PathBuf) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base_dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies `token` at `now` against the Connections of `snapshot`.
+    ///
+    /// # Errors
+    /// The first check that fails, in the order: size, shape, algorithm, issuer, key, signature,
+    /// expiry, audience, subject.
+    pub async fn verify(
+        &self,
+        token: &str,
+        snapshot: &Snapshot,
+        accept: Accept,
+        now: Timestamp,
+    ) -> Result<VerifiedToken, TokenError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge(token.len()));
+        }
+        let parts: Vec<&str> = token.split('.').collect();
+        let [header_b64, claims_b64, _signature] = parts.as_slice() else {
+            return Err(TokenError::Malformed(format!(
+                "{} dot-separated parts, a JWS has 3",
+                parts.len()
+            )));
+        };
+        let raw_header = b64_json(header_b64)?;
+        let alg = raw_header
+            .get("alg")
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(TokenError::Algorithm(alg.into(), "unsigned tokens are never accepted"));
+        }
+        if alg.to_ascii_uppercase().starts_with("HS") {
+            return Err(TokenError::Algorithm(alg.into(), "HMAC tokens are never accepted"));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Algorithm(alg.into(), "not a supported JWS algorithm"))?;
+        let claims = b64_json(claims_b64)?;
+        let issuer = claims
+            .get("iss")
+            .and_then(|i| i.as_str())
+            .ok_or(TokenError::Claim("iss"))?
+            .to_owned();
+        let candidates: Vec<Trusted<'_>> = snapshot
+            .connections
+            .values()
+            .filter_map(|c| trusted(c, &issuer, accept))
+            .collect();
+        let token_audiences = audiences(&claims);
+        // Several connections may share an issuer; the one accepting the audience vouches.
+        let connection = candidates
+            .iter()
+            .find(|c| c.audiences.iter().any(|a| token_audiences.contains(a)))
+            .or_else(|| candidates.first())
+            .ok_or_else(|| TokenError::UntrustedIssuer(issuer.chars().take(200).collect()))?;
+
+        let jwks_uri = match (&connection.jwks_uri, connection.oidc_issuer) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(oidc)) => self.discover_jwks_uri(connection.name, oidc).await?,
+            (None, None) => {
+                return Err(TokenError::Jwks {
+                    connection: connection.name.to_owned(),
+                    reason: "the connection has no jwksUri".into(),
+                });
+            }
+        };
+        let key = self.key_for(connection.name, &jwks_uri, header.kid.as_deref()).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    TokenError::BadSignature(connection.name.to_owned())
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm(
+                    alg.into(),
+                    "it does not fit the key the token names",
+                ),
+                other => TokenError::Malformed(format!("{other:?}")),
+            }
+        })?;
+
+        let exp = time_claim(&claims, "exp")?.ok_or(TokenError::Claim("exp"))?;
+        if exp <= now {
+            return Err(TokenError::Expired(exp));
+        }
+        if let Some(nbf) = time_claim(&claims, "nbf")? {
+            if nbf.as_second() > now.as_second() + NBF_LEEWAY_SECONDS {
+                return Err(TokenError::NotYetValid(nbf));
+            }
+        }
+        if !connection
+            .audiences
+            .iter()
+            .any(|a| token_audiences.contains(a))
+        {
+            return Err(TokenError::WrongAudience {
+                audience: token_audiences.join(",").chars().take(200).collect(),
+                connection: connection.name.to_owned(),
+            });
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .ok_or(TokenError::Claim("sub"))?
+            .to_owned();
+        let serde_json::Value::Object(claims) = claims else {
+            return Err(TokenError::Malformed("claims are not a JSON object".into()));
+        };
+        let verified = VerifiedToken {
+            connection: connection.name.to_owned(),
+            is_service_account: connection.is_service_account,
+            issuer,
+            subject,
+            audiences: token_audiences,
+            claims,
+        };
+        if verified.is_service_account && verified.service_account().is_none() {
+            return Err(TokenError::NotServiceAccount(
+                verified.subject.chars().take(200).collect(),
+            ));
+        }
+        Ok(verified)
+    }
+
+    async fn discover_jwks_uri(&self, connection: &str, issuer: &str) -> Result<String, TokenError> {
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let fail = |reason: String| TokenError::Jwks {
+            connection: connection.to_owned(),
+            reason,
+        };
+        let doc: serde_json::Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| fail(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        doc.get("jwks_uri")
+            .and_then(|u| u.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| fail("discovery document has no jwks_uri".into()))
+    }
+
+    async fn fetch(&self, uri: &str) -> Result<JwkSet, String> {
+        let bytes = if let Some(path) = uri.strip_prefix("file://") {
+            tokio::fs::read(path).await.map_err(|e| format!("{uri}: {e}"))?
+        } else if let Some(relative) = uri.strip_prefix("file:") {
+            let path = self.base_dir.join(relative);
+            tokio::fs::read(&path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        } else if uri.starts_with("https://") || uri.starts_with("http://") {
+            self.http
+                .get(uri)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| e.to_string())?
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_vec()
+        } else {
+            return Err(format!("{uri:?} is not an http(s):// or file: URI"));
+        };
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a JWKS: {e}"))
+    }
+
+    async fn key_for(
+        &self,
+        connection: &str,
+        uri: &str,
+        kid: Option<&str>,
+    ) -> Result<DecodingKey, TokenError> {
+        let entry = {
+            let mut cache = self.cache.lock().await;
+            Arc::clone(cache.entry(uri.to_owned()).or_insert_with(|| {
+                Arc::new(Mutex::new(CachedKeys {
+                    keys: None,
+                    fetched: None,
+                }))
+            }))
+        };
+        // One fetch at a time per URI; concurrent callers wait and reuse its result.
+        let mut cached = entry.lock().await;
+        let lookup = |set: &JwkSet| match kid {
+            Some(kid) => set.find(kid).cloned(),
+            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None => None,
+        };
+        if let Some(jwk) = cached.keys.as_deref().and_then(lookup) {
+            return DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Jwks {
+                connection: connection.to_owned(),
+                reason: format!("unusable key: {e}"),
+            });
+        }
+        let may_fetch = cached.fetched.is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
+        if may_fetch {
+            let fetched = self.fetch(uri).await;
+            cached.fetched = Some(Instant::now());
+            match fetched {
+                Ok(set) => cached.keys = Some(Arc::new(set)),
+                Err(reason) if cached.keys.is_none() => {
+                    cached.fetched = None;
+                    return Err(TokenError::Jwks {
+                        connection: connection.to_owned(),
+                        reason,
+                    });
+                }
+                Err(reason) => tracing::warn!(connection, %reason, "JWKS refetch failed; keeping the cached keys"),
+            }
+        }
+        let jwk = cached
+            .keys
+            .as_deref()
+            .and_then(lookup)
+            .ok_or_else(|| TokenError::UnknownKey {
+                kid: kid.unwrap_or("(none)").chars().take(100).collect(),
+                connection: connection.to_owned(),
+            })?;
+        DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Jwks {
+            connection: connection.to_owned(),
+            reason: format!("unusable key: {e}"),
+        })
+    }
+}

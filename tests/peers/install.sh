@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs the real peers used by rolegate's integration tests:
+#   - xmlsec1 (Debian package; pysaml2 shells out to it for XML signatures)
+#   - a Python venv with moto[server], pysaml2, boto3 and awscli v1 (pinned)
+#
+# Idempotent and fast when everything is already in place: the venv carries a
+# stamp holding the hash of requirements.txt + constraints.txt + the Python
+# version; a matching stamp skips the pip step entirely.
+#
+# Location: ${ROLEGATE_PEERS:-<repo>/.peers}/venv
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+peers="${ROLEGATE_PEERS:-$repo/.peers}"
+venv="$peers/venv"
+req="$here/requirements.txt"
+cons="$here/constraints.txt"
+stamp="$venv/.rolegate-peers-stamp"
+
+log() { printf 'peers: %s\n' "$*"; }
+
+mkdir -p "$peers"
+# Keep the install dir out of git without touching the repo's .gitignore.
+[ -f "$peers/.gitignore" ] || printf '*\n' >"$peers/.gitignore"
+
+# Serialise concurrent runs (e.g. several test binaries starting at once).
+exec 9>"$peers/.install.lock"
+if command -v flock >/dev/null 2>&1; then
+  flock 9
+fi
+
+python="${PYTHON:-python3}"
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "peers: $python not found on PATH" >&2
+  exit 1
+fi
+
+# --- 1. Debian packages -----------------------------------------------------
+apt_pkgs=()
+if ! command -v xmlsec1 >/dev/null 2>&1; then
+  apt_pkgs+=(xmlsec1)
+fi
+# Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip).
+if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  apt_pkgs+=(python3-venv)
+fi
+if ((${#apt_pkgs[@]})); then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "peers: need ${apt_pkgs[*]} but apt-get is not available" >&2
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  log "apt-get install ${apt_pkgs[*]}"
+  aptlog="$(mktemp)"
+  if ! { "${sudo[@]}" apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+           "${apt_pkgs[@]}"; } >"$aptlog" 2>&1; then
+    cat "$aptlog" >&2
+    rm -f "$aptlog"
+    echo "peers: apt-get failed" >&2
+    exit 1
+  fi
+  rm -f "$aptlog"
+else
+  log "xmlsec1 present ($(command -v xmlsec1))"
+fi
+command -v xmlsec1 >/dev/null 2>&1 || { echo "peers: xmlsec1 still missing" >&2; exit 1; }
+
+# --- 2. Python venv with pinned packages ------------------------------------
+want="$( { cat "$req" "$cons"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  log "venv up to date ($venv)"
+  exit 0
+fi
+
+if [ -e "$venv" ]; then
+  log "removing stale venv $venv"
+  rm -rf "$venv"
+fi
+log "creating venv $venv"
+"$python" -m venv "$venv"
+
+log "pip install -r tests/peers/requirements.txt (pinned, may take ~30s)"
+PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --no-input -q \
+  -r "$req" -c "$cons"
+
+log "checking imports"
+"$venv/bin/python" -c 'import saml2, moto, boto3, botocore, awscli' >/dev/null
+test -x "$venv/bin/moto_server"
+test -x "$venv/bin/aws"
+
+printf '%s\n' "$want" >"$stamp.tmp"
+mv "$stamp.tmp" "$stamp"
+log "done ($venv)"
