@@ -253,7 +253,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Serve { addr: options.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Serve { addr: options.listen, source })?;
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let sts: Arc<dyn Sts> = Arc::new(SdkSts::from_env().await);
+    let sts: Arc<dyn Sts> = Arc::new(SdkSts::new(None).await);
     let store = Arc::new(SharedSnapshot::new(snapshot));
     let state = AppState {
         store: Arc::clone(&store),

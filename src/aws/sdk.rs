@@ -54,14 +54,16 @@ pub struct SdkSts {
 }
 
 impl SdkSts {
-    /// A client from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`), without credentials:
-    /// `AssumeRoleWithSAML` is unsigned.
-    pub async fn from_env() -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest())
+    /// A client configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`), without
+    /// credentials: `AssumeRoleWithSAML` is unsigned. `endpoint_url` overrides the endpoint.
+    pub async fn new(endpoint_url: Option<&str>) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
-            .region(region().await)
-            .load()
-            .await;
+            .region(region().await);
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
         Self {
             client: aws_sdk_sts::Client::new(&config),
         }

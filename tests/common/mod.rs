@@ -1,0 +1,267 @@
+//! Test harness: the real server on a loopback port, in front of a real moto server, with
+//! resources written as CR YAML and service-account tokens signed by a real key.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use rolegate::aws::sdk::SdkSts;
+use rolegate::credentials::CredentialCache;
+use rolegate::idp::KeyRing;
+use rolegate::metrics::Metrics;
+use rolegate::server::{AppState, Issuer, SystemClock, router};
+use rolegate::store::SharedSnapshot;
+use rolegate::store::files::load_dir;
+use rolegate::tokens::TokenVerifier;
+
+pub const ACCOUNT: &str = "123456789012";
+pub const ISSUER: &str = "https://issuer.rolegate.test";
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/app-reader";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The peers venv, installed by `tests/peers/install.sh` (which `make test` runs).
+pub fn venv() -> PathBuf {
+    let peers = std::env::var_os("ROLEGATE_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
+    let venv = peers.join("venv");
+    assert!(
+        venv.join("bin/python").exists(),
+        "test peers are missing at {}: run `make test` (or tests/peers/install.sh)",
+        venv.display()
+    );
+    venv
+}
+
+/// The moto server `make test` starts (`ROLEGATE_TEST_MOTO`).
+pub fn moto() -> String {
+    std::env::var("ROLEGATE_TEST_MOTO")
+        .expect("ROLEGATE_TEST_MOTO is not set: run the tests with `make test`, which starts moto")
+}
+
+/// A unique suffix for names shared in the one moto server.
+pub fn unique(prefix: &str) -> String {
+    let mut bytes = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
+/// Resource YAML for a server: one SAMLApp `aws`, one IAMProvider `acct` allowing namespaces
+/// labelled `team=a` and roles `app-*`, namespaces `team-a` (allowed) and `team-b` (not), a
+/// kubernetes Connection `k8s`, and mappings exercising each tenant-guard rule.
+pub fn resources(provider_name: &str, sign_response: bool) -> String {
+    format!(
+        r#"
+apiVersion: rolegate.dev/v1alpha1
+kind: SAMLApp
+metadata: {{name: aws}}
+spec:
+  signResponse: {sign_response}
+  mappings: {{"kubernetes.io/namespace": "https://rolegate.dev/namespace"}}
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: IAMProvider
+metadata: {{name: acct}}
+spec:
+  samlApp: aws
+  accountId: "{ACCOUNT}"
+  providerName: {provider_name}
+  allowedNamespaces: {{matchLabels: {{team: a}}}}
+  allowedRoles: ["arn:aws:iam::{ACCOUNT}:role/app-*"]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: team-a, labels: {{team: a}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: team-b, labels: {{team: b}}}}
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: Connection
+metadata: {{name: k8s}}
+spec:
+  kubernetes:
+    issuer: {ISSUER}
+    audiences: [rolegate]
+    jwksUri: file:jwks.json
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: RoleMapping
+metadata: {{name: app-reader, namespace: team-a}}
+spec:
+  provider: acct
+  roleArn: {ROLE}
+  subjects: [{{kind: ServiceAccount, name: app}}, {{kind: ServiceAccount, name: multi}}]
+  sessionTags: {{team: "{{namespace}}"}}
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: RoleMapping
+metadata: {{name: app-writer, namespace: team-a}}
+spec:
+  provider: acct
+  roleArn: arn:aws:iam::{ACCOUNT}:role/app-writer
+  subjects: [{{kind: ServiceAccount, name: multi}}]
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: RoleMapping
+metadata: {{name: admin, namespace: team-a}}
+spec:
+  provider: acct
+  roleArn: arn:aws:iam::{ACCOUNT}:role/admin
+  subjects: [{{kind: ServiceAccount, name: greedy}}]
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: RoleMapping
+metadata: {{name: borrowed, namespace: team-b}}
+spec:
+  provider: acct
+  roleArn: {ROLE}
+  subjects: [{{kind: ServiceAccount, name: app}}]
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: RoleMapping
+metadata: {{name: elsewhere, namespace: team-a}}
+spec:
+  provider: nowhere
+  roleArn: {ROLE}
+  subjects: [{{kind: ServiceAccount, name: lost}}]
+"#
+    )
+}
+
+/// A running server and what it needs.
+pub struct Harness {
+    pub url: String,
+    pub state: AppState,
+    pub sa_key: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts the server over `yaml`, with a fresh service-account issuer key.
+    pub async fn start(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        let sa_key = rolegate::dev::generate_key().unwrap();
+        let jwks = rolegate::dev::jwks(&sa_key).unwrap();
+        std::fs::write(config.join("jwks.json"), jwks.to_string()).unwrap();
+        std::fs::write(config.join("resources.yaml"), yaml).unwrap();
+        let snapshot = load_dir(&config).unwrap();
+        let keys = Arc::new(KeyRing::default());
+        keys.replace(
+            rolegate::standalone::load_keys(&snapshot, &dir.path().join("state"), "rolegate", jiff::Timestamp::now())
+                .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState {
+            store: Arc::new(SharedSnapshot::new(snapshot)),
+            keys,
+            verifier: Arc::new(TokenVerifier::new(config)),
+            issuer: Arc::new(Issuer {
+                sts: Arc::new(SdkSts::new(Some(&moto())).await),
+                cache: CredentialCache::default(),
+            }),
+            metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(SystemClock),
+            public_url: url.clone(),
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, state, sa_key, dir }
+    }
+
+    /// A token for service account `namespace/name`, audience `rolegate`, valid for an hour.
+    pub fn sa_token(&self, namespace: &str, name: &str) -> String {
+        self.token(&format!("system:serviceaccount:{namespace}:{name}"), &["rolegate"], 3600)
+    }
+
+    /// A token with the given subject, audiences and lifetime (negative: already expired).
+    pub fn token(&self, subject: &str, audiences: &[&str], ttl: i64) -> String {
+        let spec = rolegate::dev::TokenSpec {
+            issuer: ISSUER.into(),
+            subject: subject.into(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            ttl_seconds: ttl,
+            pod: Some("app-7d4b9c".into()),
+            kid: None,
+        };
+        rolegate::dev::token(&self.sa_key, &spec, jiff::Timestamp::now()).unwrap()
+    }
+
+    /// `GET /v1/credentials` with `authorization` as the raw header value.
+    pub async fn credentials(&self, authorization: &str, role: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().get(format!("{}/v1/credentials", self.url));
+        if let Some(role) = role {
+            request = request.query(&[("role", role)]);
+        }
+        let response = request.header("Authorization", authorization).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    }
+
+    /// `POST /delegation`, form-encoded.
+    pub async fn delegation(&self, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/delegation", self.url))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    }
+
+    /// The sum of every sample of metric `name` (all label sets).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.state
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The served metadata.
+    pub async fn metadata(&self, app: &str) -> String {
+        reqwest::get(format!("{}/samlp/metadata/{app}", self.url)).await.unwrap().text().await.unwrap()
+    }
+}
+
+/// The first signing certificate of a metadata document, as PEM.
+pub fn first_cert_pem(metadata: &str) -> String {
+    let start = metadata.find("<ds:X509Certificate>").unwrap() + "<ds:X509Certificate>".len();
+    let end = start + metadata[start..].find("</ds:X509Certificate>").unwrap();
+    let b64 = &metadata[start..end];
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
+/// Runs a command, returning (success, stdout, stderr).
+pub fn run(command: &mut Command) -> (bool, String, String) {
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
