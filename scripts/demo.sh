@@ -24,7 +24,7 @@ demo=.demo
 venv="${ROLEGATE_PEERS:-$repo/.peers}/venv"
 account=123456789012
 provider_arn="arn:aws:iam::$account:saml-provider/rolegate-demo"
-role_name=demo-s3-reader
+role_name="demo-s3-reader"
 role_arn="arn:aws:iam::$account:role/$role_name"
 sa_issuer=https://kubernetes.default.svc.cluster.local
 

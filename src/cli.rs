@@ -103,6 +103,10 @@ pub enum DevCommand {
         /// `kid`; defaults to a hash of the public key.
         #[arg(long)]
         kid: Option<String>,
+        /// Write the token to this file, without a trailing newline, as the kubelet writes
+        /// projected tokens.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print the JWKS of a PEM private key's public half.
     Jwks {

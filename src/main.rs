@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_default())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -31,10 +32,16 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(dir.join(file), yaml)?;
             }
         }
-        Command::Dev(DevCommand::Token { key, issuer, subject, audiences, ttl, pod, kid }) => {
+        Command::Dev(DevCommand::Token { key, issuer, subject, audiences, ttl, pod, kid, out }) => {
             let pem = std::fs::read_to_string(key)?;
             let spec = rolegate::dev::TokenSpec { issuer, subject, audiences, ttl_seconds: ttl, pod, kid };
-            println!("{}", rolegate::dev::token(&pem, &spec, jiff::Timestamp::now())?);
+            let token = rolegate::dev::token(&pem, &spec, jiff::Timestamp::now())?;
+            // Token files carry no trailing newline, as the kubelet writes them; SDKs send the
+            // file's bytes verbatim as a header value.
+            match out {
+                Some(path) => std::fs::write(path, token)?,
+                None => println!("{token}"),
+            }
         }
         Command::Dev(DevCommand::Jwks { key }) => {
             let pem = std::fs::read_to_string(key)?;

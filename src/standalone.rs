@@ -56,6 +56,9 @@ pub enum ServeError {
         /// Why.
         source: KeyError,
     },
+    /// A SAMLApp asks for settings rolegate refuses.
+    #[error(transparent)]
+    Settings(crate::saml::SamlError),
     /// The signing key's Secret is missing or incomplete.
     #[error("SAMLApp {app:?}: {reason}")]
     Secret {
@@ -106,6 +109,8 @@ pub fn load_keys(
 ) -> Result<BTreeMap<String, AppKeys>, ServeError> {
     let mut ring = BTreeMap::new();
     for (name, app) in &snapshot.apps {
+        // Refuse what the app asks for before any key is generated, whatever the state dir holds.
+        crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
         let key_error = |source| ServeError::Key { app: name.clone(), source };
         let key = if let Some(reference) = &app.spec.signing.secret_ref {
             let secret_error = |reason: String| ServeError::Secret { app: name.clone(), reason };
@@ -127,8 +132,7 @@ pub fn load_keys(
                 let cert_pem = std::fs::read_to_string(&cert_path).map_err(state_io(&cert_path))?;
                 SigningKey::from_pem(&key_pem, &cert_pem).map_err(key_error)?
             } else {
-                let settings = crate::saml::AppSettings::from_app(app)
-                    .map_err(|e| ServeError::Secret { app: name.clone(), reason: e.to_string() })?;
+                let settings = crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
                 let (key, pem) = SigningKey::generate(
                     &settings.issuer,
                     app.spec.signing.key_size,

@@ -156,7 +156,11 @@ async fn credentials(
 fn record(state: &AppState, route: &'static str, result: &Result<Response, ApiError>) {
     let status = match result {
         Ok(r) => r.status(),
-        Err(e) => e.status,
+        Err(e) => {
+            // The audit line of a refusal; descriptions never carry tokens or secrets.
+            tracing::info!(route, status = e.status.as_u16(), error = e.error, description = %e.description, "refused");
+            e.status
+        }
     };
     state
         .metrics

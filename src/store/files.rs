@@ -20,7 +20,15 @@ pub enum LoadError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A document is not valid YAML or does not fit its kind.
+    /// The file is not valid YAML.
+    #[error("{path}: {reason}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        reason: String,
+    },
+    /// A document does not fit its kind.
     #[error("{path}, document {index}: {reason}")]
     Document {
         /// The file.
@@ -89,9 +97,8 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, LoadError> {
 /// An invalid document, or an object defined twice.
 pub fn load_text(snapshot: &mut Snapshot, path: &Path, text: &str) -> Result<(), LoadError> {
     let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_str_multiple(text).map_err(|e| LoadError::Document {
+        serde_saphyr::from_str_multiple(text).map_err(|e| LoadError::Yaml {
             path: path.to_path_buf(),
-            index: 0,
             reason: e.to_string(),
         })?;
     for (i, doc) in docs.into_iter().enumerate() {
