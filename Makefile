@@ -18,6 +18,7 @@ peers:
 ## Regenerate the CRDs under crds/ from the Rust types.
 generate:
 	$(CARGO) run --quiet -- crds --out crds
+	$(CARGO) run --quiet -- crds --out charts/rolegate/crds
 
 fmt:
 	$(CARGO) fmt --all

@@ -19,7 +19,8 @@ use crate::store::Snapshot;
 
 /// Tokens longer than this are refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// At most one JWKS refetch per connection in this interval, however many unknown `kid`s arrive.
+/// By default, at most one JWKS refetch per URI in this interval, however many unknown `kid`s
+/// arrive, so forged `kid`s cannot turn the server into a load generator against the issuer.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Clock skew tolerated on `nbf`.
 const NBF_LEEWAY_SECONDS: i64 = 30;
@@ -159,6 +160,7 @@ struct CachedKeys {
 pub struct TokenVerifier {
     http: reqwest::Client,
     base_dir: PathBuf,
+    refetch_interval: Duration,
     cache: Mutex<HashMap<String, Arc<Mutex<CachedKeys>>>>,
 }
 
@@ -234,8 +236,16 @@ impl TokenVerifier {
         Self {
             http,
             base_dir,
+            refetch_interval: REFETCH_INTERVAL,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The least time between two fetches of one JWKS.
+    #[must_use]
+    pub const fn with_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
     }
 
     /// Verifies `token` at `now` against the Connections of `snapshot`.
@@ -443,7 +453,7 @@ impl TokenVerifier {
                 reason: format!("unusable key: {e}"),
             });
         }
-        let may_fetch = cached.fetched.is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
+        let may_fetch = cached.fetched.is_none_or(|t| t.elapsed() >= self.refetch_interval);
         if may_fetch {
             let fetched = self.fetch(uri).await;
             cached.fetched = Some(Instant::now());

@@ -141,3 +141,21 @@ async fn several_roles_are_chosen_with_the_role_parameter() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(h.metric("rolegate_sts_calls_total"), 2.0, "one session per role");
 }
+
+#[tokio::test]
+async fn a_rotated_issuer_key_is_fetched_on_its_unknown_kid() {
+    let mut h = Harness::start(&resources(&unique("rotation"), false)).await;
+    let old_token = h.sa_token("team-a", "app");
+    assert_eq!(h.credentials(&old_token, None).await.0, 200);
+
+    // The issuer rotates: its JWKS now holds only the new key.
+    let new_key = rolegate::dev::generate_key().unwrap();
+    let jwks = rolegate::dev::jwks(&new_key).unwrap();
+    std::fs::write(h.dir.path().join("config/jwks.json"), jwks.to_string()).unwrap();
+    h.sa_key = new_key;
+    let (status, body) = h.credentials(&h.sa_token("team-a", "app"), None).await;
+    assert_eq!(status, 200, "the new kid triggers a refetch: {body}");
+    let (status, body) = h.credentials(&old_token, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("is not in the keys"), "{body}");
+}

@@ -22,6 +22,11 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The default NameID format, SAML 2.0 persistent.
+pub fn samlapp_persistent() -> String {
+    samlapp::PERSISTENT.to_owned()
+}
+
 /// The API group of every rolegate resource.
 pub const GROUP: &str = "rolegate.dev";
 /// The version of the resources in this module.

@@ -164,7 +164,7 @@ impl Harness {
         let state = AppState {
             store: Arc::new(SharedSnapshot::new(snapshot)),
             keys,
-            verifier: Arc::new(TokenVerifier::new(config)),
+            verifier: Arc::new(TokenVerifier::new(config).with_refetch_interval(std::time::Duration::ZERO)),
             issuer: Arc::new(Issuer {
                 sts: Arc::new(SdkSts::new(Some(&moto())).await),
                 cache: CredentialCache::default(),

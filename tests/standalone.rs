@@ -1,0 +1,159 @@
+//! `rolegate serve --config DIR`, the binary itself: it registers the IdP in IAM (moto) at start,
+//! re-registers when the files change, keeps its generated key across restarts, rejects a broken
+//! change while serving the previous resources, and serves credentials.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ACCOUNT, ISSUER, moto, resources, unique};
+use rolegate::aws::SamlProviders as _;
+use rolegate::aws::sdk::{IamAccess, SdkSamlProviders};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(config: &Path, state: &Path) -> Server {
+    let port = free_port();
+    let log = std::fs::File::create(config.parent().unwrap().join(format!("serve-{port}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(["serve", "--poll-seconds", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "rolegate serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_registers_reloads_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&config).unwrap();
+    let sa_key = rolegate::dev::generate_key().unwrap();
+    std::fs::write(config.join("jwks.json"), rolegate::dev::jwks(&sa_key).unwrap().to_string()).unwrap();
+    let name = unique("standalone");
+    let yaml = resources(&name, false);
+    std::fs::write(config.join("resources.yaml"), &yaml).unwrap();
+    let arn = format!("arn:aws:iam::{ACCOUNT}:saml-provider/{name}");
+    let iam = SdkSamlProviders::new(&IamAccess { endpoint_url: Some(moto()), ..IamAccess::default() }).await;
+
+    let server = start(&config, &state).await;
+    let metadata = reqwest::get(format!("{}/samlp/metadata/aws", server.url)).await.unwrap().text().await.unwrap();
+    let held = iam.get(&arn).await.unwrap().expect("registered at start");
+    assert_eq!(held.metadata, metadata);
+
+    // Credentials through the binary.
+    let spec = rolegate::dev::TokenSpec {
+        issuer: ISSUER.into(),
+        subject: "system:serviceaccount:team-a:app".into(),
+        audiences: vec!["rolegate".into()],
+        ttl_seconds: 600,
+        pod: None,
+        kid: None,
+    };
+    let token = rolegate::dev::token(&sa_key, &spec, jiff::Timestamp::now()).unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/credentials", server.url))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A broken change is rejected; the previous resources keep serving.
+    std::fs::write(config.join("broken.yaml"), "kind: [unclosed").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = reqwest::get(format!("{}/samlp/metadata/aws", server.url)).await.unwrap().status();
+    assert_eq!(status, 200);
+    std::fs::remove_file(config.join("broken.yaml")).unwrap();
+
+    // A change to the SAMLApp changes the metadata, which is pushed to IAM.
+    let changed = yaml.replacen(
+        "spec:\n  signResponse: false",
+        "spec:\n  signResponse: false\n  nameIdentifierFormat: urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+        1,
+    );
+    assert_ne!(changed, yaml);
+    std::fs::write(config.join("resources.yaml"), &changed).unwrap();
+    eventually("IAM holds the changed metadata", || async {
+        iam.get(&arn).await.unwrap().is_some_and(|p| p.metadata.contains("emailAddress"))
+    })
+    .await;
+
+    // Drift: the provider is deleted behind rolegate's back; a restart recreates it with the same
+    // key, which the state directory kept.
+    iam.delete(&arn).await.unwrap();
+    drop(server);
+    let server = start(&config, &state).await;
+    let again = reqwest::get(format!("{}/samlp/metadata/aws", server.url)).await.unwrap().text().await.unwrap();
+    assert_eq!(common::first_cert_pem(&again), common::first_cert_pem(&metadata), "the key survived the restart");
+    assert_eq!(iam.get(&arn).await.unwrap().expect("recreated").metadata, again);
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        "apiVersion: rolegate.dev/v1alpha1\nkind: SAMLApp\nmetadata: {name: aws}\nspec: {lifetimeSeconds: many}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("app.yaml, document 1"), "{err}");
+    assert!(err.contains("lifetimeSeconds") || err.contains("invalid type"), "{err}");
+    assert!(!dir.path().join("state").exists(), "nothing was generated");
+}
