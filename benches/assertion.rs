@@ -8,7 +8,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rolegate::crd::DigestAlgorithm;
 use rolegate::keys::SigningKey;
 use rolegate::saml::aws::RoleSession;
-use rolegate::saml::{self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, DocumentIds, Signer as _};
+use rolegate::saml::{
+    self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, DocumentIds, Signer as _,
+};
 
 fn bench(c: &mut Criterion) {
     let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
@@ -28,7 +30,10 @@ fn bench(c: &mut Criterion) {
         attributes: &attributes,
         authn_context: AUTHN_UNSPECIFIED,
     };
-    let ids = DocumentIds { response: "_0123456789abcdef0123456789abcdef".into(), assertion: "_fedcba9876543210fedcba9876543210".into() };
+    let ids = DocumentIds {
+        response: "_0123456789abcdef0123456789abcdef".into(),
+        assertion: "_fedcba9876543210fedcba9876543210".into(),
+    };
     let mut group = c.benchmark_group("saml");
     group.throughput(Throughput::Elements(1));
     for sign_response in [false, true] {
@@ -41,14 +46,23 @@ fn bench(c: &mut Criterion) {
             sign_response,
             digest: DigestAlgorithm::Sha256,
         };
-        let name = if sign_response { "build_sign_response" } else { "build_sign_assertion" };
+        let name = if sign_response {
+            "build_sign_response"
+        } else {
+            "build_sign_assertion"
+        };
         group.bench_function(name, |b| {
-            b.iter(|| saml::build_response(black_box(&settings), black_box(&content), &ids, now, &key).unwrap());
+            b.iter(|| {
+                saml::build_response(black_box(&settings), black_box(&content), &ids, now, &key)
+                    .unwrap()
+            });
         });
     }
     // The reference: one RSA signature over a SignedInfo-sized message, same key, same run.
     let signed_info = vec![b'x'; 700];
-    group.bench_function("rsa2048_sign_only", |b| b.iter(|| key.sign(black_box(&signed_info)).unwrap()));
+    group.bench_function("rsa2048_sign_only", |b| {
+        b.iter(|| key.sign(black_box(&signed_info)).unwrap())
+    });
     group.finish();
 }
 

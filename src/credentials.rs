@@ -93,7 +93,11 @@ impl CredentialCache {
     ///
     /// # Errors
     /// The error of the shared `fetch`.
-    pub async fn get_or_fetch<E, F>(&self, key: SessionKey, fetch: F) -> Result<(CachedSession, bool), Arc<E>>
+    pub async fn get_or_fetch<E, F>(
+        &self,
+        key: SessionKey,
+        fetch: F,
+    ) -> Result<(CachedSession, bool), Arc<E>>
     where
         E: Send + Sync + 'static,
         F: Future<Output = Result<CachedSession, E>> + Send,

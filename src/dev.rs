@@ -36,7 +36,10 @@ fn rsa_key(pem_text: &str) -> Result<RsaKeyPair, DevError> {
 pub fn key_id(pem_text: &str) -> Result<String, DevError> {
     let key = rsa_key(pem_text)?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
-    Ok(digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A JWKS with the public half of the key.
@@ -102,7 +105,8 @@ pub fn token(pem_text: &str, spec: &TokenSpec, now: Timestamp) -> Result<String,
         "exp": iat + spec.ttl_seconds,
         "kubernetes.io": kubernetes,
     });
-    let key = EncodingKey::from_rsa_pem(pem_text.as_bytes()).map_err(|e| DevError::Key(e.to_string()))?;
+    let key =
+        EncodingKey::from_rsa_pem(pem_text.as_bytes()).map_err(|e| DevError::Key(e.to_string()))?;
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| DevError::Sign(e.to_string()))
 }
 

@@ -20,7 +20,10 @@ impl AppKeys {
     /// One key that signs and is the only one published.
     pub fn single(key: SigningKey) -> Self {
         let key = Arc::new(key);
-        Self { active: Arc::clone(&key), published: vec![key] }
+        Self {
+            active: Arc::clone(&key),
+            published: vec![key],
+        }
     }
 }
 

@@ -151,7 +151,8 @@ impl SigningKey {
                 .map_err(|e| KeyError::Generate(e.to_string()))
         };
         params.not_before = to_time(now - SignedDuration::from_hours(1))?;
-        params.not_after = to_time(now + SignedDuration::from_hours(24 * i64::from(validity_days)))?;
+        params.not_after =
+            to_time(now + SignedDuration::from_hours(24 * i64::from(validity_days)))?;
         let cert = params
             .self_signed(&generated)
             .map_err(|e| KeyError::Generate(e.to_string()))?;
@@ -189,7 +190,12 @@ impl Signer for SigningKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let mut signature = vec![0; self.key.public_modulus_len()];
         self.key
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message,
+                &mut signature,
+            )
             .map_err(|e| SignError(e.to_string()))?;
         Ok(signature)
     }

@@ -32,9 +32,25 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(dir.join(file), yaml)?;
             }
         }
-        Command::Dev(DevCommand::Token { key, issuer, subject, audiences, ttl, pod, kid, out }) => {
+        Command::Dev(DevCommand::Token {
+            key,
+            issuer,
+            subject,
+            audiences,
+            ttl,
+            pod,
+            kid,
+            out,
+        }) => {
             let pem = std::fs::read_to_string(key)?;
-            let spec = rolegate::dev::TokenSpec { issuer, subject, audiences, ttl_seconds: ttl, pod, kid };
+            let spec = rolegate::dev::TokenSpec {
+                issuer,
+                subject,
+                audiences,
+                ttl_seconds: ttl,
+                pod,
+                kid,
+            };
             let token = rolegate::dev::token(&pem, &spec, jiff::Timestamp::now())?;
             // Token files carry no trailing newline, as the kubelet writes them; SDKs send the
             // file's bytes verbatim as a header value.
@@ -45,7 +61,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Dev(DevCommand::Jwks { key }) => {
             let pem = std::fs::read_to_string(key)?;
-            println!("{}", serde_json::to_string_pretty(&rolegate::dev::jwks(&pem)?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rolegate::dev::jwks(&pem)?)?
+            );
         }
         Command::Dev(DevCommand::Keygen) => print!("{}", rolegate::dev::generate_key()?),
     }

@@ -51,14 +51,42 @@ impl Metrics {
             registrations: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("assertions_signed", "SAML assertions signed", m.assertions_signed.clone());
-        registry.register("sts_calls", "sts:AssumeRoleWithSAML calls", m.sts_calls.clone());
-        registry.register("credential_cache_hits", "Credential requests served from the cache", m.cache_hits.clone());
-        registry.register("credential_cache_misses", "Credential requests that needed STS", m.cache_misses.clone());
-        registry.register("credential_cache_entries", "Sessions cached", m.cache_entries.clone());
-        registry.register("token_rejections", "Identity tokens refused", m.token_rejections.clone());
+        registry.register(
+            "assertions_signed",
+            "SAML assertions signed",
+            m.assertions_signed.clone(),
+        );
+        registry.register(
+            "sts_calls",
+            "sts:AssumeRoleWithSAML calls",
+            m.sts_calls.clone(),
+        );
+        registry.register(
+            "credential_cache_hits",
+            "Credential requests served from the cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "credential_cache_misses",
+            "Credential requests that needed STS",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "credential_cache_entries",
+            "Sessions cached",
+            m.cache_entries.clone(),
+        );
+        registry.register(
+            "token_rejections",
+            "Identity tokens refused",
+            m.token_rejections.clone(),
+        );
         registry.register("http_responses", "HTTP responses", m.http_responses.clone());
-        registry.register("iam_registrations", "IAM SAML provider registrations", m.registrations.clone());
+        registry.register(
+            "iam_registrations",
+            "IAM SAML provider registrations",
+            m.registrations.clone(),
+        );
         Self { registry, ..m }
     }
 

@@ -44,9 +44,13 @@ impl Subject<'_> {
     pub fn is_named_by(&self, mapping: &RoleMapping) -> bool {
         let namespace = mapping.metadata.namespace.as_deref().unwrap_or_default();
         mapping.spec.subjects.iter().any(|s| match (self, s.kind) {
-            (Self::ServiceAccount { namespace: ns, name }, SubjectKind::ServiceAccount) => {
-                *ns == namespace && s.name == *name
-            }
+            (
+                Self::ServiceAccount {
+                    namespace: ns,
+                    name,
+                },
+                SubjectKind::ServiceAccount,
+            ) => *ns == namespace && s.name == *name,
             (Self::Person { user, .. }, SubjectKind::User) => s.name == *user,
             (Self::Person { groups, .. }, SubjectKind::Group) => groups.contains(&s.name),
             _ => false,
@@ -173,9 +177,11 @@ pub fn admit<'s>(mapping: &RoleMapping, snapshot: &'s Snapshot) -> Result<&'s IA
         });
     }
     let role = &mapping.spec.role_arn;
-    let allowed = provider.spec.allowed_roles.iter().any(|pattern| {
-        glob::Pattern::new(pattern).is_ok_and(|p| p.matches(role))
-    });
+    let allowed = provider
+        .spec
+        .allowed_roles
+        .iter()
+        .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches(role)));
     if !allowed {
         return Err(Denial::RoleNotAllowed {
             role: role.clone(),
@@ -211,7 +217,11 @@ pub fn render_template(
             },
             "user" => subject.name_id(),
             "pod" => ctx.pod.unwrap_or_default().to_owned(),
-            other => return Err(format!("template {template:?} has unknown placeholder {{{other}}}")),
+            other => {
+                return Err(format!(
+                    "template {template:?} has unknown placeholder {{{other}}}"
+                ));
+            }
         };
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -238,8 +248,8 @@ pub fn grant(
         Subject::Person { .. } => "{user}",
     };
     let template = spec.session_name.as_deref().unwrap_or(default_template);
-    let rendered = render_template(template, subject, namespace, ctx)
-        .map_err(Denial::InvalidSessionName)?;
+    let rendered =
+        render_template(template, subject, namespace, ctx).map_err(Denial::InvalidSessionName)?;
     let session_name = sanitize_session_name(&rendered)?;
     let render = |t: &str| render_template(t, subject, namespace, ctx).map_err(Denial::InvalidTags);
     let tags = spec

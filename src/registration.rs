@@ -69,14 +69,21 @@ pub async fn register(
     let current = iam.get(&arn).await?;
     let step = plan(current.as_ref(), metadata);
     let arn = match step {
-        Plan::Create => iam.create(&provider.spec.provider_name, metadata, &provider.spec.tags).await?,
+        Plan::Create => {
+            iam.create(&provider.spec.provider_name, metadata, &provider.spec.tags)
+                .await?
+        }
         Plan::Update => {
             iam.update(&arn, metadata).await?;
             arn
         }
         Plan::InSync => arn,
     };
-    Ok(Registration { arn, plan: step, metadata_sha256: metadata_sha256(metadata) })
+    Ok(Registration {
+        arn,
+        plan: step,
+        metadata_sha256: metadata_sha256(metadata),
+    })
 }
 
 #[cfg(test)]
@@ -85,7 +92,10 @@ mod tests {
 
     #[test]
     fn plan_creates_updates_or_leaves_alone() {
-        let held = |m: &str| RegisteredProvider { metadata: m.into(), valid_until: None };
+        let held = |m: &str| RegisteredProvider {
+            metadata: m.into(),
+            valid_until: None,
+        };
         assert_eq!(plan(None, "<a/>"), Plan::Create);
         assert_eq!(plan(Some(&held("<a/>")), "<a/>"), Plan::InSync);
         assert_eq!(plan(Some(&held("<a/>\n")), "<a/>"), Plan::InSync);

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::aws::sdk::{AccessKeys, IamAccess, SdkSamlProviders, SdkSts};
 use crate::aws::Sts;
-use crate::credentials::CredentialCache;
+use crate::aws::sdk::{AccessKeys, IamAccess, SdkSamlProviders, SdkSts};
 use crate::crd::IAMProvider;
+use crate::credentials::CredentialCache;
 use crate::idp::{AppKeys, KeyRing, app_metadata};
 use crate::keys::{KeyError, SigningKey};
 use crate::metrics::Metrics;
@@ -86,13 +86,20 @@ pub enum ServeError {
 }
 
 fn state_io(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
-    move |source| ServeError::State { path: path.to_path_buf(), source }
+    move |source| ServeError::State {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents.as_bytes())
 }
 
@@ -111,16 +118,27 @@ pub fn load_keys(
     for (name, app) in &snapshot.apps {
         // Refuse what the app asks for before any key is generated, whatever the state dir holds.
         crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
-        let key_error = |source| ServeError::Key { app: name.clone(), source };
+        let key_error = |source| ServeError::Key {
+            app: name.clone(),
+            source,
+        };
         let key = if let Some(reference) = &app.spec.signing.secret_ref {
-            let secret_error = |reason: String| ServeError::Secret { app: name.clone(), reason };
-            let secret = snapshot
-                .secret(reference, namespace)
-                .ok_or_else(|| secret_error(format!("signing Secret {:?} does not exist", reference.name)))?;
+            let secret_error = |reason: String| ServeError::Secret {
+                app: name.clone(),
+                reason,
+            };
+            let secret = snapshot.secret(reference, namespace).ok_or_else(|| {
+                secret_error(format!(
+                    "signing Secret {:?} does not exist",
+                    reference.name
+                ))
+            })?;
             let field = |key: &str| {
                 secret_value(secret, key)
                     .and_then(|v| std::str::from_utf8(v).ok())
-                    .ok_or_else(|| secret_error(format!("signing Secret {:?} has no {key}", reference.name)))
+                    .ok_or_else(|| {
+                        secret_error(format!("signing Secret {:?} has no {key}", reference.name))
+                    })
             };
             SigningKey::from_pem(field("tls.key")?, field("tls.crt")?).map_err(key_error)?
         } else {
@@ -132,7 +150,8 @@ pub fn load_keys(
                 let cert_pem = std::fs::read_to_string(&cert_path).map_err(state_io(&cert_path))?;
                 SigningKey::from_pem(&key_pem, &cert_pem).map_err(key_error)?
             } else {
-                let settings = crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
+                let settings =
+                    crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
                 let (key, pem) = SigningKey::generate(
                     &settings.issuer,
                     app.spec.signing.key_size,
@@ -153,7 +172,11 @@ pub fn load_keys(
 }
 
 /// How the controller side reaches IAM for `provider`.
-pub fn iam_access(provider: &IAMProvider, snapshot: &Snapshot, namespace: &str) -> Result<IamAccess, String> {
+pub fn iam_access(
+    provider: &IAMProvider,
+    snapshot: &Snapshot,
+    namespace: &str,
+) -> Result<IamAccess, String> {
     let credentials = provider.spec.credentials.clone().unwrap_or_default();
     let keys = match &credentials.secret_ref {
         None => None,
@@ -165,10 +188,17 @@ pub fn iam_access(provider: &IAMProvider, snapshot: &Snapshot, namespace: &str) 
                 secret_value(secret, key).and_then(|v| String::from_utf8(v.to_vec()).ok())
             };
             Some(AccessKeys {
-                access_key_id: value("AWS_ACCESS_KEY_ID")
-                    .ok_or_else(|| format!("credentials Secret {:?} has no AWS_ACCESS_KEY_ID", reference.name))?,
+                access_key_id: value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
+                    format!(
+                        "credentials Secret {:?} has no AWS_ACCESS_KEY_ID",
+                        reference.name
+                    )
+                })?,
                 secret_access_key: value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
-                    format!("credentials Secret {:?} has no AWS_SECRET_ACCESS_KEY", reference.name)
+                    format!(
+                        "credentials Secret {:?} has no AWS_SECRET_ACCESS_KEY",
+                        reference.name
+                    )
                 })?,
                 session_token: value("AWS_SESSION_TOKEN"),
             })
@@ -196,11 +226,15 @@ pub async fn register_all(
                 .apps
                 .get(app_name)
                 .ok_or_else(|| format!("SAMLApp {app_name:?} does not exist"))?;
-            let app_keys = keys.get(app_name).ok_or_else(|| format!("SAMLApp {app_name:?} has no key"))?;
+            let app_keys = keys
+                .get(app_name)
+                .ok_or_else(|| format!("SAMLApp {app_name:?} has no key"))?;
             let metadata = app_metadata(app, &app_keys, public_url).map_err(|e| e.to_string())?;
             let access = iam_access(provider, snapshot, namespace)?;
             let iam = SdkSamlProviders::new(&access).await;
-            registration::register(provider, &metadata, &iam).await.map_err(|e| e.to_string())
+            registration::register(provider, &metadata, &iam)
+                .await
+                .map_err(|e| e.to_string())
         }
         .await;
         let action = match &outcome {
@@ -215,7 +249,10 @@ pub async fn register_all(
         };
         metrics
             .registrations
-            .get_or_create(&vec![("provider", name.clone()), ("action", action.to_owned())])
+            .get_or_create(&vec![
+                ("provider", name.clone()),
+                ("action", action.to_owned()),
+            ])
             .inc();
     }
 }
@@ -243,7 +280,12 @@ async fn shutdown_signal() {
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let snapshot = load_dir(&options.config)?;
     let keys = Arc::new(KeyRing::default());
-    keys.replace(load_keys(&snapshot, &options.state_dir, &options.namespace, Timestamp::now())?);
+    keys.replace(load_keys(
+        &snapshot,
+        &options.state_dir,
+        &options.namespace,
+        Timestamp::now(),
+    )?);
     tracing::info!(
         apps = snapshot.apps.len(),
         providers = snapshot.providers.len(),
@@ -254,16 +296,28 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     );
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| ServeError::Serve { addr: options.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Serve { addr: options.listen, source })?;
-    let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        .map_err(|source| ServeError::Serve {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Serve {
+        addr: options.listen,
+        source,
+    })?;
+    let public_url = options
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let sts: Arc<dyn Sts> = Arc::new(SdkSts::new(None).await);
     let store = Arc::new(SharedSnapshot::new(snapshot));
     let state = AppState {
         store: Arc::clone(&store),
         keys: Arc::clone(&keys),
         verifier: Arc::new(TokenVerifier::new(options.config.clone())),
-        issuer: Arc::new(Issuer { sts, cache: CredentialCache::default() }),
+        issuer: Arc::new(Issuer {
+            sts,
+            cache: CredentialCache::default(),
+        }),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),
         public_url: public_url.clone(),
@@ -281,7 +335,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 /// every `resync` to repair drift in IAM.
 async fn sync_loop(options: ServeOptions, state: AppState) {
     let mut fingerprint = dir_fingerprint(&options.config);
-    register_all(&state.store.current(), &state.keys, &state.public_url, &options.namespace, &state.metrics).await;
+    register_all(
+        &state.store.current(),
+        &state.keys,
+        &state.public_url,
+        &options.namespace,
+        &state.metrics,
+    )
+    .await;
     state.ready.store(true, Ordering::Release);
     let mut last_sync = Instant::now();
     loop {
@@ -290,11 +351,18 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
         let changed = now_fingerprint != fingerprint;
         if changed {
             fingerprint = now_fingerprint;
-            let reloaded = load_dir(&options.config).map_err(|e| e.to_string()).and_then(|snapshot| {
-                load_keys(&snapshot, &options.state_dir, &options.namespace, Timestamp::now())
+            let reloaded = load_dir(&options.config)
+                .map_err(|e| e.to_string())
+                .and_then(|snapshot| {
+                    load_keys(
+                        &snapshot,
+                        &options.state_dir,
+                        &options.namespace,
+                        Timestamp::now(),
+                    )
                     .map(|keys| (snapshot, keys))
                     .map_err(|e| e.to_string())
-            });
+                });
             match reloaded {
                 Ok((snapshot, keys)) => {
                     tracing::info!("reloaded {}", options.config.display());
@@ -308,7 +376,14 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             }
         }
         if changed || last_sync.elapsed() >= options.resync {
-            register_all(&state.store.current(), &state.keys, &state.public_url, &options.namespace, &state.metrics).await;
+            register_all(
+                &state.store.current(),
+                &state.keys,
+                &state.public_url,
+                &options.namespace,
+                &state.metrics,
+            )
+            .await;
             last_sync = Instant::now();
         }
     }

@@ -136,7 +136,8 @@ impl VerifiedToken {
     pub fn service_account(&self) -> Option<(&str, &str)> {
         let rest = self.subject.strip_prefix("system:serviceaccount:")?;
         let (namespace, name) = rest.split_once(':')?;
-        (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some((namespace, name))
+        (!namespace.is_empty() && !name.is_empty() && !name.contains(':'))
+            .then_some((namespace, name))
     }
 
     /// The pod a projected service-account token is bound to.
@@ -182,7 +183,10 @@ fn audiences(claims: &serde_json::Value) -> Vec<String> {
     }
 }
 
-fn time_claim(claims: &serde_json::Value, name: &'static str) -> Result<Option<Timestamp>, TokenError> {
+fn time_claim(
+    claims: &serde_json::Value,
+    name: &'static str,
+) -> Result<Option<Timestamp>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(v) => {
@@ -190,7 +194,9 @@ fn time_claim(claims: &serde_json::Value, name: &'static str) -> Result<Option<T
                 .as_i64()
                 .or_else(|| v.as_f64().map(|f| f as i64))
                 .ok_or(TokenError::Claim(name))?;
-            Timestamp::from_second(secs).map(Some).map_err(|_| TokenError::Claim(name))
+            Timestamp::from_second(secs)
+                .map(Some)
+                .map_err(|_| TokenError::Claim(name))
         }
     }
 }
@@ -213,7 +219,10 @@ fn trusted<'a>(connection: &'a Connection, issuer: &str, accept: Accept) -> Opti
             oidc_issuer: None,
             is_service_account: true,
         }),
-        ConnectionKind::Oidc(o) if accept == Accept::Any && o.issuer.trim_end_matches('/') == issuer.trim_end_matches('/') => {
+        ConnectionKind::Oidc(o)
+            if accept == Accept::Any
+                && o.issuer.trim_end_matches('/') == issuer.trim_end_matches('/') =>
+        {
             Some(Trusted {
                 name,
                 audiences: vec![o.client_id.clone()],
@@ -280,10 +289,16 @@ impl TokenVerifier {
             .and_then(|a| a.as_str())
             .ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
         if alg.eq_ignore_ascii_case("none") {
-            return Err(TokenError::Algorithm(alg.into(), "unsigned tokens are never accepted"));
+            return Err(TokenError::Algorithm(
+                alg.into(),
+                "unsigned tokens are never accepted",
+            ));
         }
         if alg.to_ascii_uppercase().starts_with("HS") {
-            return Err(TokenError::Algorithm(alg.into(), "HMAC tokens are never accepted"));
+            return Err(TokenError::Algorithm(
+                alg.into(),
+                "HMAC tokens are never accepted",
+            ));
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenError::Algorithm(alg.into(), "not a supported JWS algorithm"))?;
@@ -316,23 +331,24 @@ impl TokenVerifier {
                 });
             }
         };
-        let key = self.key_for(connection.name, &jwks_uri, header.kid.as_deref()).await?;
+        let key = self
+            .key_for(connection.name, &jwks_uri, header.kid.as_deref())
+            .await?;
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    TokenError::BadSignature(connection.name.to_owned())
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm(
-                    alg.into(),
-                    "it does not fit the key the token names",
-                ),
-                other => TokenError::Malformed(format!("{other:?}")),
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                TokenError::BadSignature(connection.name.to_owned())
             }
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                TokenError::Algorithm(alg.into(), "it does not fit the key the token names")
+            }
+            other => TokenError::Malformed(format!("{other:?}")),
         })?;
 
         let exp = time_claim(&claims, "exp")?.ok_or(TokenError::Claim("exp"))?;
@@ -378,8 +394,15 @@ impl TokenVerifier {
         Ok(verified)
     }
 
-    async fn discover_jwks_uri(&self, connection: &str, issuer: &str) -> Result<String, TokenError> {
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    async fn discover_jwks_uri(
+        &self,
+        connection: &str,
+        issuer: &str,
+    ) -> Result<String, TokenError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let fail = |reason: String| TokenError::Jwks {
             connection: connection.to_owned(),
             reason,
@@ -402,7 +425,9 @@ impl TokenVerifier {
 
     async fn fetch(&self, uri: &str) -> Result<JwkSet, String> {
         let bytes = if let Some(path) = uri.strip_prefix("file://") {
-            tokio::fs::read(path).await.map_err(|e| format!("{uri}: {e}"))?
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("{uri}: {e}"))?
         } else if let Some(relative) = uri.strip_prefix("file:") {
             let path = self.base_dir.join(relative);
             tokio::fs::read(&path)
@@ -453,7 +478,9 @@ impl TokenVerifier {
                 reason: format!("unusable key: {e}"),
             });
         }
-        let may_fetch = cached.fetched.is_none_or(|t| t.elapsed() >= self.refetch_interval);
+        let may_fetch = cached
+            .fetched
+            .is_none_or(|t| t.elapsed() >= self.refetch_interval);
         if may_fetch {
             let fetched = self.fetch(uri).await;
             cached.fetched = Some(Instant::now());
@@ -466,17 +493,20 @@ impl TokenVerifier {
                         reason,
                     });
                 }
-                Err(reason) => tracing::warn!(connection, %reason, "JWKS refetch failed; keeping the cached keys"),
+                Err(reason) => {
+                    tracing::warn!(connection, %reason, "JWKS refetch failed; keeping the cached keys")
+                }
             }
         }
-        let jwk = cached
-            .keys
-            .as_deref()
-            .and_then(lookup)
-            .ok_or_else(|| TokenError::UnknownKey {
-                kid: kid.unwrap_or("(none)").chars().take(100).collect(),
-                connection: connection.to_owned(),
-            })?;
+        let jwk =
+            cached
+                .keys
+                .as_deref()
+                .and_then(lookup)
+                .ok_or_else(|| TokenError::UnknownKey {
+                    kid: kid.unwrap_or("(none)").chars().take(100).collect(),
+                    connection: connection.to_owned(),
+                })?;
         DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Jwks {
             connection: connection.to_owned(),
             reason: format!("unusable key: {e}"),

@@ -9,7 +9,12 @@ fn check(dir: &Path) {
     for (name, yaml) in files {
         let committed = std::fs::read_to_string(dir.join(&name))
             .unwrap_or_else(|e| panic!("{}/{name}: {e}; run `make generate`", dir.display()));
-        assert_eq!(committed, yaml, "{}/{name} drifted from the Rust types; run `make generate`", dir.display());
+        assert_eq!(
+            committed,
+            yaml,
+            "{}/{name} drifted from the Rust types; run `make generate`",
+            dir.display()
+        );
     }
 }
 
@@ -29,8 +34,13 @@ fn every_field_is_documented() {
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
             for (name, prop) in props {
                 let here = format!("{path}.{name}");
-                let documented = prop.get("description").is_some() || prop.get("x-kubernetes-int-or-string").is_some();
-                if !documented && !here.contains(".metadata") && !here.starts_with(".apiVersion") && !here.starts_with(".kind") {
+                let documented = prop.get("description").is_some()
+                    || prop.get("x-kubernetes-int-or-string").is_some();
+                if !documented
+                    && !here.contains(".metadata")
+                    && !here.starts_with(".apiVersion")
+                    && !here.starts_with(".kind")
+                {
                     missing.push(here.clone());
                 }
                 walk(&here, prop, missing);
@@ -46,8 +56,15 @@ fn every_field_is_documented() {
         let root = &schema["openAPIV3Schema"];
         for part in ["spec", "status"] {
             // Condition fields come documented from k8s-openapi.
-            walk(&format!("{}.{part}", crd.spec.names.kind), &root["properties"][part], &mut missing);
+            walk(
+                &format!("{}.{part}", crd.spec.names.kind),
+                &root["properties"][part],
+                &mut missing,
+            );
         }
     }
-    assert!(missing.is_empty(), "fields without a `///` doc: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a `///` doc: {missing:#?}"
+    );
 }

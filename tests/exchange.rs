@@ -17,25 +17,45 @@ async fn moto_accepts_the_metadata_and_registration_creates_then_updates() {
     let h = Harness::start(&resources(&name, false)).await;
     let snapshot = h.state.store.current();
     let provider = &snapshot.providers["acct"];
-    let iam = SdkSamlProviders::new(&IamAccess { endpoint_url: Some(moto()), ..IamAccess::default() }).await;
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
     let metadata = h.metadata("aws").await;
 
     let first = register(provider, &metadata, &iam).await.unwrap();
     assert_eq!(first.plan, Plan::Create);
-    assert_eq!(first.arn, format!("arn:aws:iam::{ACCOUNT}:saml-provider/{name}"));
-    let held = iam.get(&first.arn).await.unwrap().expect("provider exists in IAM");
-    assert_eq!(held.metadata, metadata, "IAM holds exactly the served metadata");
+    assert_eq!(
+        first.arn,
+        format!("arn:aws:iam::{ACCOUNT}:saml-provider/{name}")
+    );
+    let held = iam
+        .get(&first.arn)
+        .await
+        .unwrap()
+        .expect("provider exists in IAM");
+    assert_eq!(
+        held.metadata, metadata,
+        "IAM holds exactly the served metadata"
+    );
 
     let again = register(provider, &metadata, &iam).await.unwrap();
     assert_eq!(again.plan, Plan::InSync);
 
     // Drift: someone replaces the metadata behind rolegate's back; the next pass restores it.
-    let other = Harness::start(&resources(&name, false)).await.metadata("aws").await;
+    let other = Harness::start(&resources(&name, false))
+        .await
+        .metadata("aws")
+        .await;
     assert_ne!(other, metadata, "a second harness has another key");
     iam.update(&first.arn, &other).await.unwrap();
     let repaired = register(provider, &metadata, &iam).await.unwrap();
     assert_eq!(repaired.plan, Plan::Update);
-    assert_eq!(iam.get(&first.arn).await.unwrap().unwrap().metadata, metadata);
+    assert_eq!(
+        iam.get(&first.arn).await.unwrap().unwrap().metadata,
+        metadata
+    );
 
     iam.delete(&first.arn).await.unwrap();
     assert!(iam.get(&first.arn).await.unwrap().is_none());
@@ -60,15 +80,28 @@ async fn delegation_returns_credentials_from_moto() {
         .await;
     assert_eq!(status, 200, "{body}");
     let creds = &body["Credentials"];
-    assert!(creds["AccessKeyId"].as_str().unwrap().starts_with("ASIA"), "{body}");
+    assert!(
+        creds["AccessKeyId"].as_str().unwrap().starts_with("ASIA"),
+        "{body}"
+    );
     assert!(!creds["SecretAccessKey"].as_str().unwrap().is_empty());
     assert!(!creds["SessionToken"].as_str().unwrap().is_empty());
-    creds["Expiration"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    creds["Expiration"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
     assert_eq!(
         body["AssumedRoleUser"]["Arn"],
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/app-reader/team-a.app")
     );
-    for field in ["Subject", "SubjectType", "Issuer", "Audience", "NameQualifier"] {
+    for field in [
+        "Subject",
+        "SubjectType",
+        "Issuer",
+        "Audience",
+        "NameQualifier",
+    ] {
         assert!(body.get(field).is_some(), "{field} missing from {body}");
     }
     assert_eq!(h.metric("rolegate_assertions_signed_total"), 1.0);
@@ -133,13 +166,23 @@ async fn several_roles_are_chosen_with_the_role_parameter() {
     let (status, body) = h.credentials(&token, None).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_request");
-    assert!(body["error_description"].as_str().unwrap().contains("2 roles"), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("2 roles"),
+        "{body}"
+    );
     let writer = format!("arn:aws:iam::{ACCOUNT}:role/app-writer");
     let (status, body) = h.credentials(&token, Some(&writer)).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = h.credentials(&token, Some(ROLE)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(h.metric("rolegate_sts_calls_total"), 2.0, "one session per role");
+    assert_eq!(
+        h.metric("rolegate_sts_calls_total"),
+        2.0,
+        "one session per role"
+    );
 }
 
 #[tokio::test]
@@ -157,5 +200,11 @@ async fn a_rotated_issuer_key_is_fetched_on_its_unknown_kid() {
     assert_eq!(status, 200, "the new kid triggers a refetch: {body}");
     let (status, body) = h.credentials(&old_token, None).await;
     assert_eq!(status, 401, "{body}");
-    assert!(body["error_description"].as_str().unwrap().contains("is not in the keys"), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("is not in the keys"),
+        "{body}"
+    );
 }

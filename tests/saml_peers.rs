@@ -9,8 +9,10 @@ use std::process::Command;
 
 use common::{Harness, ROLE, first_cert_pem, resources, run, unique, venv, write};
 use jiff::Timestamp;
-use rolegate::saml::{self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, DocumentIds, SignedResponse};
 use rolegate::saml::aws::RoleSession;
+use rolegate::saml::{
+    self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, DocumentIds, SignedResponse,
+};
 
 const PROVIDER_ARN: &str = "arn:aws:iam::123456789012:saml-provider/verifier";
 
@@ -40,7 +42,10 @@ fn sign(h: &Harness, now: Timestamp, audience: Option<&str>) -> SignedResponse {
         attributes: &attributes,
         authn_context: AUTHN_UNSPECIFIED,
     };
-    let ids = DocumentIds { response: "_r1".into(), assertion: "_a1".into() };
+    let ids = DocumentIds {
+        response: "_r1".into(),
+        assertion: "_a1".into(),
+    };
     saml::build_response(&settings, &content, &ids, now, keys.active.as_ref()).unwrap()
 }
 
@@ -51,13 +56,24 @@ fn xmlsec1_verify(dir: &std::path::Path, cert_pem: &str, xml: &str) -> (bool, St
         .arg("--verify")
         .arg("--pubkey-cert-pem")
         .arg(&cert)
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"])
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:Response"])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+        ])
         .arg(&doc));
     (ok, err)
 }
 
-fn sp_validate(dir: &std::path::Path, metadata: &str, response_b64: &str, now: Timestamp) -> (bool, String, String) {
+fn sp_validate(
+    dir: &std::path::Path,
+    metadata: &str,
+    response_b64: &str,
+    now: Timestamp,
+) -> (bool, String, String) {
     let md = write(dir, "idp-metadata.xml", metadata);
     let resp = write(dir, "response.b64", response_b64);
     run(Command::new(venv().join("bin/python"))
@@ -83,10 +99,17 @@ async fn both_signing_modes_verify_under_xmlsec1_and_pysaml2() {
         let cert = first_cert_pem(&metadata);
         let now = Timestamp::now();
         let signed = sign(&h, now, None);
-        let signature_parent = if sign_response { "<samlp:Response" } else { "<saml:Assertion" };
+        let signature_parent = if sign_response {
+            "<samlp:Response"
+        } else {
+            "<saml:Assertion"
+        };
         let parent_at = signed.xml.find(signature_parent).unwrap();
         let sig_at = signed.xml.find("<ds:Signature").unwrap();
-        assert!(sig_at > parent_at, "signature sits inside the signed element");
+        assert!(
+            sig_at > parent_at,
+            "signature sits inside the signed element"
+        );
         assert_eq!(signed.xml.matches("<ds:Signature ").count(), 1);
 
         let (ok, err) = xmlsec1_verify(h.dir.path(), &cert, &signed.xml);
@@ -96,31 +119,66 @@ async fn both_signing_modes_verify_under_xmlsec1_and_pysaml2() {
         assert!(ok, "pysaml2 rejected signResponse={sign_response}: {err}");
         let seen: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(seen["name_id"], "system:serviceaccount:team-a:app");
-        assert_eq!(seen["name_id_format"], "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent");
+        assert_eq!(
+            seen["name_id_format"],
+            "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+        );
         assert_eq!(seen["issuer"], "urn:rolegate:aws");
-        assert_eq!(seen["signed"], if sign_response { "response" } else { "assertion" });
+        assert_eq!(
+            seen["signed"],
+            if sign_response {
+                "response"
+            } else {
+                "assertion"
+            }
+        );
         let attrs = &seen["attributes"];
-        assert_eq!(attrs["https://aws.amazon.com/SAML/Attributes/Role"][0], format!("{ROLE},{PROVIDER_ARN}"));
-        assert_eq!(attrs["https://aws.amazon.com/SAML/Attributes/RoleSessionName"][0], "team-a.app");
-        assert_eq!(attrs["https://aws.amazon.com/SAML/Attributes/SessionDuration"][0], "3600");
-        assert_eq!(attrs["https://aws.amazon.com/SAML/Attributes/PrincipalTag:team"][0], "a & <b>");
-        assert_eq!(attrs["https://aws.amazon.com/SAML/Attributes/TransitiveTagKeys"][0], "team");
-        assert_eq!(attrs["https://aws.amazon.com/SAML/Attributes/SourceIdentity"][0], "app@team-a");
+        assert_eq!(
+            attrs["https://aws.amazon.com/SAML/Attributes/Role"][0],
+            format!("{ROLE},{PROVIDER_ARN}")
+        );
+        assert_eq!(
+            attrs["https://aws.amazon.com/SAML/Attributes/RoleSessionName"][0],
+            "team-a.app"
+        );
+        assert_eq!(
+            attrs["https://aws.amazon.com/SAML/Attributes/SessionDuration"][0],
+            "3600"
+        );
+        assert_eq!(
+            attrs["https://aws.amazon.com/SAML/Attributes/PrincipalTag:team"][0],
+            "a & <b>"
+        );
+        assert_eq!(
+            attrs["https://aws.amazon.com/SAML/Attributes/TransitiveTagKeys"][0],
+            "team"
+        );
+        assert_eq!(
+            attrs["https://aws.amazon.com/SAML/Attributes/SourceIdentity"][0],
+            "app@team-a"
+        );
     }
 }
 
 #[tokio::test]
 async fn metadata_is_utf8_without_bom_and_lists_the_signing_certificate() {
     let h = Harness::start(&resources(&unique("verifier"), false)).await;
-    let response = reqwest::get(format!("{}/samlp/metadata/aws", h.url)).await.unwrap();
+    let response = reqwest::get(format!("{}/samlp/metadata/aws", h.url))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let bytes = response.bytes().await.unwrap();
     assert!(bytes.starts_with(b"<?xml"), "no BOM, XML declaration first");
     let text = std::str::from_utf8(&bytes).unwrap();
-    assert!((1_000..10_000_000).contains(&text.len()), "IAM takes 1 000 to 10 000 000 characters");
+    assert!(
+        (1_000..10_000_000).contains(&text.len()),
+        "IAM takes 1 000 to 10 000 000 characters"
+    );
     assert!(text.contains("<md:KeyDescriptor use=\"signing\">"));
     assert!(text.contains(&format!("Location=\"{}/samlp/aws\"", h.url)));
-    let missing = reqwest::get(format!("{}/samlp/metadata/nope", h.url)).await.unwrap();
+    let missing = reqwest::get(format!("{}/samlp/metadata/nope", h.url))
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -131,13 +189,19 @@ async fn evil_twins_are_rejected_by_both_verifiers() {
     let cert = first_cert_pem(&metadata);
     let now = Timestamp::now();
     let good = sign(&h, now, None);
-    assert!(xmlsec1_verify(h.dir.path(), &cert, &good.xml).0, "the untouched original verifies");
+    assert!(
+        xmlsec1_verify(h.dir.path(), &cert, &good.xml).0,
+        "the untouched original verifies"
+    );
 
     // Tampered: another role after signing.
     let tampered = good.xml.replace("role/app-reader", "role/app-admin");
     assert_ne!(tampered, good.xml);
     let (ok, err) = xmlsec1_verify(h.dir.path(), &cert, &tampered);
-    assert!(!ok && err.contains("fail"), "xmlsec1 must reject a tampered copy: {err}");
+    assert!(
+        !ok && err.contains("fail"),
+        "xmlsec1 must reject a tampered copy: {err}"
+    );
     let (ok, _, err) = sp_validate(h.dir.path(), &metadata, &b64(&tampered), now);
     assert!(!ok, "pysaml2 must reject a tampered copy");
     assert!(err.contains("sp_validate:"), "{err}");
@@ -149,9 +213,17 @@ async fn evil_twins_are_rejected_by_both_verifiers() {
     let original = &good.xml[start..end];
     let sig_start = original.find("<ds:Signature").unwrap();
     let sig_end = original.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
-    let evil = format!("{}{}", &original[..sig_start], &original[sig_end..])
-        .replace("system:serviceaccount:team-a:app", "system:serviceaccount:team-a:admin");
-    let wrapped = format!("{}{}{}{}", &good.xml[..start], evil, original, &good.xml[end..]);
+    let evil = format!("{}{}", &original[..sig_start], &original[sig_end..]).replace(
+        "system:serviceaccount:team-a:app",
+        "system:serviceaccount:team-a:admin",
+    );
+    let wrapped = format!(
+        "{}{}{}{}",
+        &good.xml[..start],
+        evil,
+        original,
+        &good.xml[end..]
+    );
     let (ok, _) = xmlsec1_verify(h.dir.path(), &cert, &wrapped);
     assert!(!ok, "xmlsec1 must reject a wrapped copy");
     let (ok, _, _) = sp_validate(h.dir.path(), &metadata, &b64(&wrapped), now);
@@ -167,7 +239,10 @@ async fn evil_twins_are_rejected_by_both_verifiers() {
 
     // Wrong audience: validly signed for another service provider.
     let foreign = sign(&h, now, Some("https://sp.example.org/saml"));
-    assert!(xmlsec1_verify(h.dir.path(), &cert, &foreign.xml).0, "the signature itself is fine");
+    assert!(
+        xmlsec1_verify(h.dir.path(), &cert, &foreign.xml).0,
+        "the signature itself is fine"
+    );
     let (ok, _, err) = sp_validate(h.dir.path(), &metadata, &foreign.to_base64(), now);
     assert!(!ok, "pysaml2 must reject a wrong audience");
     assert!(err.to_lowercase().contains("audience"), "{err}");

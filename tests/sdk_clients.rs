@@ -19,7 +19,10 @@ async fn run_in_pod(h: &Harness, mut command: Command) -> (bool, String, String)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", h.dir.path())
-        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{}/v1/credentials", h.url))
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v1/credentials", h.url),
+        )
         .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token)
         .env("AWS_ENDPOINT_URL", moto())
         .env("AWS_REGION", "us-east-1")
@@ -27,7 +30,9 @@ async fn run_in_pod(h: &Harness, mut command: Command) -> (bool, String, String)
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true");
-    tokio::task::spawn_blocking(move || run(&mut command)).await.unwrap()
+    tokio::task::spawn_blocking(move || run(&mut command))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +68,13 @@ async fn aws_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_sdk_rust() {
     // The probe is an example of this package: built by `cargo test --all-targets`, or here.
-    let target = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let target = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let probe = target.join("examples/sdk_probe");
     if !probe.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -26,14 +26,25 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(config: &Path, state: &Path) -> Server {
     let port = free_port();
-    let log = std::fs::File::create(config.parent().unwrap().join(format!("serve-{port}.log"))).unwrap();
+    let log =
+        std::fs::File::create(config.parent().unwrap().join(format!("serve-{port}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
-        .args(["serve", "--poll-seconds", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--poll-seconds",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .arg("--config")
         .arg(config)
         .arg("--state-dir")
@@ -44,7 +55,10 @@ async fn start(config: &Path, state: &Path) -> Server {
         .stderr(log)
         .spawn()
         .unwrap();
-    let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await {
@@ -52,7 +66,10 @@ async fn start(config: &Path, state: &Path) -> Server {
                 return server;
             }
         }
-        assert!(Instant::now() < deadline, "rolegate serve did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "rolegate serve did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -76,15 +93,28 @@ async fn serve_registers_reloads_and_serves() {
     let state = dir.path().join("state");
     std::fs::create_dir_all(&config).unwrap();
     let sa_key = rolegate::dev::generate_key().unwrap();
-    std::fs::write(config.join("jwks.json"), rolegate::dev::jwks(&sa_key).unwrap().to_string()).unwrap();
+    std::fs::write(
+        config.join("jwks.json"),
+        rolegate::dev::jwks(&sa_key).unwrap().to_string(),
+    )
+    .unwrap();
     let name = unique("standalone");
     let yaml = resources(&name, false);
     std::fs::write(config.join("resources.yaml"), &yaml).unwrap();
     let arn = format!("arn:aws:iam::{ACCOUNT}:saml-provider/{name}");
-    let iam = SdkSamlProviders::new(&IamAccess { endpoint_url: Some(moto()), ..IamAccess::default() }).await;
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
 
     let server = start(&config, &state).await;
-    let metadata = reqwest::get(format!("{}/samlp/metadata/aws", server.url)).await.unwrap().text().await.unwrap();
+    let metadata = reqwest::get(format!("{}/samlp/metadata/aws", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let held = iam.get(&arn).await.unwrap().expect("registered at start");
     assert_eq!(held.metadata, metadata);
 
@@ -109,7 +139,10 @@ async fn serve_registers_reloads_and_serves() {
     // A broken change is rejected; the previous resources keep serving.
     std::fs::write(config.join("broken.yaml"), "kind: [unclosed").unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let status = reqwest::get(format!("{}/samlp/metadata/aws", server.url)).await.unwrap().status();
+    let status = reqwest::get(format!("{}/samlp/metadata/aws", server.url))
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 200);
     std::fs::remove_file(config.join("broken.yaml")).unwrap();
 
@@ -122,7 +155,10 @@ async fn serve_registers_reloads_and_serves() {
     assert_ne!(changed, yaml);
     std::fs::write(config.join("resources.yaml"), &changed).unwrap();
     eventually("IAM holds the changed metadata", || async {
-        iam.get(&arn).await.unwrap().is_some_and(|p| p.metadata.contains("emailAddress"))
+        iam.get(&arn)
+            .await
+            .unwrap()
+            .is_some_and(|p| p.metadata.contains("emailAddress"))
     })
     .await;
 
@@ -131,9 +167,21 @@ async fn serve_registers_reloads_and_serves() {
     iam.delete(&arn).await.unwrap();
     drop(server);
     let server = start(&config, &state).await;
-    let again = reqwest::get(format!("{}/samlp/metadata/aws", server.url)).await.unwrap().text().await.unwrap();
-    assert_eq!(common::first_cert_pem(&again), common::first_cert_pem(&metadata), "the key survived the restart");
-    assert_eq!(iam.get(&arn).await.unwrap().expect("recreated").metadata, again);
+    let again = reqwest::get(format!("{}/samlp/metadata/aws", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::first_cert_pem(&again),
+        common::first_cert_pem(&metadata),
+        "the key survived the restart"
+    );
+    assert_eq!(
+        iam.get(&arn).await.unwrap().expect("recreated").metadata,
+        again
+    );
 }
 
 #[test]
@@ -154,6 +202,9 @@ fn serve_refuses_an_invalid_config_with_the_file_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("app.yaml, document 1"), "{err}");
-    assert!(err.contains("lifetimeSeconds") || err.contains("invalid type"), "{err}");
+    assert!(
+        err.contains("lifetimeSeconds") || err.contains("invalid type"),
+        "{err}"
+    );
     assert!(!dir.path().join("state").exists(), "nothing was generated");
 }

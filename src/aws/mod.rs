@@ -101,7 +101,10 @@ impl std::fmt::Debug for StsCredentials {
 impl StsCredentials {
     /// The account of the assumed role, from its ARN.
     pub fn account_id(&self) -> Option<&str> {
-        self.assumed_role_arn.split(':').nth(4).filter(|a| !a.is_empty())
+        self.assumed_role_arn
+            .split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty())
     }
 }
 
@@ -109,7 +112,10 @@ impl StsCredentials {
 #[async_trait]
 pub trait Sts: Send + Sync + std::fmt::Debug {
     /// `sts:AssumeRoleWithSAML`; unsigned, so it needs no AWS credentials.
-    async fn assume_role_with_saml(&self, request: AssumeRequest) -> Result<StsCredentials, AwsError>;
+    async fn assume_role_with_saml(
+        &self,
+        request: AssumeRequest,
+    ) -> Result<StsCredentials, AwsError>;
 }
 
 /// A SAML provider as IAM holds it.

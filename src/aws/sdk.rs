@@ -9,7 +9,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use jiff::Timestamp;
 
-use super::{AssumeRequest, AwsError, RegisteredProvider, SamlProviders, StsCredentials, Sts};
+use super::{AssumeRequest, AwsError, RegisteredProvider, SamlProviders, Sts, StsCredentials};
 
 fn to_aws_error<E, R>(err: &SdkError<E, R>) -> AwsError
 where
@@ -23,7 +23,10 @@ where
             let message = e.message().unwrap_or_default().to_owned();
             if matches!(
                 code.as_str(),
-                "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
+                "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "TooManyRequestsException"
             ) {
                 AwsError::Throttled(message)
             } else {
@@ -72,7 +75,10 @@ impl SdkSts {
 
 #[async_trait]
 impl Sts for SdkSts {
-    async fn assume_role_with_saml(&self, request: AssumeRequest) -> Result<StsCredentials, AwsError> {
+    async fn assume_role_with_saml(
+        &self,
+        request: AssumeRequest,
+    ) -> Result<StsCredentials, AwsError> {
         let out = self
             .client
             .assume_role_with_saml()
@@ -93,7 +99,9 @@ impl Sts for SdkSts {
             session_token: creds.session_token().to_owned(),
             expiration: timestamp(creds.expiration()),
             assumed_role_arn: user.map(|u| u.arn().to_owned()).unwrap_or_default(),
-            assumed_role_id: user.map(|u| u.assumed_role_id().to_owned()).unwrap_or_default(),
+            assumed_role_id: user
+                .map(|u| u.assumed_role_id().to_owned())
+                .unwrap_or_default(),
             subject: out.subject().unwrap_or_default().to_owned(),
             subject_type: out.subject_type().unwrap_or_default().to_owned(),
             issuer: out.issuer().unwrap_or_default().to_owned(),
@@ -164,7 +172,9 @@ impl SdkSamlProviders {
                 .await;
             config = config
                 .into_builder()
-                .credentials_provider(aws_sdk_iam::config::SharedCredentialsProvider::new(provider))
+                .credentials_provider(aws_sdk_iam::config::SharedCredentialsProvider::new(
+                    provider,
+                ))
                 .build();
         }
         Self {
@@ -212,10 +222,18 @@ impl SamlProviders for SdkSamlProviders {
     }
 
     async fn get(&self, arn: &str) -> Result<Option<RegisteredProvider>, AwsError> {
-        match self.client.get_saml_provider().saml_provider_arn(arn).send().await {
+        match self
+            .client
+            .get_saml_provider()
+            .saml_provider_arn(arn)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(RegisteredProvider {
                 metadata: out.saml_metadata_document().unwrap_or_default().to_owned(),
-                valid_until: out.valid_until().map(|t| Timestamp::from_second(t.secs()).unwrap_or(Timestamp::UNIX_EPOCH)),
+                valid_until: out
+                    .valid_until()
+                    .map(|t| Timestamp::from_second(t.secs()).unwrap_or(Timestamp::UNIX_EPOCH)),
             })),
             Err(e) => {
                 let err = to_aws_error(&e);
@@ -229,11 +247,21 @@ impl SamlProviders for SdkSamlProviders {
     }
 
     async fn delete(&self, arn: &str) -> Result<(), AwsError> {
-        match self.client.delete_saml_provider().saml_provider_arn(arn).send().await {
+        match self
+            .client
+            .delete_saml_provider()
+            .saml_provider_arn(arn)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = to_aws_error(&e);
-                if err.code() == "NoSuchEntity" { Ok(()) } else { Err(err) }
+                if err.code() == "NoSuchEntity" {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
             }
         }
     }

@@ -39,7 +39,11 @@ pub struct IAMProviderSpec {
     pub credentials: Option<AwsCredentials>,
     /// IAM endpoint override, e.g. a local emulator. The `AWS_ENDPOINT_URL` environment variable
     /// is honoured too; this field wins.
-    #[serde(default, rename = "endpointURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "endpointURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub endpoint_url: Option<String>,
     /// Tags set on the IAM SAML provider.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -89,7 +93,11 @@ pub struct IAMProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
     /// SHA-256 (hex) of the metadata document last pushed to IAM.
-    #[serde(default, rename = "metadataSHA256", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "metadataSHA256",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata_sha256: Option<String>,
     /// When IAM stops trusting the registered metadata, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]

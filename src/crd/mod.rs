@@ -46,7 +46,8 @@ pub struct SecretRef {
 }
 
 /// Every CRD of the project, in a stable order.
-pub fn all() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn all()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     vec![
         SAMLApp::crd(),

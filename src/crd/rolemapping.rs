@@ -27,7 +27,9 @@ pub struct RoleMappingSpec {
     /// Name of the `IAMProvider` the role trusts.
     pub provider: String,
     /// ARN of the IAM role to assume.
-    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"))]
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+    ))]
     pub role_arn: String,
     /// Who may assume the role: ServiceAccounts of this namespace, or people by Group or User.
     pub subjects: Vec<SubjectRef>,

@@ -87,9 +87,7 @@ pub fn check_session_name(name: &str) -> Result<(), SessionError> {
         return Err(fail(format!("{len} characters, at most 64 are allowed")));
     }
     if let Some(c) = name.chars().find(|c| !session_char(*c)) {
-        return Err(fail(format!(
-            "{c:?} is not one of [A-Za-z0-9_+=,.@-]"
-        )));
+        return Err(fail(format!("{c:?} is not one of [A-Za-z0-9_+=,.@-]")));
     }
     Ok(())
 }
@@ -110,7 +108,9 @@ pub fn sanitize_session_name(rendered: &str) -> Result<String, SessionError> {
 }
 
 fn tag_key_char(c: char) -> bool {
-    c.is_alphanumeric() || c.is_whitespace() || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+    c.is_alphanumeric()
+        || c.is_whitespace()
+        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
 }
 
 impl RoleSession {
@@ -206,6 +206,8 @@ impl RoleSession {
 /// `saml:namequalifier` as AWS computes it: `base64(sha1(issuer + accountId + "/" + providerName))`.
 pub fn name_qualifier(issuer: &str, account_id: &str, provider_name: &str) -> String {
     let input = format!("{issuer}{account_id}/{provider_name}");
-    base64::engine::general_purpose::STANDARD
-        .encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, input.as_bytes()))
+    base64::engine::general_purpose::STANDARD.encode(digest::digest(
+        &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        input.as_bytes(),
+    ))
 }

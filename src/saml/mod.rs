@@ -203,46 +203,47 @@ pub fn build_response(
                     .map(|v| Element::new(SAML, "AttributeValue").text(v.clone())),
             )
     });
-    let mut assertion = Element::new(SAML, "Assertion")
-        .attr("ID", ids.assertion.clone())
-        .attr("IssueInstant", issued.clone())
-        .attr("Version", "2.0")
-        .child(issuer())
-        .child(
-            Element::new(SAML, "Subject")
-                .child(
-                    Element::new(SAML, "NameID")
-                        .attr("Format", settings.name_id_format.clone())
-                        .text(content.name_id),
-                )
-                .child(
-                    Element::new(SAML, "SubjectConfirmation")
-                        .attr("Method", BEARER)
-                        .child(
-                            Element::new(SAML, "SubjectConfirmationData")
-                                .attr("NotOnOrAfter", expires.clone())
-                                .attr("Recipient", settings.recipient.clone()),
-                        ),
-                ),
-        )
-        .child(
-            Element::new(SAML, "Conditions")
-                .attr("NotBefore", issued.clone())
-                .attr("NotOnOrAfter", expires)
-                .child(
-                    Element::new(SAML, "AudienceRestriction")
-                        .child(Element::new(SAML, "Audience").text(settings.audience.clone())),
-                ),
-        )
-        .child(
-            Element::new(SAML, "AuthnStatement")
-                .attr("AuthnInstant", issued.clone())
-                .attr("SessionIndex", ids.assertion.clone())
-                .child(Element::new(SAML, "AuthnContext").child(
-                    Element::new(SAML, "AuthnContextClassRef").text(content.authn_context),
-                )),
-        )
-        .child(Element::new(SAML, "AttributeStatement").children(attributes));
+    let mut assertion =
+        Element::new(SAML, "Assertion")
+            .attr("ID", ids.assertion.clone())
+            .attr("IssueInstant", issued.clone())
+            .attr("Version", "2.0")
+            .child(issuer())
+            .child(
+                Element::new(SAML, "Subject")
+                    .child(
+                        Element::new(SAML, "NameID")
+                            .attr("Format", settings.name_id_format.clone())
+                            .text(content.name_id),
+                    )
+                    .child(
+                        Element::new(SAML, "SubjectConfirmation")
+                            .attr("Method", BEARER)
+                            .child(
+                                Element::new(SAML, "SubjectConfirmationData")
+                                    .attr("NotOnOrAfter", expires.clone())
+                                    .attr("Recipient", settings.recipient.clone()),
+                            ),
+                    ),
+            )
+            .child(
+                Element::new(SAML, "Conditions")
+                    .attr("NotBefore", issued.clone())
+                    .attr("NotOnOrAfter", expires)
+                    .child(
+                        Element::new(SAML, "AudienceRestriction")
+                            .child(Element::new(SAML, "Audience").text(settings.audience.clone())),
+                    ),
+            )
+            .child(
+                Element::new(SAML, "AuthnStatement")
+                    .attr("AuthnInstant", issued.clone())
+                    .attr("SessionIndex", ids.assertion.clone())
+                    .child(Element::new(SAML, "AuthnContext").child(
+                        Element::new(SAML, "AuthnContextClassRef").text(content.authn_context),
+                    )),
+            )
+            .child(Element::new(SAML, "AttributeStatement").children(attributes));
 
     if !settings.sign_response {
         signature::sign_enveloped(&mut assertion, &ids.assertion, 1, settings.digest, signer)?;
@@ -273,7 +274,12 @@ pub fn build_response(
 
 /// IdP metadata: an `EntityDescriptor` with an `IDPSSODescriptor` that lists every published
 /// signing certificate and the single sign-on endpoint. Not signed; IAM does not ask for it.
-pub fn metadata(issuer: &str, certificates: &[&[u8]], sso_url: &str, name_id_format: &str) -> String {
+pub fn metadata(
+    issuer: &str,
+    certificates: &[&[u8]],
+    sso_url: &str,
+    name_id_format: &str,
+) -> String {
     let keys = certificates.iter().map(|der| {
         Element::new(MD, "KeyDescriptor")
             .attr("use", "signing")

@@ -18,7 +18,11 @@ fn now() -> Timestamp {
 
 fn key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
-    KEY.get_or_init(|| SigningKey::generate("urn:rolegate:test", 2048, 30, now()).unwrap().0)
+    KEY.get_or_init(|| {
+        SigningKey::generate("urn:rolegate:test", 2048, 30, now())
+            .unwrap()
+            .0
+    })
 }
 
 fn settings(sign_response: bool) -> AppSettings {
@@ -47,8 +51,15 @@ fn session() -> RoleSession {
 
 fn build(sign_response: bool, name_id: &str) -> Result<SignedResponse, SamlError> {
     let attributes = session().attributes();
-    let content = AssertionContent { name_id, attributes: &attributes, authn_context: AUTHN_UNSPECIFIED };
-    let ids = DocumentIds { response: "_r".into(), assertion: "_a".into() };
+    let content = AssertionContent {
+        name_id,
+        attributes: &attributes,
+        authn_context: AUTHN_UNSPECIFIED,
+    };
+    let ids = DocumentIds {
+        response: "_r".into(),
+        assertion: "_a".into(),
+    };
     build_response(&settings(sign_response), &content, &ids, now(), key())
 }
 
@@ -61,22 +72,38 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
 /// Checks the signature the way a verifier does: digest of the signed element without its
 /// Signature, then RSA over SignedInfo canonicalised as the apex of its own subset.
 fn check_signature(xml: &str, element: &str) {
-    let signature = format!("<ds:Signature xmlns:ds=\"{}\">{}</ds:Signature>", xml::DS.uri, between(xml, "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">", "</ds:Signature>"));
+    let signature = format!(
+        "<ds:Signature xmlns:ds=\"{}\">{}</ds:Signature>",
+        xml::DS.uri,
+        between(
+            xml,
+            "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">",
+            "</ds:Signature>"
+        )
+    );
     let start = xml.find(&format!("<{element}")).unwrap();
     let close = format!("</{element}>");
     let end = xml.find(&close).unwrap() + close.len();
     let signed = xml[start..end].replacen(&signature, "", 1);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signed.as_bytes());
-    assert_eq!(B64.encode(digest), between(xml, "<ds:DigestValue>", "</ds:DigestValue>"));
+    assert_eq!(
+        B64.encode(digest),
+        between(xml, "<ds:DigestValue>", "</ds:DigestValue>")
+    );
     let signed_info = format!(
         "<ds:SignedInfo xmlns:ds=\"{}\">{}</ds:SignedInfo>",
         xml::DS.uri,
         between(xml, "<ds:SignedInfo>", "</ds:SignedInfo>")
     );
-    let value = B64.decode(between(xml, "<ds:SignatureValue>", "</ds:SignatureValue>")).unwrap();
+    let value = B64
+        .decode(between(xml, "<ds:SignatureValue>", "</ds:SignatureValue>"))
+        .unwrap();
     let cert_der = key().certificate_der().to_vec();
     let (_, cert) = X509Certificate::from_der(&cert_der).unwrap();
-    let public = UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, cert.public_key().subject_public_key.data.to_vec());
+    let public = UnparsedPublicKey::new(
+        &signature::RSA_PKCS1_2048_8192_SHA256,
+        cert.public_key().subject_public_key.data.to_vec(),
+    );
     public.verify(signed_info.as_bytes(), &value).unwrap();
 }
 
@@ -90,7 +117,9 @@ fn assertion_follows_the_aws_rules() {
         "<saml:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\">\
          <saml:SubjectConfirmationData NotOnOrAfter=\"2027-01-15T08:05:00Z\" Recipient=\"https://signin.aws.amazon.com/saml\">"
     ));
-    assert!(xml.contains("<saml:Conditions NotBefore=\"2027-01-15T08:00:00Z\" NotOnOrAfter=\"2027-01-15T08:05:00Z\">"));
+    assert!(xml.contains(
+        "<saml:Conditions NotBefore=\"2027-01-15T08:00:00Z\" NotOnOrAfter=\"2027-01-15T08:05:00Z\">"
+    ));
     assert!(xml.contains("<saml:Audience>https://signin.aws.amazon.com/saml</saml:Audience>"));
     assert!(xml.contains("Destination=\"https://signin.aws.amazon.com/saml\""));
     assert!(xml.contains(
@@ -111,19 +140,28 @@ fn response_signing_signs_the_whole_response() {
     let r = build(true, "system:serviceaccount:team-a:app").unwrap();
     assert!(r.xml.contains("<ds:Reference URI=\"#_r\">"));
     let issuer = "<saml:Issuer xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">urn:rolegate:aws</saml:Issuer><ds:Signature ";
-    assert!(r.xml.contains(issuer), "the signature follows the Response's Issuer");
+    assert!(
+        r.xml.contains(issuer),
+        "the signature follows the Response's Issuer"
+    );
     check_signature(&r.xml, "samlp:Response");
 }
 
 #[test]
 fn signing_is_deterministic_for_fixed_inputs() {
-    assert_eq!(build(false, "a").unwrap().xml, build(false, "a").unwrap().xml);
+    assert_eq!(
+        build(false, "a").unwrap().xml,
+        build(false, "a").unwrap().xml
+    );
 }
 
 #[test]
 fn text_is_escaped_and_still_verifies() {
     let r = build(false, "x</saml:NameID><evil>&amp;").unwrap();
-    assert!(r.xml.contains(">x&lt;/saml:NameID&gt;&lt;evil&gt;&amp;amp;</saml:NameID>"));
+    assert!(
+        r.xml
+            .contains(">x&lt;/saml:NameID&gt;&lt;evil&gt;&amp;amp;</saml:NameID>")
+    );
     assert!(!r.xml.contains("<evil>"));
     check_signature(&r.xml, "saml:Assertion");
 }
@@ -131,25 +169,31 @@ fn text_is_escaped_and_still_verifies() {
 #[test]
 fn characters_xml_cannot_carry_are_refused() {
     let err = build(false, "bad\u{1}name").unwrap_err();
-    assert_eq!(err.to_string(), "NameID contains a character that XML cannot carry");
+    assert_eq!(
+        err.to_string(),
+        "NameID contains a character that XML cannot carry"
+    );
 }
 
 #[test]
 fn rsa_sha1_is_refused() {
-    let mut app = SAMLApp::new("legacy", SAMLAppSpec {
-        issuer: None,
-        audience: "urn:amazon:webservices".into(),
-        recipient: "https://signin.aws.amazon.com/saml".into(),
-        mappings: Default::default(),
-        name_identifier_format: crate::crd::samlapp_persistent(),
-        name_identifier_probes: vec![],
-        lifetime_seconds: 300,
-        sign_response: false,
-        signature_algorithm: SignatureAlgorithm::RsaSha256,
-        digest_algorithm: DigestAlgorithm::Sha256,
-        signing: SigningSpec::default(),
-        connections: vec![],
-    });
+    let mut app = SAMLApp::new(
+        "legacy",
+        SAMLAppSpec {
+            issuer: None,
+            audience: "urn:amazon:webservices".into(),
+            recipient: "https://signin.aws.amazon.com/saml".into(),
+            mappings: Default::default(),
+            name_identifier_format: crate::crd::samlapp_persistent(),
+            name_identifier_probes: vec![],
+            lifetime_seconds: 300,
+            sign_response: false,
+            signature_algorithm: SignatureAlgorithm::RsaSha256,
+            digest_algorithm: DigestAlgorithm::Sha256,
+            signing: SigningSpec::default(),
+            connections: vec![],
+        },
+    );
     let settings = AppSettings::from_app(&app).unwrap();
     assert_eq!(settings.issuer, "urn:rolegate:legacy");
     app.spec.signature_algorithm = SignatureAlgorithm::RsaSha1;
@@ -159,11 +203,21 @@ fn rsa_sha1_is_refused() {
 
 #[test]
 fn metadata_lists_every_published_certificate() {
-    let other = SigningKey::generate("urn:rolegate:next", 2048, 30, now()).unwrap().0;
-    let md = metadata("urn:rolegate:aws", &[key().certificate_der(), other.certificate_der()], "https://idp/samlp/aws", PERSISTENT_FOR_TEST);
+    let other = SigningKey::generate("urn:rolegate:next", 2048, 30, now())
+        .unwrap()
+        .0;
+    let md = metadata(
+        "urn:rolegate:aws",
+        &[key().certificate_der(), other.certificate_der()],
+        "https://idp/samlp/aws",
+        PERSISTENT_FOR_TEST,
+    );
     assert_eq!(md.matches("<md:KeyDescriptor use=\"signing\">").count(), 2);
     assert!(md.contains("entityID=\"urn:rolegate:aws\""));
-    assert!(md.len() >= 1000, "CreateSAMLProvider needs at least 1 000 characters");
+    assert!(
+        md.len() >= 1000,
+        "CreateSAMLProvider needs at least 1 000 characters"
+    );
     // Schema order: KeyDescriptor, NameIDFormat, SingleSignOnService.
     let key_at = md.find("<md:KeyDescriptor").unwrap();
     let format_at = md.find("<md:NameIDFormat>").unwrap();
@@ -176,12 +230,34 @@ const PERSISTENT_FOR_TEST: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:per
 #[test]
 fn session_names_are_checked_and_sanitised() {
     assert!(aws::check_session_name("team-a.app").is_ok());
-    assert!(matches!(aws::check_session_name("a"), Err(SessionError::SessionName { .. })));
-    assert!(aws::check_session_name(&"a".repeat(65)).unwrap_err().to_string().contains("65 characters"));
-    assert!(aws::check_session_name("a b").unwrap_err().to_string().contains("' ' is not one of"));
-    assert_eq!(aws::sanitize_session_name("ns/sa name").unwrap(), "ns-sa-name");
-    assert_eq!(aws::sanitize_session_name(&"x".repeat(100)).unwrap().len(), 64);
-    assert!(aws::sanitize_session_name("é").is_err(), "one character is too short");
+    assert!(matches!(
+        aws::check_session_name("a"),
+        Err(SessionError::SessionName { .. })
+    ));
+    assert!(
+        aws::check_session_name(&"a".repeat(65))
+            .unwrap_err()
+            .to_string()
+            .contains("65 characters")
+    );
+    assert!(
+        aws::check_session_name("a b")
+            .unwrap_err()
+            .to_string()
+            .contains("' ' is not one of")
+    );
+    assert_eq!(
+        aws::sanitize_session_name("ns/sa name").unwrap(),
+        "ns-sa-name"
+    );
+    assert_eq!(
+        aws::sanitize_session_name(&"x".repeat(100)).unwrap().len(),
+        64
+    );
+    assert!(
+        aws::sanitize_session_name("é").is_err(),
+        "one character is too short"
+    );
 }
 
 #[test]
@@ -194,16 +270,36 @@ fn session_rules_name_the_broken_rule() {
     assert!(s.validate().unwrap_err().to_string().contains("51 tags"));
     let mut s = session();
     s.tags = [("aws:x".to_owned(), "v".to_owned())].into();
-    assert!(s.validate().unwrap_err().to_string().contains("starts with aws:"));
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("starts with aws:")
+    );
     let mut s = session();
     s.tags = [("k".to_owned(), "v".repeat(257))].into();
-    assert!(s.validate().unwrap_err().to_string().contains("longer than 256"));
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 256")
+    );
     let mut s = session();
     s.transitive_tag_keys = vec!["missing".into()];
-    assert!(s.validate().unwrap_err().to_string().contains("is not a session tag"));
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("is not a session tag")
+    );
     let mut s = session();
     s.source_identity = Some("aws:me".into());
-    assert!(s.validate().unwrap_err().to_string().contains("must not start with aws:"));
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("must not start with aws:")
+    );
     let mut s = session();
     s.source_identity = Some("x".into());
     assert!(s.validate().unwrap_err().to_string().contains("2 to 64"));
@@ -216,17 +312,23 @@ fn attributes_put_role_first_and_carry_tags() {
     s.transitive_tag_keys = vec!["team".into()];
     s.source_identity = Some("me@x".into());
     let names: Vec<String> = s.attributes().into_iter().map(|a| a.name).collect();
-    assert_eq!(names, vec![
-        aws::ROLE.to_owned(),
-        aws::ROLE_SESSION_NAME.to_owned(),
-        aws::SESSION_DURATION.to_owned(),
-        format!("{}team", aws::PRINCIPAL_TAG),
-        aws::TRANSITIVE_TAG_KEYS.to_owned(),
-        aws::SOURCE_IDENTITY.to_owned(),
-    ]);
+    assert_eq!(
+        names,
+        vec![
+            aws::ROLE.to_owned(),
+            aws::ROLE_SESSION_NAME.to_owned(),
+            aws::SESSION_DURATION.to_owned(),
+            format!("{}team", aws::PRINCIPAL_TAG),
+            aws::TRANSITIVE_TAG_KEYS.to_owned(),
+            aws::SOURCE_IDENTITY.to_owned(),
+        ]
+    );
 }
 
 #[test]
 fn name_qualifier_matches_aws() {
-    assert_eq!(aws::name_qualifier("urn:rolegate:aws", "123456789012", "rolegate"), "a1QiA8XNvLid5FwBeDA1/1kuvFI=");
+    assert_eq!(
+        aws::name_qualifier("urn:rolegate:aws", "123456789012", "rolegate"),
+        "a1QiA8XNvLid5FwBeDA1/1kuvFI="
+    );
 }

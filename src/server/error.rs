@@ -21,22 +21,38 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with `error`.
     pub fn bad_request(error: &'static str, description: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error, description: description.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description: description.into(),
+        }
     }
 
     /// 401 with `error`.
     pub fn unauthorized(error: &'static str, description: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, error, description: description.into() }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error,
+            description: description.into(),
+        }
     }
 
     /// 403 `access_denied`.
     pub fn forbidden(description: impl Into<String>) -> Self {
-        Self { status: StatusCode::FORBIDDEN, error: "access_denied", description: description.into() }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            error: "access_denied",
+            description: description.into(),
+        }
     }
 
     /// 404 `not_found`.
     pub fn not_found(description: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, error: "not_found", description: description.into() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            error: "not_found",
+            description: description.into(),
+        }
     }
 
     /// 503 `temporarily_unavailable`.
@@ -71,7 +87,9 @@ impl From<TokenError> for ApiError {
 impl From<AwsError> for ApiError {
     fn from(e: AwsError) -> Self {
         match &e {
-            AwsError::Service { .. } => Self::forbidden(format!("sts:AssumeRoleWithSAML was refused: {e}")),
+            AwsError::Service { .. } => {
+                Self::forbidden(format!("sts:AssumeRoleWithSAML was refused: {e}"))
+            }
             AwsError::Throttled(_) => Self::unavailable(format!("STS is throttling: {e}")),
             AwsError::Transport(_) => Self {
                 status: StatusCode::BAD_GATEWAY,

@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, record};
 use crate::aws::{AssumeRequest, Sts, StsCredentials};
-use crate::credentials::{CachedSession, CredentialCache, SessionKey};
 use crate::crd::ConnectionKind;
+use crate::credentials::{CachedSession, CredentialCache, SessionKey};
 use crate::policy::{self, RequestContext, RoleGrant, Subject};
 use crate::saml::{self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, Attribute, DocumentIds};
 use crate::store::Snapshot;
@@ -53,7 +53,10 @@ fn random_id() -> String {
 fn claim_strings(value: &serde_json::Value) -> Vec<String> {
     match value {
         serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
         serde_json::Value::Number(n) => vec![n.to_string()],
         serde_json::Value::Bool(b) => vec![b.to_string()],
         _ => Vec::new(),
@@ -76,10 +79,17 @@ fn person(token: &VerifiedToken, snapshot: &Snapshot) -> Result<Person, ApiError
         .get(&claims.subject)
         .and_then(|v| v.as_str())
         .ok_or_else(|| {
-            ApiError::unauthorized("invalid_token", format!("token has no {:?} claim", claims.subject))
+            ApiError::unauthorized(
+                "invalid_token",
+                format!("token has no {:?} claim", claims.subject),
+            )
         })?
         .to_owned();
-    let groups = token.claims.get(&claims.groups).map(claim_strings).unwrap_or_default();
+    let groups = token
+        .claims
+        .get(&claims.groups)
+        .map(claim_strings)
+        .unwrap_or_default();
     Ok(Person { user, groups })
 }
 
@@ -103,16 +113,21 @@ impl Issuer {
     ) -> Result<IssuedSession, ApiError> {
         let person_info;
         let subject = if token.is_service_account {
-            let (namespace, name) = token
-                .service_account()
-                .ok_or_else(|| ApiError::unauthorized("invalid_token", "token subject is not a service account"))?;
+            let (namespace, name) = token.service_account().ok_or_else(|| {
+                ApiError::unauthorized("invalid_token", "token subject is not a service account")
+            })?;
             Subject::ServiceAccount { namespace, name }
         } else {
             person_info = person(token, snapshot)?;
-            Subject::Person { user: &person_info.user, groups: &person_info.groups }
+            Subject::Person {
+                user: &person_info.user,
+                groups: &person_info.groups,
+            }
         };
         let who = match subject {
-            Subject::ServiceAccount { namespace, name } => format!("service account {namespace}/{name}"),
+            Subject::ServiceAccount { namespace, name } => {
+                format!("service account {namespace}/{name}")
+            }
             Subject::Person { user, .. } => format!("user {user:?}"),
         };
         let ctx = RequestContext { pod: token.pod() };
@@ -149,10 +164,17 @@ impl Issuer {
                 )));
             }
             several => {
-                let roles: Vec<&str> = several.iter().map(|g| g.session.role_arn.as_str()).collect();
+                let roles: Vec<&str> = several
+                    .iter()
+                    .map(|g| g.session.role_arn.as_str())
+                    .collect();
                 return Err(ApiError::bad_request(
                     "invalid_request",
-                    format!("{who} may assume {} roles ({}); choose one with role", roles.len(), roles.join(", ")),
+                    format!(
+                        "{who} may assume {} roles ({}); choose one with role",
+                        roles.len(),
+                        roles.join(", ")
+                    ),
                 ));
             }
         };
@@ -162,13 +184,20 @@ impl Issuer {
             role_arn: format!("{}|{}", grant.session.role_arn, grant.session.provider_arn),
         };
         let fetch = self.sign_and_assume(state, snapshot, &subject, token, &grant, now);
-        let (session, fetched) = self.cache.get_or_fetch(key, fetch).await.map_err(|e| (*e).clone())?;
+        let (session, fetched) = self
+            .cache
+            .get_or_fetch(key, fetch)
+            .await
+            .map_err(|e| (*e).clone())?;
         if fetched {
             state.metrics.cache_misses.inc();
         } else {
             state.metrics.cache_hits.inc();
         }
-        Ok(IssuedSession { grant, credentials: session.credentials })
+        Ok(IssuedSession {
+            grant,
+            credentials: session.credentials,
+        })
     }
 
     async fn sign_and_assume(
@@ -195,28 +224,49 @@ impl Issuer {
                 grant.app, token.connection
             )));
         }
-        let settings = AppSettings::from_app(app).map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let keys = state
-            .keys
-            .get(&grant.app)
-            .ok_or_else(|| ApiError::unavailable(format!("SAMLApp {:?} has no signing key yet", grant.app)))?;
+        let settings =
+            AppSettings::from_app(app).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let keys = state.keys.get(&grant.app).ok_or_else(|| {
+            ApiError::unavailable(format!("SAMLApp {:?} has no signing key yet", grant.app))
+        })?;
         let name_id = match subject {
             Subject::ServiceAccount { .. } => subject.name_id(),
             Subject::Person { .. } => app
                 .spec
                 .name_identifier_probes
                 .iter()
-                .find_map(|claim| token.claims.get(claim).and_then(|v| v.as_str()).map(str::to_owned))
+                .find_map(|claim| {
+                    token
+                        .claims
+                        .get(claim)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| subject.name_id()),
         };
         let mut attributes = grant.session.attributes();
         for (claim, attribute) in &app.spec.mappings {
-            if let Some(values) = token.claims.get(claim).map(claim_strings).filter(|v| !v.is_empty()) {
-                attributes.push(Attribute { name: attribute.clone(), values });
+            if let Some(values) = token
+                .claims
+                .get(claim)
+                .map(claim_strings)
+                .filter(|v| !v.is_empty())
+            {
+                attributes.push(Attribute {
+                    name: attribute.clone(),
+                    values,
+                });
             }
         }
-        let ids = DocumentIds { response: random_id(), assertion: random_id() };
-        let content = AssertionContent { name_id: &name_id, attributes: &attributes, authn_context: AUTHN_UNSPECIFIED };
+        let ids = DocumentIds {
+            response: random_id(),
+            assertion: random_id(),
+        };
+        let content = AssertionContent {
+            name_id: &name_id,
+            attributes: &attributes,
+            authn_context: AUTHN_UNSPECIFIED,
+        };
         let signed = saml::build_response(&settings, &content, &ids, now, keys.active.as_ref())
             .map_err(|e| ApiError::internal(e.to_string()))?;
         state
@@ -235,7 +285,11 @@ impl Issuer {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code().to_owned(),
         };
-        state.metrics.sts_calls.get_or_create(&vec![("result", outcome)]).inc();
+        state
+            .metrics
+            .sts_calls
+            .get_or_create(&vec![("result", outcome)])
+            .inc();
         let credentials = result?;
         tracing::info!(
             subject = %subject.name_id(),
@@ -244,7 +298,10 @@ impl Issuer {
             expiration = %credentials.expiration,
             "issued credentials"
         );
-        Ok(CachedSession { credentials: Arc::new(credentials), obtained: now })
+        Ok(CachedSession {
+            credentials: Arc::new(credentials),
+            obtained: now,
+        })
     }
 }
 
@@ -271,10 +328,13 @@ fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<DelegationReques
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("application/json") {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_request", format!("body is not valid JSON: {e}")))
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("body is not valid JSON: {e}"))
+        })
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        serde_urlencoded::from_bytes(body)
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("body is not a valid form: {e}")))
+        serde_urlencoded::from_bytes(body).map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("body is not a valid form: {e}"))
+        })
     } else {
         Err(ApiError::bad_request(
             "invalid_request",
@@ -290,13 +350,21 @@ fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, ApiError>
 }
 
 /// `POST /delegation`: Auth0-compatible exchange of an identity token for AWS credentials.
-pub async fn delegation(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn delegation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let result = delegate(&state, &headers, &body).await;
     record(&state, "/delegation", &result);
     result
 }
 
-async fn delegate(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+async fn delegate(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let request = parse_delegation(headers, body)?;
     let grant_type = required(request.grant_type.as_deref(), "grant_type")?;
     if grant_type != JWT_BEARER {
@@ -306,7 +374,10 @@ async fn delegate(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
         ));
     }
     if let Some(api_type) = request.api_type.as_deref().filter(|a| *a != "aws") {
-        return Err(ApiError::bad_request("invalid_request", format!("api_type {api_type:?} is not supported; use aws")));
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("api_type {api_type:?} is not supported; use aws"),
+        ));
     }
     let id_token = required(request.id_token.as_deref(), "id_token")?;
     let target = required(request.target.as_deref(), "target")?;
@@ -318,7 +389,11 @@ async fn delegate(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
         .verify(id_token, &snapshot, Accept::Any, now)
         .await
         .inspect_err(|e| {
-            state.metrics.token_rejections.get_or_create(&vec![("reason", e.label().to_owned())]).inc();
+            state
+                .metrics
+                .token_rejections
+                .get_or_create(&vec![("reason", e.label().to_owned())])
+                .inc();
         })?;
     if !token.audiences.iter().any(|a| a == client_id) {
         return Err(ApiError::unauthorized(
@@ -327,11 +402,22 @@ async fn delegate(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
         ));
     }
     if !snapshot.apps.contains_key(target) {
-        return Err(ApiError::bad_request("invalid_request", format!("target {target:?} is not a SAMLApp")));
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("target {target:?} is not a SAMLApp"),
+        ));
     }
     let session = state
         .issuer
-        .for_token(state, &snapshot, &token, Some(target), request.role.as_deref(), request.principal.as_deref(), now)
+        .for_token(
+            state,
+            &snapshot,
+            &token,
+            Some(target),
+            request.role.as_deref(),
+            request.principal.as_deref(),
+            now,
+        )
         .await?;
     let c = &session.credentials;
     Ok(Json(serde_json::json!({

@@ -84,15 +84,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.cache_entries.set(i64::try_from(state.issuer.cache.len()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .cache_entries
+        .set(i64::try_from(state.issuer.cache.len()).unwrap_or(i64::MAX));
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
 }
 
-async fn metadata(State(state): State<AppState>, Path(app): Path<String>) -> Result<Response, ApiError> {
+async fn metadata(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
     let snapshot = state.store.current();
     let saml_app = snapshot
         .apps
@@ -104,7 +113,14 @@ async fn metadata(State(state): State<AppState>, Path(app): Path<String>) -> Res
         .ok_or_else(|| ApiError::unavailable(format!("SAMLApp {app:?} has no signing key yet")))?;
     let xml = app_metadata(saml_app, &keys, &state.public_url)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/samlmetadata+xml; charset=utf-8")], xml).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/samlmetadata+xml; charset=utf-8",
+        )],
+        xml,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +137,11 @@ async fn credentials(
     let result = async {
         let token = headers
             .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().map_err(|_| ApiError::unauthorized("invalid_token", "Authorization header is not ASCII")))
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::unauthorized("invalid_token", "Authorization header is not ASCII")
+                })
+            })
             .transpose()?
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
             .unwrap_or_default();
@@ -132,21 +152,35 @@ async fn credentials(
             .verify(token, &snapshot, Accept::ServiceAccounts, now)
             .await
             .inspect_err(|e| {
-                state.metrics.token_rejections.get_or_create(&vec![("reason", e.label().to_owned())]).inc();
+                state
+                    .metrics
+                    .token_rejections
+                    .get_or_create(&vec![("reason", e.label().to_owned())])
+                    .inc();
             })?;
         let session = state
             .issuer
-            .for_token(&state, &snapshot, &token, None, query.role.as_deref(), None, now)
+            .for_token(
+                &state,
+                &snapshot,
+                &token,
+                None,
+                query.role.as_deref(),
+                None,
+                now,
+            )
             .await?;
         let c = &session.credentials;
-        Ok::<_, ApiError>(Json(serde_json::json!({
-            "AccessKeyId": c.access_key_id,
-            "SecretAccessKey": c.secret_access_key,
-            "Token": c.session_token,
-            "AccountId": c.account_id(),
-            "Expiration": c.expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        }))
-        .into_response())
+        Ok::<_, ApiError>(
+            Json(serde_json::json!({
+                "AccessKeyId": c.access_key_id,
+                "SecretAccessKey": c.secret_access_key,
+                "Token": c.session_token,
+                "AccountId": c.account_id(),
+                "Expiration": c.expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            }))
+            .into_response(),
+        )
     }
     .await;
     record(&state, "/v1/credentials", &result);
@@ -165,6 +199,9 @@ fn record(state: &AppState, route: &'static str, result: &Result<Response, ApiEr
     state
         .metrics
         .http_responses
-        .get_or_create(&vec![("route", route.to_owned()), ("status", status.as_u16().to_string())])
+        .get_or_create(&vec![
+            ("route", route.to_owned()),
+            ("status", status.as_u16().to_string()),
+        ])
         .inc();
 }

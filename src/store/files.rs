@@ -112,7 +112,11 @@ pub fn load_text(snapshot: &mut Snapshot, path: &Path, text: &str) -> Result<(),
             reason,
         };
         let api_version = doc.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
-        let kind = doc.get("kind").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let kind = doc
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
         let name = doc
             .pointer("/metadata/name")
             .and_then(|v| v.as_str())
@@ -138,8 +142,15 @@ pub fn load_text(snapshot: &mut Snapshot, path: &Path, text: &str) -> Result<(),
             }
             (API_VERSION, "Connection") => {
                 let connection: Connection = parse(doc, &fail)?;
-                connection.spec.kind().map_err(|e| fail(format!("Connection {name:?}: {e}")))?;
-                if snapshot.connections.insert(name.clone(), connection).is_some() {
+                connection
+                    .spec
+                    .kind()
+                    .map_err(|e| fail(format!("Connection {name:?}: {e}")))?;
+                if snapshot
+                    .connections
+                    .insert(name.clone(), connection)
+                    .is_some()
+                {
                     return Err(duplicate(name));
                 }
             }

@@ -27,7 +27,8 @@ pub fn repo() -> PathBuf {
 
 /// The peers venv, installed by `tests/peers/install.sh` (which `make test` runs).
 pub fn venv() -> PathBuf {
-    let peers = std::env::var_os("ROLEGATE_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
+    let peers =
+        std::env::var_os("ROLEGATE_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
     let venv = peers.join("venv");
     assert!(
         venv.join("bin/python").exists(),
@@ -156,15 +157,22 @@ impl Harness {
         let snapshot = load_dir(&config).unwrap();
         let keys = Arc::new(KeyRing::default());
         keys.replace(
-            rolegate::standalone::load_keys(&snapshot, &dir.path().join("state"), "rolegate", jiff::Timestamp::now())
-                .unwrap(),
+            rolegate::standalone::load_keys(
+                &snapshot,
+                &dir.path().join("state"),
+                "rolegate",
+                jiff::Timestamp::now(),
+            )
+            .unwrap(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState {
             store: Arc::new(SharedSnapshot::new(snapshot)),
             keys,
-            verifier: Arc::new(TokenVerifier::new(config).with_refetch_interval(std::time::Duration::ZERO)),
+            verifier: Arc::new(
+                TokenVerifier::new(config).with_refetch_interval(std::time::Duration::ZERO),
+            ),
             issuer: Arc::new(Issuer {
                 sts: Arc::new(SdkSts::new(Some(&moto())).await),
                 cache: CredentialCache::default(),
@@ -176,12 +184,21 @@ impl Harness {
         };
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, state, sa_key, dir }
+        Self {
+            url,
+            state,
+            sa_key,
+            dir,
+        }
     }
 
     /// A token for service account `namespace/name`, audience `rolegate`, valid for an hour.
     pub fn sa_token(&self, namespace: &str, name: &str) -> String {
-        self.token(&format!("system:serviceaccount:{namespace}:{name}"), &["rolegate"], 3600)
+        self.token(
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            &["rolegate"],
+            3600,
+        )
     }
 
     /// A token with the given subject, audiences and lifetime (negative: already expired).
@@ -198,15 +215,26 @@ impl Harness {
     }
 
     /// `GET /v1/credentials` with `authorization` as the raw header value.
-    pub async fn credentials(&self, authorization: &str, role: Option<&str>) -> (u16, serde_json::Value) {
+    pub async fn credentials(
+        &self,
+        authorization: &str,
+        role: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let mut request = reqwest::Client::new().get(format!("{}/v1/credentials", self.url));
         if let Some(role) = role {
             request = request.query(&[("role", role)]);
         }
-        let response = request.header("Authorization", authorization).send().await.unwrap();
+        let response = request
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let body = response.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
     }
 
     /// `POST /delegation`, form-encoded.
@@ -219,7 +247,10 @@ impl Harness {
             .unwrap();
         let status = response.status().as_u16();
         let body = response.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
     }
 
     /// The sum of every sample of metric `name` (all label sets).
@@ -236,7 +267,12 @@ impl Harness {
 
     /// The served metadata.
     pub async fn metadata(&self, app: &str) -> String {
-        reqwest::get(format!("{}/samlp/metadata/{app}", self.url)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("{}/samlp/metadata/{app}", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -245,13 +281,22 @@ pub fn first_cert_pem(metadata: &str) -> String {
     let start = metadata.find("<ds:X509Certificate>").unwrap() + "<ds:X509Certificate>".len();
     let end = start + metadata[start..].find("</ds:X509Certificate>").unwrap();
     let b64 = &metadata[start..end];
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 /// Runs a command, returning (success, stdout, stderr).
 pub fn run(command: &mut Command) -> (bool, String, String) {
-    let out = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
