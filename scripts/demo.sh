@@ -159,9 +159,9 @@ ok "created $role_arn"
 # ---------------------------------------------------------------------------------------
 step "5. Mint the pod's service-account token"
 say "(signed by the demo issuer key in $config/issuer/, standing in for the cluster's)"
-# Like a projected token file: no trailing newline (SDKs refuse header values with one).
-printf '%s' "$("$rolegate" dev token --key "$config/issuer/sa-signer.key" --issuer "$sa_issuer" \
-  --subject system:serviceaccount:demo:app --audience rolegate --pod app-7d4b9c-x2x8q)" >"$demo/pod/token"
+# --out writes it like a projected token file: no trailing newline.
+"$rolegate" dev token --key "$config/issuer/sa-signer.key" --issuer "$sa_issuer" \
+  --subject system:serviceaccount:demo:app --audience rolegate --pod app-7d4b9c-x2x8q --out "$demo/pod/token"
 "$python" - "$demo/pod/token" <<'EOF' | indent
 import base64, json, sys
 payload = open(sys.argv[1]).read().split(".")[1]
@@ -241,8 +241,8 @@ ok "200, credentials for $expected_arn"
 
 # ---------------------------------------------------------------------------------------
 step "9. Refused: a service account no RoleMapping names"
-printf '%s' "$("$rolegate" dev token --key "$config/issuer/sa-signer.key" --issuer "$sa_issuer" \
-  --subject system:serviceaccount:demo:intruder --audience rolegate)" >"$demo/pod/intruder-token"
+"$rolegate" dev token --key "$config/issuer/sa-signer.key" --issuer "$sa_issuer" \
+  --subject system:serviceaccount:demo:intruder --audience rolegate --out "$demo/pod/intruder-token"
 say "\$ curl -H \"Authorization: \$(cat intruder-token)\" $rolegate_url/v1/credentials"
 code="$(curl -s -o "$demo/refused.json" -w '%{http_code}' -H "Authorization: $(cat "$demo/pod/intruder-token")" \
   "$rolegate_url/v1/credentials")"

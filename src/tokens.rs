@@ -355,10 +355,10 @@ impl TokenVerifier {
         if exp <= now {
             return Err(TokenError::Expired(exp));
         }
-        if let Some(nbf) = time_claim(&claims, "nbf")? {
-            if nbf.as_second() > now.as_second() + NBF_LEEWAY_SECONDS {
-                return Err(TokenError::NotYetValid(nbf));
-            }
+        if let Some(nbf) = time_claim(&claims, "nbf")?
+            && nbf.as_second() > now.as_second() + NBF_LEEWAY_SECONDS
+        {
+            return Err(TokenError::NotYetValid(nbf));
         }
         if !connection
             .audiences

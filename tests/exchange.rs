@@ -139,6 +139,35 @@ async fn container_credentials_come_from_moto_and_are_cached() {
     assert_eq!(second["AccessKeyId"], first["AccessKeyId"]);
     assert_eq!(h.metric("rolegate_sts_calls_total"), 1.0);
     assert_eq!(h.metric("rolegate_credential_cache_hits_total"), 1.0);
+
+    // The same counters are exported over HTTP, beside health and readiness.
+    let metrics = reqwest::get(format!("{}/metrics", h.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rolegate_sts_calls_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rolegate_credential_cache_entries 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(first["SecretAccessKey"].as_str().unwrap()),
+        "no secret in metrics"
+    );
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            reqwest::get(format!("{}{path}", h.url))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
 }
 
 #[tokio::test]

@@ -61,10 +61,10 @@ async fn start(config: &Path, state: &Path) -> Server {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await {
-            if r.status() == 200 {
-                return server;
-            }
+        if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await
+            && r.status() == 200
+        {
+            return server;
         }
         assert!(
             Instant::now() < deadline,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -353,9 +353,19 @@ fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, ApiError>
 pub async fn delegation(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let result = delegate(&state, &headers, &body).await;
+    let result = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+        Ok(body) => delegate(&state, &headers, &body).await,
+        Err(_) => Err(ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            error: "invalid_request",
+            description: format!(
+                "request body is larger than {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        }),
+    };
     record(&state, "/delegation", &result);
     result
 }

@@ -60,7 +60,7 @@ pub struct AppState {
 }
 
 /// Request bodies larger than this are refused.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The router of `rolegate server` and `rolegate serve`.
 pub fn router(state: AppState) -> Router {
@@ -84,6 +84,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.issuer.cache.sync().await;
     state
         .metrics
         .cache_entries
