@@ -22,7 +22,9 @@ openssl_sign="$(awk '/^rsa 2048 bits/ {print $(NF-1)}' "$out/openssl.txt")"
 
 echo "== criterion: assertion build+sign =="
 cargo bench --bench assertion -- --warm-up-time 2 --measurement-time 10 2>&1 | tee "$out/criterion.txt" | grep -E "^saml/|time:|thrpt:"
-mid() { grep -A2 "^saml/$1" "$out/criterion.txt" | awk '/time:/ {print $5, $6; exit}'; }
+# The middle estimate of "time: [low mid high]", which criterion prints on the name's line or
+# the next one.
+mid() { grep -A2 "^saml/$1" "$out/criterion.txt" | grep -m1 'time:' | sed -E 's/.*\[([^]]*)\].*/\1/' | awk '{print $3, $4}'; }
 to_us() { awk -v v="$1" -v u="$2" 'BEGIN { f = (u == "ms") ? 1000 : (u == "ns") ? 0.001 : 1; printf "%.1f", v * f }'; }
 read -r a_v a_u <<<"$(mid build_sign_assertion)"
 read -r r_v r_u <<<"$(mid build_sign_response)"
