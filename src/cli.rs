@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Standalone: the server and IAM registration, with resources read from CR YAML files.
     Serve(ServeArgs),
+    /// The operator: reconcilers for SAMLApp, IAMProvider and RoleMapping, leader-elected.
+    Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -72,6 +74,39 @@ impl ServeArgs {
             public_url: self.public_url.clone(),
             namespace: self.namespace.clone(),
             poll: Duration::from_secs(self.poll_seconds.max(1)),
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+        }
+    }
+}
+
+/// `rolegate controller` options.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// The operator's namespace: the Lease, managed Secrets, and Secret references without one.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "rolegate")]
+    pub namespace: String,
+    /// Base URL of the rolegate server, for the metadata registered in IAM.
+    #[arg(long)]
+    pub public_url: String,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "rolegate-controller")]
+    pub lease_name: String,
+    /// Seconds between comparisons with IAM that repair drift.
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+impl ControllerArgs {
+    /// The options the controller runs with.
+    pub fn options(&self) -> crate::controller::run::ControllerOptions {
+        crate::controller::run::ControllerOptions {
+            namespace: self.namespace.clone(),
+            public_url: self.public_url.clone(),
+            listen: self.listen,
+            lease_name: self.lease_name.clone(),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod dev;

@@ -75,6 +75,13 @@ pub struct SAMLAppSpec {
     pub connections: Vec<String>,
 }
 
+impl SAMLAppSpec {
+    /// The audience an app has when it sets none: AWS sign-in.
+    pub fn default_audience() -> String {
+        aws_signin()
+    }
+}
+
 fn aws_signin() -> String {
     AWS_SIGNIN.to_owned()
 }

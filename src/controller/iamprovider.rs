@@ -1,0 +1,221 @@
+//! IAMProvider: the SAMLApp's metadata registered in IAM and kept there. Drift is repaired on a
+//! periodic resync, `providerName` is immutable, and a finalizer honours `deletionPolicy`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error, condition};
+use crate::aws::sdk::{AccessKeys, IamAccess};
+use crate::crd::{DeletionPolicy, IAMProvider, IAMProviderStatus, SAMLApp, SecretRef};
+use crate::idp::{AppKeys, app_metadata};
+use crate::keys::SigningKey;
+use crate::registration::{self, Plan, Registration};
+use crate::store::secret_value;
+
+/// The finalizer that holds an IAMProvider until `deletionPolicy` was honoured.
+pub const FINALIZER: &str = "rolegate.dev/iam-provider";
+
+/// The Secret a SAMLApp without `secretRef` keeps its key in, in the operator namespace.
+pub fn managed_secret_name(app: &str) -> String {
+    format!("{app}-signing")
+}
+
+/// PURE: whether a spec change would silently replace the provider: `providerName` is immutable
+/// once a provider was registered.
+pub fn renamed(provider: &IAMProvider) -> Option<String> {
+    let registered = provider.status.as_ref()?.arn.as_ref()?;
+    let wanted = provider.provider_arn();
+    (*registered != wanted).then(|| {
+        format!("providerName is immutable: {registered} is registered, the spec now asks for {wanted}; recreate the IAMProvider to change it")
+    })
+}
+
+/// PURE: the status after a registration attempt.
+pub fn plan_status(
+    provider: &IAMProvider,
+    outcome: &Result<Registration, (String, String)>,
+    now: Timestamp,
+) -> IAMProviderStatus {
+    let mut status = provider.status.clone().unwrap_or_default();
+    let previous = status.conditions.clone();
+    let generation = provider.metadata.generation;
+    status.observed_generation = generation;
+    match outcome {
+        Ok(r) => {
+            status.arn = Some(r.arn.clone());
+            status.metadata_sha256 = Some(r.metadata_sha256.clone());
+            status.last_sync_time = Some(now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            let (reason, message) = match r.plan {
+                Plan::Create => ("Created", format!("created {}", r.arn)),
+                Plan::Update => ("Updated", format!("updated the metadata of {}", r.arn)),
+                Plan::InSync => ("InSync", format!("{} holds the current metadata", r.arn)),
+            };
+            status.conditions = vec![
+                condition(&previous, "Ready", true, "Registered", format!("{} is registered", r.arn), generation, now),
+                condition(&previous, "Synced", true, reason, message, generation, now),
+            ];
+        }
+        Err((reason, message)) => {
+            let ready = status.arn.is_some() && reason != "ProviderNameImmutable";
+            status.conditions = vec![
+                condition(&previous, "Ready", ready, if ready { "Registered" } else { reason }, message.clone(), generation, now),
+                condition(&previous, "Synced", false, reason, message.clone(), generation, now),
+            ];
+        }
+    }
+    status
+}
+
+async fn read_secret(ctx: &Context, reference: &SecretRef) -> Result<Secret, Error> {
+    let namespace = reference.namespace.as_deref().unwrap_or(&ctx.namespace);
+    Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&reference.name)
+        .await?
+        .ok_or_else(|| Error::Pending(format!("Secret {namespace}/{} does not exist", reference.name)))
+}
+
+/// The SAMLApp's signing key, from its `secretRef` or the managed Secret.
+async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
+    let reference = app.spec.signing.secret_ref.clone().unwrap_or_else(|| SecretRef {
+        name: managed_secret_name(&app.name_any()),
+        namespace: Some(ctx.namespace.clone()),
+    });
+    let secret = read_secret(ctx, &reference).await?;
+    let field = |key: &str| {
+        secret_value(&secret, key)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .ok_or_else(|| Error::Pending(format!("Secret {} has no {key}", reference.name)))
+    };
+    let key = SigningKey::from_pem(field("tls.key")?, field("tls.crt")?)
+        .map_err(|e| Error::Pending(format!("Secret {}: {e}", reference.name)))?;
+    Ok(AppKeys::single(key))
+}
+
+async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {
+    let credentials = provider.spec.credentials.clone().unwrap_or_default();
+    let keys = match &credentials.secret_ref {
+        None => None,
+        Some(reference) => {
+            let secret = read_secret(ctx, reference).await?;
+            let value = |k: &str| secret_value(&secret, k).and_then(|v| String::from_utf8(v.to_vec()).ok());
+            Some(AccessKeys {
+                access_key_id: value("AWS_ACCESS_KEY_ID")
+                    .ok_or_else(|| Error::Pending(format!("Secret {} has no AWS_ACCESS_KEY_ID", reference.name)))?,
+                secret_access_key: value("AWS_SECRET_ACCESS_KEY")
+                    .ok_or_else(|| Error::Pending(format!("Secret {} has no AWS_SECRET_ACCESS_KEY", reference.name)))?,
+                session_token: value("AWS_SESSION_TOKEN"),
+            })
+        }
+    };
+    Ok(IamAccess { endpoint_url: provider.spec.endpoint_url.clone(), keys, assume_role_arn: credentials.assume_role_arn })
+}
+
+/// Gather, register, and write the status. Returns the registration outcome as
+/// `(reason, message)` on failure, after the status says so.
+async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
+    let outcome = register(provider, ctx).await;
+    let status = plan_status(provider, &outcome.as_ref().map_err(|e| (reason_of(e), e.to_string())).cloned(), Timestamp::now());
+    let api = Api::<IAMProvider>::all(ctx.client.clone());
+    if provider.status.as_ref() != Some(&status) {
+        api.patch_status(&provider.name_any(), &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": status})))
+            .await?;
+    }
+    match outcome {
+        Ok(r) => {
+            if r.plan != Plan::InSync {
+                let message = format!("{} {}", r.plan.label(), r.arn);
+                ctx.event(provider, false, if r.plan == Plan::Create { "Created" } else { "Updated" }, message).await;
+            }
+            ctx.succeeded(&key(provider));
+            Ok(Action::requeue(ctx.resync))
+        }
+        Err(e) => {
+            let was = provider.status.as_ref().and_then(|s| super::find(&s.conditions, "Synced")).map(|c| c.reason.clone());
+            if was.as_deref() != Some(reason_of(&e).as_str()) {
+                ctx.event(provider, true, &reason_of(&e), e.to_string()).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn reason_of(e: &Error) -> String {
+    match e {
+        Error::Pending(m) if m.starts_with("providerName is immutable") => "ProviderNameImmutable".into(),
+        Error::Pending(_) => "Pending".into(),
+        other => other.label(),
+    }
+}
+
+async fn register(provider: &IAMProvider, ctx: &Context) -> Result<Registration, Error> {
+    if let Some(message) = renamed(provider) {
+        return Err(Error::Pending(message));
+    }
+    let app_name = &provider.spec.saml_app;
+    let app = Api::<SAMLApp>::all(ctx.client.clone())
+        .get_opt(app_name)
+        .await?
+        .ok_or_else(|| Error::Pending(format!("SAMLApp {app_name:?} does not exist")))?;
+    let keys = app_keys(ctx, &app).await?;
+    let metadata = app_metadata(&app, &keys, &ctx.public_url).map_err(|e| Error::Pending(e.to_string()))?;
+    let iam = ctx.iam.connect(&access(ctx, provider).await?).await;
+    Ok(registration::register(provider, &metadata, iam.as_ref()).await?)
+}
+
+async fn cleanup(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
+    let arn = provider.status.as_ref().and_then(|s| s.arn.clone());
+    match (provider.spec.deletion_policy, arn) {
+        (DeletionPolicy::Delete, Some(arn)) => {
+            let iam = ctx.iam.connect(&access(ctx, provider).await?).await;
+            iam.delete(&arn).await?;
+            ctx.event(provider, false, "Deleted", format!("deleted {arn} (deletionPolicy Delete)")).await;
+        }
+        (DeletionPolicy::Retain, Some(arn)) => {
+            ctx.event(provider, false, "Retained", format!("left {arn} in IAM (deletionPolicy Retain)")).await;
+        }
+        (_, None) => {}
+    }
+    Ok(Action::await_change())
+}
+
+fn key(provider: &IAMProvider) -> String {
+    format!("IAMProvider/{}", provider.name_any())
+}
+
+/// Reconciles one IAMProvider through its finalizer.
+///
+/// # Errors
+/// API and IAM failures; the controller retries them with backoff.
+pub async fn reconcile(provider: Arc<IAMProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let api = Api::<IAMProvider>::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, provider, |event| async {
+        match event {
+            Finalizer::Apply(p) => apply(&p, &ctx).await,
+            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.observe("IAMProvider", started, result.as_ref().map(|_| ()));
+    result
+}
+
+/// Retries a failed reconcile with exponential backoff (throttling included).
+pub fn error_policy(provider: Arc<IAMProvider>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(provider = %provider.name_any(), %error, "reconcile failed");
+    Action::requeue(ctx.backoff(&key(&provider)))
+}
+
+#[cfg(test)]
+mod tests;

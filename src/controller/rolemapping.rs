@@ -1,0 +1,152 @@
+//! RoleMapping: `Accepted` with the policy core's reason, the resolved provider ARN, and a
+//! suggested trust policy. Nothing outside the cluster changes, so there is no finalizer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error, condition, find};
+use crate::crd::{IAMProvider, RoleMapping, RoleMappingStatus, SAMLApp, SubjectKind};
+use crate::policy::{self, RequestContext, Subject, trust_policy};
+use crate::store::Snapshot;
+
+/// What a RoleMapping's status is computed from.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    /// The IAMProvider it names, if it exists.
+    pub provider: Option<IAMProvider>,
+    /// Labels of its namespace.
+    pub namespace_labels: BTreeMap<String, String>,
+    /// The provider's SAMLApp, if it exists.
+    pub app: Option<SAMLApp>,
+}
+
+/// PURE: the status of `mapping` given what was gathered.
+pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleMappingStatus {
+    let namespace = mapping.namespace().unwrap_or_default();
+    let mut snapshot = Snapshot::default();
+    if let Some(p) = &gathered.provider {
+        snapshot.providers.insert(mapping.spec.provider.clone(), p.clone());
+    }
+    snapshot.namespaces.insert(namespace.clone(), gathered.namespace_labels.clone());
+    let previous = mapping.status.clone().unwrap_or_default().conditions;
+    let generation = mapping.metadata.generation;
+
+    // The tenant guard first, then every named workload or user through AWS's session rules.
+    let outcome = policy::admit(mapping, &snapshot).map(|_| ()).and_then(|()| {
+        mapping.spec.subjects.iter().try_for_each(|s| {
+            let subject = match s.kind {
+                SubjectKind::ServiceAccount => Subject::ServiceAccount { namespace: &namespace, name: &s.name },
+                SubjectKind::User => Subject::Person { user: &s.name, groups: &[] },
+                // A group's members are only known at sign-in.
+                SubjectKind::Group => return Ok(()),
+            };
+            let ctx = RequestContext { pod: Some("pod") };
+            policy::grant(mapping, &subject, &ctx, &snapshot).map(|_| ())
+        })
+    });
+    match outcome {
+        Ok(()) => {
+            let provider_arn = gathered.provider.as_ref().map(IAMProvider::provider_arn).unwrap_or_default();
+            let audience = gathered
+                .app
+                .as_ref()
+                .map_or_else(|| crate::crd::SAMLAppSpec::default_audience(), |a| a.spec.audience.clone());
+            let subjects: Vec<String> = mapping
+                .spec
+                .subjects
+                .iter()
+                .filter_map(|s| match s.kind {
+                    SubjectKind::ServiceAccount => Some(format!("system:serviceaccount:{namespace}:{}", s.name)),
+                    SubjectKind::User => Some(s.name.clone()),
+                    SubjectKind::Group => None,
+                })
+                .collect();
+            RoleMappingStatus {
+                trust_policy: Some(trust_policy(&provider_arn, &audience, &subjects)),
+                provider_arn: Some(provider_arn),
+                observed_generation: generation,
+                conditions: vec![condition(
+                    &previous,
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    format!("{} may be assumed through IAMProvider {:?}", mapping.spec.role_arn, mapping.spec.provider),
+                    generation,
+                    now,
+                )],
+            }
+        }
+        Err(denial) => RoleMappingStatus {
+            provider_arn: None,
+            trust_policy: None,
+            observed_generation: generation,
+            conditions: vec![condition(&previous, "Accepted", false, denial.reason(), denial.to_string(), generation, now)],
+        },
+    }
+}
+
+/// Reads what the status depends on.
+async fn gather(mapping: &RoleMapping, ctx: &Context) -> Result<Gathered, Error> {
+    let provider = Api::<IAMProvider>::all(ctx.client.clone()).get_opt(&mapping.spec.provider).await?;
+    let namespace = mapping.namespace().unwrap_or_default();
+    let namespace_labels = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&namespace)
+        .await?
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    let app = match &provider {
+        Some(p) => Api::<SAMLApp>::all(ctx.client.clone()).get_opt(&p.spec.saml_app).await?,
+        None => None,
+    };
+    Ok(Gathered { provider, namespace_labels, app })
+}
+
+/// Reconciles one RoleMapping.
+///
+/// # Errors
+/// API failures; the controller retries them with backoff.
+pub async fn reconcile(mapping: Arc<RoleMapping>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&mapping, &ctx).await;
+    ctx.observe("RoleMapping", started, result.as_ref().map(|_| ()));
+    result
+}
+
+async fn reconcile_inner(mapping: &RoleMapping, ctx: &Context) -> Result<Action, Error> {
+    let gathered = gather(mapping, ctx).await?;
+    let status = plan(mapping, &gathered, Timestamp::now());
+    let current = mapping.status.clone().unwrap_or_default();
+    if status != current {
+        let api = Api::<RoleMapping>::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": status});
+        api.patch_status(&mapping.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let was = find(&current.conditions, "Accepted").map(|c| (c.status.clone(), c.reason.clone()));
+        if let Some(now) = find(&status.conditions, "Accepted")
+            && was.as_ref() != Some(&(now.status.clone(), now.reason.clone()))
+        {
+            ctx.event(mapping, now.status != "True", &now.reason, now.message.clone()).await;
+        }
+    }
+    ctx.succeeded(&key(mapping));
+    Ok(Action::requeue(std::time::Duration::from_secs(3600)))
+}
+
+fn key(mapping: &RoleMapping) -> String {
+    format!("RoleMapping/{}/{}", mapping.namespace().unwrap_or_default(), mapping.name_any())
+}
+
+/// Retries a failed reconcile with exponential backoff.
+pub fn error_policy(mapping: Arc<RoleMapping>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(mapping = %key(&mapping), %error, "reconcile failed");
+    Action::requeue(ctx.backoff(&key(&mapping)))
+}
+
+#[cfg(test)]
+mod tests;

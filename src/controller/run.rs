@@ -1,0 +1,184 @@
+//! Wiring: the Controllers, their watches, leader election, metrics and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::leader::LeaseLock;
+use super::{Context, SdkConnector, iamprovider, rolemapping};
+use crate::crd::{IAMProvider, RoleMapping, SAMLApp};
+
+/// Options of `rolegate controller`.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// The operator's namespace (Lease, managed Secrets, Secret references without namespace).
+    pub namespace: String,
+    /// Base URL of the rolegate server.
+    pub public_url: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Seconds between IAM resyncs.
+    pub resync: Duration,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No kubeconfig or in-cluster config.
+    #[error("cannot reach Kubernetes: {0}")]
+    Client(#[from] kube::Error),
+    /// The metrics listener cannot be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    /// Another replica took the Lease.
+    #[error("lost the leader lease {0}")]
+    LostLease(String),
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>, leading: watch::Receiver<bool>) {
+    use axum::routing::get;
+    let metrics = move || {
+        let registry = Arc::clone(&registry);
+        async move {
+            let mut out = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+            out
+        }
+    };
+    let ready = move || {
+        let leading = leading.clone();
+        async move {
+            if *leading.borrow() {
+                (axum::http::StatusCode::OK, "leading")
+            } else {
+                (axum::http::StatusCode::OK, "standby")
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+/// Runs the controllers while this replica holds the Lease.
+///
+/// # Errors
+/// No cluster, no listener, or a lost Lease (the process exits and its replacement campaigns
+/// again).
+pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
+    let client = Client::try_default().await?;
+    let mut registry = Registry::with_prefix("rolegate");
+    let mut ctx = Context::new(
+        client.clone(),
+        Arc::new(SdkConnector),
+        options.namespace.clone(),
+        options.public_url.clone(),
+        &mut registry,
+    );
+    ctx.resync = options.resync;
+    let ctx = Arc::new(ctx);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| RunError::Listen(options.listen, e))?;
+    let (leading_tx, leading_rx) = watch::channel(false);
+    tokio::spawn(serve_metrics(listener, Arc::new(registry), leading_rx));
+
+    let holder = std::env::var("POD_NAME").unwrap_or_else(|_| format!("rolegate-{}", std::process::id()));
+    let lock = LeaseLock::new(client.clone(), &options.namespace, &options.lease_name, &holder, Duration::from_secs(15));
+    loop {
+        match lock.try_acquire_or_renew(jiff::Timestamp::now()).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the leader lease"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tracing::info!(%holder, lease = %options.lease_name, "leading");
+    let _ = leading_tx.send(true);
+
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let renewer = lock.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(renewer.ttl() / 3).await;
+            match renewer.try_acquire_or_renew(jiff::Timestamp::now()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
+            }
+        }
+    });
+    let lost = lost_rx.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            _ = lost_rx.changed() => tracing::error!("lost the leader lease"),
+        }
+    };
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+
+    let providers = Controller::new(Api::<IAMProvider>::all(client.clone()), watcher::Config::default());
+    let provider_store = providers.store();
+    let providers = providers
+        .watches(Api::<SAMLApp>::all(client.clone()), watcher::Config::default(), move |app| {
+            let name = app.name_any();
+            provider_store
+                .state()
+                .into_iter()
+                .filter(|p| p.spec.saml_app == name)
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(iamprovider::reconcile, iamprovider::error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+
+    let mappings = Controller::new(Api::<RoleMapping>::all(client.clone()), watcher::Config::default());
+    let by_provider = mappings.store();
+    let by_namespace = mappings.store();
+    let mappings = mappings
+        .watches(Api::<IAMProvider>::all(client.clone()), watcher::Config::default(), move |p| {
+            let name = p.name_any();
+            by_provider
+                .state()
+                .into_iter()
+                .filter(|m| m.spec.provider == name)
+                .map(|m| ObjectRef::from_obj(&*m))
+                .collect::<Vec<_>>()
+        })
+        .watches(Api::<Namespace>::all(client.clone()), watcher::Config::default(), move |ns| {
+            let name = ns.name_any();
+            by_namespace
+                .state()
+                .into_iter()
+                .filter(|m| m.namespace().as_deref() == Some(name.as_str()))
+                .map(|m| ObjectRef::from_obj(&*m))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(rolemapping::reconcile, rolemapping::error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+
+    tokio::join!(providers, mappings);
+    if *lost.borrow() {
+        return Err(RunError::LostLease(options.lease_name));
+    }
+    Ok(())
+}
