@@ -58,15 +58,39 @@ pub fn plan_status(
                 Plan::InSync => ("InSync", format!("{} holds the current metadata", r.arn)),
             };
             status.conditions = vec![
-                condition(&previous, "Ready", true, "Registered", format!("{} is registered", r.arn), generation, now),
+                condition(
+                    &previous,
+                    "Ready",
+                    true,
+                    "Registered",
+                    format!("{} is registered", r.arn),
+                    generation,
+                    now,
+                ),
                 condition(&previous, "Synced", true, reason, message, generation, now),
             ];
         }
         Err((reason, message)) => {
             let ready = status.arn.is_some() && reason != "ProviderNameImmutable";
             status.conditions = vec![
-                condition(&previous, "Ready", ready, if ready { "Registered" } else { reason }, message.clone(), generation, now),
-                condition(&previous, "Synced", false, reason, message.clone(), generation, now),
+                condition(
+                    &previous,
+                    "Ready",
+                    ready,
+                    if ready { "Registered" } else { reason },
+                    message.clone(),
+                    generation,
+                    now,
+                ),
+                condition(
+                    &previous,
+                    "Synced",
+                    false,
+                    reason,
+                    message.clone(),
+                    generation,
+                    now,
+                ),
             ];
         }
     }
@@ -78,15 +102,25 @@ async fn read_secret(ctx: &Context, reference: &SecretRef) -> Result<Secret, Err
     Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(&reference.name)
         .await?
-        .ok_or_else(|| Error::Pending(format!("Secret {namespace}/{} does not exist", reference.name)))
+        .ok_or_else(|| {
+            Error::Pending(format!(
+                "Secret {namespace}/{} does not exist",
+                reference.name
+            ))
+        })
 }
 
 /// The SAMLApp's signing key, from its `secretRef` or the managed Secret.
 async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
-    let reference = app.spec.signing.secret_ref.clone().unwrap_or_else(|| SecretRef {
-        name: managed_secret_name(&app.name_any()),
-        namespace: Some(ctx.namespace.clone()),
-    });
+    let reference = app
+        .spec
+        .signing
+        .secret_ref
+        .clone()
+        .unwrap_or_else(|| SecretRef {
+            name: managed_secret_name(&app.name_any()),
+            namespace: Some(ctx.namespace.clone()),
+        });
     let secret = read_secret(ctx, &reference).await?;
     let field = |key: &str| {
         secret_value(&secret, key)
@@ -104,42 +138,81 @@ async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Erro
         None => None,
         Some(reference) => {
             let secret = read_secret(ctx, reference).await?;
-            let value = |k: &str| secret_value(&secret, k).and_then(|v| String::from_utf8(v.to_vec()).ok());
+            let value =
+                |k: &str| secret_value(&secret, k).and_then(|v| String::from_utf8(v.to_vec()).ok());
             Some(AccessKeys {
-                access_key_id: value("AWS_ACCESS_KEY_ID")
-                    .ok_or_else(|| Error::Pending(format!("Secret {} has no AWS_ACCESS_KEY_ID", reference.name)))?,
-                secret_access_key: value("AWS_SECRET_ACCESS_KEY")
-                    .ok_or_else(|| Error::Pending(format!("Secret {} has no AWS_SECRET_ACCESS_KEY", reference.name)))?,
+                access_key_id: value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
+                    Error::Pending(format!(
+                        "Secret {} has no AWS_ACCESS_KEY_ID",
+                        reference.name
+                    ))
+                })?,
+                secret_access_key: value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+                    Error::Pending(format!(
+                        "Secret {} has no AWS_SECRET_ACCESS_KEY",
+                        reference.name
+                    ))
+                })?,
                 session_token: value("AWS_SESSION_TOKEN"),
             })
         }
     };
-    Ok(IamAccess { endpoint_url: provider.spec.endpoint_url.clone(), keys, assume_role_arn: credentials.assume_role_arn })
+    Ok(IamAccess {
+        endpoint_url: provider.spec.endpoint_url.clone(),
+        keys,
+        assume_role_arn: credentials.assume_role_arn,
+    })
 }
 
 /// Gather, register, and write the status. Returns the registration outcome as
 /// `(reason, message)` on failure, after the status says so.
 async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
     let outcome = register(provider, ctx).await;
-    let status = plan_status(provider, &outcome.as_ref().map_err(|e| (reason_of(e), e.to_string())).cloned(), Timestamp::now());
+    let status = plan_status(
+        provider,
+        &outcome
+            .as_ref()
+            .map_err(|e| (reason_of(e), e.to_string()))
+            .cloned(),
+        Timestamp::now(),
+    );
     let api = Api::<IAMProvider>::all(ctx.client.clone());
     if provider.status.as_ref() != Some(&status) {
-        api.patch_status(&provider.name_any(), &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": status})))
-            .await?;
+        api.patch_status(
+            &provider.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"status": status})),
+        )
+        .await?;
     }
     match outcome {
         Ok(r) => {
             if r.plan != Plan::InSync {
                 let message = format!("{} {}", r.plan.label(), r.arn);
-                ctx.event(provider, false, if r.plan == Plan::Create { "Created" } else { "Updated" }, message).await;
+                ctx.event(
+                    provider,
+                    false,
+                    if r.plan == Plan::Create {
+                        "Created"
+                    } else {
+                        "Updated"
+                    },
+                    message,
+                )
+                .await;
             }
             ctx.succeeded(&key(provider));
             Ok(Action::requeue(ctx.resync))
         }
         Err(e) => {
-            let was = provider.status.as_ref().and_then(|s| super::find(&s.conditions, "Synced")).map(|c| c.reason.clone());
+            let was = provider
+                .status
+                .as_ref()
+                .and_then(|s| super::find(&s.conditions, "Synced"))
+                .map(|c| c.reason.clone());
             if was.as_deref() != Some(reason_of(&e).as_str()) {
-                ctx.event(provider, true, &reason_of(&e), e.to_string()).await;
+                ctx.event(provider, true, &reason_of(&e), e.to_string())
+                    .await;
             }
             Err(e)
         }
@@ -148,7 +221,9 @@ async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
 
 fn reason_of(e: &Error) -> String {
     match e {
-        Error::Pending(m) if m.starts_with("providerName is immutable") => "ProviderNameImmutable".into(),
+        Error::Pending(m) if m.starts_with("providerName is immutable") => {
+            "ProviderNameImmutable".into()
+        }
         Error::Pending(_) => "Pending".into(),
         other => other.label(),
     }
@@ -164,7 +239,8 @@ async fn register(provider: &IAMProvider, ctx: &Context) -> Result<Registration,
         .await?
         .ok_or_else(|| Error::Pending(format!("SAMLApp {app_name:?} does not exist")))?;
     let keys = app_keys(ctx, &app).await?;
-    let metadata = app_metadata(&app, &keys, &ctx.public_url).map_err(|e| Error::Pending(e.to_string()))?;
+    let metadata =
+        app_metadata(&app, &keys, &ctx.public_url).map_err(|e| Error::Pending(e.to_string()))?;
     let iam = ctx.iam.connect(&access(ctx, provider).await?).await;
     Ok(registration::register(provider, &metadata, iam.as_ref()).await?)
 }
@@ -175,10 +251,22 @@ async fn cleanup(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error>
         (DeletionPolicy::Delete, Some(arn)) => {
             let iam = ctx.iam.connect(&access(ctx, provider).await?).await;
             iam.delete(&arn).await?;
-            ctx.event(provider, false, "Deleted", format!("deleted {arn} (deletionPolicy Delete)")).await;
+            ctx.event(
+                provider,
+                false,
+                "Deleted",
+                format!("deleted {arn} (deletionPolicy Delete)"),
+            )
+            .await;
         }
         (DeletionPolicy::Retain, Some(arn)) => {
-            ctx.event(provider, false, "Retained", format!("left {arn} in IAM (deletionPolicy Retain)")).await;
+            ctx.event(
+                provider,
+                false,
+                "Retained",
+                format!("left {arn} in IAM (deletionPolicy Retain)"),
+            )
+            .await;
         }
         (_, None) => {}
     }
@@ -204,7 +292,8 @@ pub async fn reconcile(provider: Arc<IAMProvider>, ctx: Arc<Context>) -> Result<
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
     ctx.observe("IAMProvider", started, result.as_ref().map(|_| ()));

@@ -25,7 +25,11 @@ pub enum Step {
 /// PURE: the step for `holder` at `now`.
 pub fn decide(lease: Option<&Lease>, holder: &str, now: Timestamp) -> Step {
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
-        return if lease.is_some() { Step::TakeOver } else { Step::Create };
+        return if lease.is_some() {
+            Step::TakeOver
+        } else {
+            Step::Create
+        };
     };
     if spec.holder_identity.as_deref() == Some(holder) {
         return Step::Renew;
@@ -50,7 +54,12 @@ pub struct LeaseLock {
 impl LeaseLock {
     /// A candidate `holder` for Lease `namespace/name`, held for `ttl` after each renewal.
     pub fn new(client: Client, namespace: &str, name: &str, holder: &str, ttl: Duration) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.into(), holder: holder.into(), ttl }
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            holder: holder.into(),
+            ttl,
+        }
     }
 
     /// How long the Lease is held after a renewal.
@@ -70,7 +79,10 @@ impl LeaseLock {
             Step::Wait => return Ok(false),
             Step::Create => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.holder.clone()),
                         lease_duration_seconds: Some(ttl),
@@ -93,7 +105,9 @@ impl LeaseLock {
                 spec.lease_duration_seconds = Some(ttl);
                 spec.renew_time = Some(MicroTime(now));
                 // `replace` sends the resourceVersion we read: a concurrent writer makes it fail.
-                self.api.replace(&self.name, &PostParams::default(), &lease).await
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
             }
         };
         match result {
@@ -124,9 +138,18 @@ mod tests {
     fn candidates_create_renew_take_over_or_wait() {
         let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
         assert_eq!(decide(None, "a", now), Step::Create);
-        assert_eq!(decide(Some(&lease(Some("a"), 5, now)), "a", now), Step::Renew);
-        assert_eq!(decide(Some(&lease(Some("b"), 5, now)), "a", now), Step::Wait);
-        assert_eq!(decide(Some(&lease(Some("b"), 16, now)), "a", now), Step::TakeOver);
+        assert_eq!(
+            decide(Some(&lease(Some("a"), 5, now)), "a", now),
+            Step::Renew
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("b"), 5, now)), "a", now),
+            Step::Wait
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("b"), 16, now)), "a", now),
+            Step::TakeOver
+        );
         assert_eq!(decide(Some(&lease(None, 0, now)), "a", now), Step::TakeOver);
     }
 }

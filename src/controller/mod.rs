@@ -88,11 +88,21 @@ impl ControllerMetrics {
         let m = Self {
             reconciles: Family::default(),
             errors: Family::default(),
-            durations: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 14))),
+            durations: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
         };
         registry.register("reconciles", "Reconciles by kind", m.reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles by kind and reason", m.errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile durations by kind", m.durations.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and reason",
+            m.errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile durations by kind",
+            m.durations.clone(),
+        );
         m
     }
 }
@@ -138,7 +148,10 @@ impl Context {
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
-            Reporter { controller: "rolegate-controller".into(), instance: std::env::var("POD_NAME").ok() },
+            Reporter {
+                controller: "rolegate-controller".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
         );
         Self {
             client,
@@ -153,9 +166,19 @@ impl Context {
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note.chars().take(1000).collect()),
             action: "Reconcile".into(),
@@ -168,7 +191,10 @@ impl Context {
 
     /// The delay before retrying `key` after another failure: 5 s doubling to 5 min.
     pub fn backoff(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = failures.entry(key.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6))).min(Duration::from_secs(300))
@@ -176,16 +202,30 @@ impl Context {
 
     /// Forgets the failures of `key` after a success.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 
     /// Records a finished reconcile of `kind`.
-    pub fn observe(&self, kind: &'static str, started: std::time::Instant, result: Result<(), &Error>) {
+    pub fn observe(
+        &self,
+        kind: &'static str,
+        started: std::time::Instant,
+        result: Result<(), &Error>,
+    ) {
         let kind_label = vec![("kind", kind.to_owned())];
         self.metrics.reconciles.get_or_create(&kind_label).inc();
-        self.metrics.durations.get_or_create(&kind_label).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .durations
+            .get_or_create(&kind_label)
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
-            self.metrics.errors.get_or_create(&vec![("kind", kind.to_owned()), ("reason", e.label())]).inc();
+            self.metrics
+                .errors
+                .get_or_create(&vec![("kind", kind.to_owned()), ("reason", e.label())])
+                .inc();
         }
     }
 }

@@ -32,38 +32,56 @@ pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleM
     let namespace = mapping.namespace().unwrap_or_default();
     let mut snapshot = Snapshot::default();
     if let Some(p) = &gathered.provider {
-        snapshot.providers.insert(mapping.spec.provider.clone(), p.clone());
+        snapshot
+            .providers
+            .insert(mapping.spec.provider.clone(), p.clone());
     }
-    snapshot.namespaces.insert(namespace.clone(), gathered.namespace_labels.clone());
+    snapshot
+        .namespaces
+        .insert(namespace.clone(), gathered.namespace_labels.clone());
     let previous = mapping.status.clone().unwrap_or_default().conditions;
     let generation = mapping.metadata.generation;
 
     // The tenant guard first, then every named workload or user through AWS's session rules.
-    let outcome = policy::admit(mapping, &snapshot).map(|_| ()).and_then(|()| {
-        mapping.spec.subjects.iter().try_for_each(|s| {
-            let subject = match s.kind {
-                SubjectKind::ServiceAccount => Subject::ServiceAccount { namespace: &namespace, name: &s.name },
-                SubjectKind::User => Subject::Person { user: &s.name, groups: &[] },
-                // A group's members are only known at sign-in.
-                SubjectKind::Group => return Ok(()),
-            };
-            let ctx = RequestContext { pod: Some("pod") };
-            policy::grant(mapping, &subject, &ctx, &snapshot).map(|_| ())
-        })
-    });
+    let outcome = policy::admit(mapping, &snapshot)
+        .map(|_| ())
+        .and_then(|()| {
+            mapping.spec.subjects.iter().try_for_each(|s| {
+                let subject = match s.kind {
+                    SubjectKind::ServiceAccount => Subject::ServiceAccount {
+                        namespace: &namespace,
+                        name: &s.name,
+                    },
+                    SubjectKind::User => Subject::Person {
+                        user: &s.name,
+                        groups: &[],
+                    },
+                    // A group's members are only known at sign-in.
+                    SubjectKind::Group => return Ok(()),
+                };
+                let ctx = RequestContext { pod: Some("pod") };
+                policy::grant(mapping, &subject, &ctx, &snapshot).map(|_| ())
+            })
+        });
     match outcome {
         Ok(()) => {
-            let provider_arn = gathered.provider.as_ref().map(IAMProvider::provider_arn).unwrap_or_default();
-            let audience = gathered
-                .app
+            let provider_arn = gathered
+                .provider
                 .as_ref()
-                .map_or_else(|| crate::crd::SAMLAppSpec::default_audience(), |a| a.spec.audience.clone());
+                .map(IAMProvider::provider_arn)
+                .unwrap_or_default();
+            let audience = gathered.app.as_ref().map_or_else(
+                || crate::crd::SAMLAppSpec::default_audience(),
+                |a| a.spec.audience.clone(),
+            );
             let subjects: Vec<String> = mapping
                 .spec
                 .subjects
                 .iter()
                 .filter_map(|s| match s.kind {
-                    SubjectKind::ServiceAccount => Some(format!("system:serviceaccount:{namespace}:{}", s.name)),
+                    SubjectKind::ServiceAccount => {
+                        Some(format!("system:serviceaccount:{namespace}:{}", s.name))
+                    }
                     SubjectKind::User => Some(s.name.clone()),
                     SubjectKind::Group => None,
                 })
@@ -77,7 +95,10 @@ pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleM
                     "Accepted",
                     true,
                     "Accepted",
-                    format!("{} may be assumed through IAMProvider {:?}", mapping.spec.role_arn, mapping.spec.provider),
+                    format!(
+                        "{} may be assumed through IAMProvider {:?}",
+                        mapping.spec.role_arn, mapping.spec.provider
+                    ),
                     generation,
                     now,
                 )],
@@ -87,14 +108,24 @@ pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleM
             provider_arn: None,
             trust_policy: None,
             observed_generation: generation,
-            conditions: vec![condition(&previous, "Accepted", false, denial.reason(), denial.to_string(), generation, now)],
+            conditions: vec![condition(
+                &previous,
+                "Accepted",
+                false,
+                denial.reason(),
+                denial.to_string(),
+                generation,
+                now,
+            )],
         },
     }
 }
 
 /// Reads what the status depends on.
 async fn gather(mapping: &RoleMapping, ctx: &Context) -> Result<Gathered, Error> {
-    let provider = Api::<IAMProvider>::all(ctx.client.clone()).get_opt(&mapping.spec.provider).await?;
+    let provider = Api::<IAMProvider>::all(ctx.client.clone())
+        .get_opt(&mapping.spec.provider)
+        .await?;
     let namespace = mapping.namespace().unwrap_or_default();
     let namespace_labels = Api::<Namespace>::all(ctx.client.clone())
         .get_opt(&namespace)
@@ -102,10 +133,18 @@ async fn gather(mapping: &RoleMapping, ctx: &Context) -> Result<Gathered, Error>
         .map(|n| n.labels().clone())
         .unwrap_or_default();
     let app = match &provider {
-        Some(p) => Api::<SAMLApp>::all(ctx.client.clone()).get_opt(&p.spec.saml_app).await?,
+        Some(p) => {
+            Api::<SAMLApp>::all(ctx.client.clone())
+                .get_opt(&p.spec.saml_app)
+                .await?
+        }
         None => None,
     };
-    Ok(Gathered { provider, namespace_labels, app })
+    Ok(Gathered {
+        provider,
+        namespace_labels,
+        app,
+    })
 }
 
 /// Reconciles one RoleMapping.
@@ -124,14 +163,29 @@ async fn reconcile_inner(mapping: &RoleMapping, ctx: &Context) -> Result<Action,
     let status = plan(mapping, &gathered, Timestamp::now());
     let current = mapping.status.clone().unwrap_or_default();
     if status != current {
-        let api = Api::<RoleMapping>::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
+        let api = Api::<RoleMapping>::namespaced(
+            ctx.client.clone(),
+            &mapping.namespace().unwrap_or_default(),
+        );
         let patch = serde_json::json!({"status": status});
-        api.patch_status(&mapping.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let was = find(&current.conditions, "Accepted").map(|c| (c.status.clone(), c.reason.clone()));
+        api.patch_status(
+            &mapping.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        let was =
+            find(&current.conditions, "Accepted").map(|c| (c.status.clone(), c.reason.clone()));
         if let Some(now) = find(&status.conditions, "Accepted")
             && was.as_ref() != Some(&(now.status.clone(), now.reason.clone()))
         {
-            ctx.event(mapping, now.status != "True", &now.reason, now.message.clone()).await;
+            ctx.event(
+                mapping,
+                now.status != "True",
+                &now.reason,
+                now.message.clone(),
+            )
+            .await;
         }
     }
     ctx.succeeded(&key(mapping));
@@ -139,7 +193,11 @@ async fn reconcile_inner(mapping: &RoleMapping, ctx: &Context) -> Result<Action,
 }
 
 fn key(mapping: &RoleMapping) -> String {
-    format!("RoleMapping/{}/{}", mapping.namespace().unwrap_or_default(), mapping.name_any())
+    format!(
+        "RoleMapping/{}/{}",
+        mapping.namespace().unwrap_or_default(),
+        mapping.name_any()
+    )
 }
 
 /// Retries a failed reconcile with exponential backoff.

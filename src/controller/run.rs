@@ -45,7 +45,11 @@ pub enum RunError {
     LostLease(String),
 }
 
-async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>, leading: watch::Receiver<bool>) {
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    leading: watch::Receiver<bool>,
+) {
     use axum::routing::get;
     let metrics = move || {
         let registry = Arc::clone(&registry);
@@ -97,8 +101,15 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     let (leading_tx, leading_rx) = watch::channel(false);
     tokio::spawn(serve_metrics(listener, Arc::new(registry), leading_rx));
 
-    let holder = std::env::var("POD_NAME").unwrap_or_else(|_| format!("rolegate-{}", std::process::id()));
-    let lock = LeaseLock::new(client.clone(), &options.namespace, &options.lease_name, &holder, Duration::from_secs(15));
+    let holder =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("rolegate-{}", std::process::id()));
+    let lock = LeaseLock::new(
+        client.clone(),
+        &options.namespace,
+        &options.lease_name,
+        &holder,
+        Duration::from_secs(15),
+    );
     loop {
         match lock.try_acquire_or_renew(jiff::Timestamp::now()).await {
             Ok(true) => break,
@@ -134,46 +145,72 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     };
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
-    let providers = Controller::new(Api::<IAMProvider>::all(client.clone()), watcher::Config::default());
+    let providers = Controller::new(
+        Api::<IAMProvider>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let provider_store = providers.store();
     let providers = providers
-        .watches(Api::<SAMLApp>::all(client.clone()), watcher::Config::default(), move |app| {
-            let name = app.name_any();
-            provider_store
-                .state()
-                .into_iter()
-                .filter(|p| p.spec.saml_app == name)
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<SAMLApp>::all(client.clone()),
+            watcher::Config::default(),
+            move |app| {
+                let name = app.name_any();
+                provider_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.spec.saml_app == name)
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.clone())
-        .run(iamprovider::reconcile, iamprovider::error_policy, Arc::clone(&ctx))
+        .run(
+            iamprovider::reconcile,
+            iamprovider::error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|_| async {});
 
-    let mappings = Controller::new(Api::<RoleMapping>::all(client.clone()), watcher::Config::default());
+    let mappings = Controller::new(
+        Api::<RoleMapping>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let by_provider = mappings.store();
     let by_namespace = mappings.store();
     let mappings = mappings
-        .watches(Api::<IAMProvider>::all(client.clone()), watcher::Config::default(), move |p| {
-            let name = p.name_any();
-            by_provider
-                .state()
-                .into_iter()
-                .filter(|m| m.spec.provider == name)
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
-        })
-        .watches(Api::<Namespace>::all(client.clone()), watcher::Config::default(), move |ns| {
-            let name = ns.name_any();
-            by_namespace
-                .state()
-                .into_iter()
-                .filter(|m| m.namespace().as_deref() == Some(name.as_str()))
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<IAMProvider>::all(client.clone()),
+            watcher::Config::default(),
+            move |p| {
+                let name = p.name_any();
+                by_provider
+                    .state()
+                    .into_iter()
+                    .filter(|m| m.spec.provider == name)
+                    .map(|m| ObjectRef::from_obj(&*m))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            move |ns| {
+                let name = ns.name_any();
+                by_namespace
+                    .state()
+                    .into_iter()
+                    .filter(|m| m.namespace().as_deref() == Some(name.as_str()))
+                    .map(|m| ObjectRef::from_obj(&*m))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.clone())
-        .run(rolemapping::reconcile, rolemapping::error_policy, Arc::clone(&ctx))
+        .run(
+            rolemapping::reconcile,
+            rolemapping::error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|_| async {});
 
     tokio::join!(providers, mappings);

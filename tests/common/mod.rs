@@ -2,6 +2,8 @@
 //! resources written as CR YAML and service-account tokens signed by a real key.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod apiserver;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -10,49 +10,94 @@ fn now() -> Timestamp {
 }
 
 fn provider(name: &str) -> IAMProvider {
-    let mut p = IAMProvider::new("acct", IAMProviderSpec {
-        saml_app: "aws".into(),
-        account_id: "123456789012".into(),
-        provider_name: name.into(),
-        credentials: None,
-        endpoint_url: None,
-        tags: BTreeMap::new(),
-        deletion_policy: DeletionPolicy::Retain,
-        allowed_namespaces: None,
-        allowed_roles: vec![],
-    });
+    let mut p = IAMProvider::new(
+        "acct",
+        IAMProviderSpec {
+            saml_app: "aws".into(),
+            account_id: "123456789012".into(),
+            provider_name: name.into(),
+            credentials: None,
+            endpoint_url: None,
+            tags: BTreeMap::new(),
+            deletion_policy: DeletionPolicy::Retain,
+            allowed_namespaces: None,
+            allowed_roles: vec![],
+        },
+    );
     p.metadata.generation = Some(2);
     p
 }
 
 fn registration(plan: Plan) -> Registration {
-    Registration { arn: "arn:aws:iam::123456789012:saml-provider/rolegate".into(), plan, metadata_sha256: "ab".into() }
+    Registration {
+        arn: "arn:aws:iam::123456789012:saml-provider/rolegate".into(),
+        plan,
+        metadata_sha256: "ab".into(),
+    }
 }
 
 #[test]
 fn a_registration_makes_the_provider_ready_and_synced() {
-    let status = plan_status(&provider("rolegate"), &Ok(registration(Plan::Create)), now());
-    assert_eq!(status.arn.as_deref(), Some("arn:aws:iam::123456789012:saml-provider/rolegate"));
+    let status = plan_status(
+        &provider("rolegate"),
+        &Ok(registration(Plan::Create)),
+        now(),
+    );
+    assert_eq!(
+        status.arn.as_deref(),
+        Some("arn:aws:iam::123456789012:saml-provider/rolegate")
+    );
     assert_eq!(status.metadata_sha256.as_deref(), Some("ab"));
-    assert_eq!(status.last_sync_time.as_deref(), Some("2027-01-15T08:00:00Z"));
+    assert_eq!(
+        status.last_sync_time.as_deref(),
+        Some("2027-01-15T08:00:00Z")
+    );
     assert_eq!(status.observed_generation, Some(2));
-    let reasons: Vec<(&str, &str, &str)> =
-        status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect();
-    assert_eq!(reasons, vec![("Ready", "True", "Registered"), ("Synced", "True", "Created")]);
+    let reasons: Vec<(&str, &str, &str)> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("Ready", "True", "Registered"),
+            ("Synced", "True", "Created")
+        ]
+    );
 }
 
 #[test]
 fn an_iam_error_is_a_plain_condition() {
-    let outcome = Err(("AccessDenied".to_owned(), "IAM: AccessDenied: not allowed".to_owned()));
+    let outcome = Err((
+        "AccessDenied".to_owned(),
+        "IAM: AccessDenied: not allowed".to_owned(),
+    ));
     let status = plan_status(&provider("rolegate"), &outcome, now());
     let ready = &status.conditions[0];
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AccessDenied"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AccessDenied")
+    );
     assert_eq!(ready.message, "IAM: AccessDenied: not allowed");
     let mut registered = provider("rolegate");
-    registered.status = Some(plan_status(&registered, &Ok(registration(Plan::Create)), now()));
+    registered.status = Some(plan_status(
+        &registered,
+        &Ok(registration(Plan::Create)),
+        now(),
+    ));
     let status = plan_status(&registered, &outcome, now());
-    assert_eq!(status.conditions[0].status, "True", "the provider still exists in IAM");
-    assert_eq!((status.conditions[1].status.as_str(), status.conditions[1].reason.as_str()), ("False", "AccessDenied"));
+    assert_eq!(
+        status.conditions[0].status, "True",
+        "the provider still exists in IAM"
+    );
+    assert_eq!(
+        (
+            status.conditions[1].status.as_str(),
+            status.conditions[1].reason.as_str()
+        ),
+        ("False", "AccessDenied")
+    );
 }
 
 #[test]
@@ -63,6 +108,9 @@ fn a_renamed_provider_is_refused() {
     assert!(renamed(&p).is_none());
     p.spec.provider_name = "renamed".into();
     let message = renamed(&p).unwrap();
-    assert!(message.starts_with("providerName is immutable"), "{message}");
+    assert!(
+        message.starts_with("providerName is immutable"),
+        "{message}"
+    );
     assert!(message.contains("saml-provider/renamed"), "{message}");
 }

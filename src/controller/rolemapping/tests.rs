@@ -10,40 +10,49 @@ fn now() -> Timestamp {
 }
 
 fn mapping(subjects: Vec<SubjectRef>) -> RoleMapping {
-    let mut m = RoleMapping::new("reader", RoleMappingSpec {
-        provider: "acct".into(),
-        role_arn: "arn:aws:iam::123456789012:role/app-reader".into(),
-        subjects,
-        session_duration: 3600,
-        session_name: None,
-        session_tags: BTreeMap::new(),
-        transitive_tag_keys: vec![],
-        source_identity: None,
-    });
+    let mut m = RoleMapping::new(
+        "reader",
+        RoleMappingSpec {
+            provider: "acct".into(),
+            role_arn: "arn:aws:iam::123456789012:role/app-reader".into(),
+            subjects,
+            session_duration: 3600,
+            session_name: None,
+            session_tags: BTreeMap::new(),
+            transitive_tag_keys: vec![],
+            source_identity: None,
+        },
+    );
     m.metadata.namespace = Some("team-a".into());
     m.metadata.generation = Some(3);
     m
 }
 
 fn provider() -> IAMProvider {
-    IAMProvider::new("acct", IAMProviderSpec {
-        saml_app: "aws".into(),
-        account_id: "123456789012".into(),
-        provider_name: "rolegate".into(),
-        credentials: None,
-        endpoint_url: None,
-        tags: BTreeMap::new(),
-        deletion_policy: DeletionPolicy::Retain,
-        allowed_namespaces: Some(LabelSelector {
-            match_labels: Some([("team".to_owned(), "a".to_owned())].into()),
-            match_expressions: None,
-        }),
-        allowed_roles: vec!["arn:aws:iam::123456789012:role/app-*".into()],
-    })
+    IAMProvider::new(
+        "acct",
+        IAMProviderSpec {
+            saml_app: "aws".into(),
+            account_id: "123456789012".into(),
+            provider_name: "rolegate".into(),
+            credentials: None,
+            endpoint_url: None,
+            tags: BTreeMap::new(),
+            deletion_policy: DeletionPolicy::Retain,
+            allowed_namespaces: Some(LabelSelector {
+                match_labels: Some([("team".to_owned(), "a".to_owned())].into()),
+                match_expressions: None,
+            }),
+            allowed_roles: vec!["arn:aws:iam::123456789012:role/app-*".into()],
+        },
+    )
 }
 
 fn sa(name: &str) -> SubjectRef {
-    SubjectRef { kind: SubjectKind::ServiceAccount, name: name.into() }
+    SubjectRef {
+        kind: SubjectKind::ServiceAccount,
+        name: name.into(),
+    }
 }
 
 #[test]
@@ -54,11 +63,22 @@ fn an_allowed_mapping_is_accepted_with_arn_and_trust_policy() {
         app: None,
     };
     let status = plan(&mapping(vec![sa("app")]), &gathered, now());
-    assert_eq!(status.provider_arn.as_deref(), Some("arn:aws:iam::123456789012:saml-provider/rolegate"));
+    assert_eq!(
+        status.provider_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:saml-provider/rolegate")
+    );
     assert_eq!(status.observed_generation, Some(3));
     let accepted = &status.conditions[0];
-    assert_eq!((accepted.type_.as_str(), accepted.status.as_str(), accepted.reason.as_str()), ("Accepted", "True", "Accepted"));
-    let policy: serde_json::Value = serde_json::from_str(status.trust_policy.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (
+            accepted.type_.as_str(),
+            accepted.status.as_str(),
+            accepted.reason.as_str()
+        ),
+        ("Accepted", "True", "Accepted")
+    );
+    let policy: serde_json::Value =
+        serde_json::from_str(status.trust_policy.as_deref().unwrap()).unwrap();
     let condition = &policy["Statement"][0]["Condition"]["StringEquals"];
     assert_eq!(condition["saml:sub"][0], "system:serviceaccount:team-a:app");
     assert_eq!(condition["SAML:aud"], "https://signin.aws.amazon.com/saml");
@@ -68,10 +88,30 @@ fn an_allowed_mapping_is_accepted_with_arn_and_trust_policy() {
 fn every_tenant_guard_rule_has_its_reason() {
     let labelled = |team: &str| [("team".to_owned(), team.to_owned())].into();
     let cases = [
-        (Gathered { provider: None, namespace_labels: labelled("a"), app: None }, mapping(vec![sa("app")]), "ProviderNotFound"),
-        (Gathered { provider: Some(provider()), namespace_labels: labelled("b"), app: None }, mapping(vec![sa("app")]), "NamespaceNotAllowed"),
         (
-            Gathered { provider: Some(provider()), namespace_labels: labelled("a"), app: None },
+            Gathered {
+                provider: None,
+                namespace_labels: labelled("a"),
+                app: None,
+            },
+            mapping(vec![sa("app")]),
+            "ProviderNotFound",
+        ),
+        (
+            Gathered {
+                provider: Some(provider()),
+                namespace_labels: labelled("b"),
+                app: None,
+            },
+            mapping(vec![sa("app")]),
+            "NamespaceNotAllowed",
+        ),
+        (
+            Gathered {
+                provider: Some(provider()),
+                namespace_labels: labelled("a"),
+                app: None,
+            },
             {
                 let mut m = mapping(vec![sa("app")]);
                 m.spec.role_arn = "arn:aws:iam::123456789012:role/admin".into();
@@ -80,7 +120,11 @@ fn every_tenant_guard_rule_has_its_reason() {
             "RoleNotAllowed",
         ),
         (
-            Gathered { provider: Some(provider()), namespace_labels: labelled("a"), app: None },
+            Gathered {
+                provider: Some(provider()),
+                namespace_labels: labelled("a"),
+                app: None,
+            },
             {
                 let mut m = mapping(vec![sa("app")]);
                 m.spec.session_name = Some("{nope}".into());
@@ -89,7 +133,11 @@ fn every_tenant_guard_rule_has_its_reason() {
             "InvalidSessionName",
         ),
         (
-            Gathered { provider: Some(provider()), namespace_labels: labelled("a"), app: None },
+            Gathered {
+                provider: Some(provider()),
+                namespace_labels: labelled("a"),
+                app: None,
+            },
             {
                 let mut m = mapping(vec![sa("app")]);
                 m.spec.transitive_tag_keys = vec!["missing".into()];
@@ -101,20 +149,36 @@ fn every_tenant_guard_rule_has_its_reason() {
     for (gathered, m, reason) in cases {
         let status = plan(&m, &gathered, now());
         let accepted = &status.conditions[0];
-        assert_eq!((accepted.status.as_str(), accepted.reason.as_str()), ("False", reason), "{}", accepted.message);
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("False", reason),
+            "{}",
+            accepted.message
+        );
         assert!(status.provider_arn.is_none() && status.trust_policy.is_none());
     }
 }
 
 #[test]
 fn the_transition_time_moves_only_when_the_status_changes() {
-    let gathered = Gathered { provider: Some(provider()), namespace_labels: [("team".to_owned(), "a".to_owned())].into(), app: None };
+    let gathered = Gathered {
+        provider: Some(provider()),
+        namespace_labels: [("team".to_owned(), "a".to_owned())].into(),
+        app: None,
+    };
     let mut m = mapping(vec![sa("app")]);
     let first = plan(&m, &gathered, now());
     m.status = Some(first.clone());
     let later = now() + jiff::SignedDuration::from_secs(60);
-    assert_eq!(plan(&m, &gathered, later), first, "an unchanged status is not rewritten");
-    let denied = Gathered { namespace_labels: BTreeMap::new(), ..gathered };
+    assert_eq!(
+        plan(&m, &gathered, later),
+        first,
+        "an unchanged status is not rewritten"
+    );
+    let denied = Gathered {
+        namespace_labels: BTreeMap::new(),
+        ..gathered
+    };
     let changed = plan(&m, &denied, later);
     assert_eq!(changed.conditions[0].last_transition_time.0, later);
 }

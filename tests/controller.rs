@@ -1,0 +1,457 @@
+//! Reconcilers against kube's tower-test mock API server, as scenarios: the exact requests and
+//! patches, finalizer add and remove, status patches and Events. IAMProvider reconciles call a
+//! real moto server for IAM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::apiserver::{self, Expect};
+use common::{ACCOUNT, moto, unique};
+use kube::runtime::controller::Action;
+use prometheus_client::registry::Registry;
+use rolegate::aws::SamlProviders as _;
+use rolegate::aws::sdk::{IamAccess, SdkSamlProviders};
+use rolegate::controller::{Context, SdkConnector, iamprovider, rolemapping};
+use rolegate::crd::{IAMProvider, RoleMapping};
+use serde_json::json;
+
+const PROVIDERS: &str = "/apis/rolegate.dev/v1alpha1/iamproviders";
+
+fn context(client: kube::Client) -> Arc<Context> {
+    let mut registry = Registry::default();
+    Arc::new(Context::new(
+        client,
+        Arc::new(SdkConnector),
+        "rolegate".into(),
+        "https://rolegate.example".into(),
+        &mut registry,
+    ))
+}
+
+fn mapping(status: Option<serde_json::Value>) -> RoleMapping {
+    let mut m = json!({
+        "apiVersion": "rolegate.dev/v1alpha1", "kind": "RoleMapping",
+        "metadata": {"name": "reader", "namespace": "team-a", "generation": 1, "uid": "u1"},
+        "spec": {"provider": "acct", "roleArn": format!("arn:aws:iam::{ACCOUNT}:role/app-reader"),
+                 "subjects": [{"kind": "ServiceAccount", "name": "app"}]},
+    });
+    if let Some(s) = status {
+        m["status"] = s;
+    }
+    serde_json::from_value(m).unwrap()
+}
+
+fn provider_json(provider_name: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut p = json!({
+        "apiVersion": "rolegate.dev/v1alpha1", "kind": "IAMProvider",
+        "metadata": {"name": "acct", "generation": 1, "uid": "u2", "resourceVersion": "7"},
+        "spec": {"samlApp": "aws", "accountId": ACCOUNT, "providerName": provider_name,
+                 "endpointURL": moto(),
+                 "allowedNamespaces": {"matchLabels": {"team": "a"}},
+                 "allowedRoles": [format!("arn:aws:iam::{ACCOUNT}:role/app-*")]},
+    });
+    merge(&mut p, extra);
+    p
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn namespace(team: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"team": team}}})
+}
+
+fn saml_app() -> serde_json::Value {
+    json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "metadata": {"name": "aws"}, "spec": {}})
+}
+
+fn signing_secret() -> serde_json::Value {
+    let (_, pem) =
+        rolegate::keys::SigningKey::generate("urn:rolegate:aws", 2048, 30, jiff::Timestamp::now())
+            .unwrap();
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": "aws-signing", "namespace": "rolegate"},
+           "stringData": {"tls.key": pem.key_pem, "tls.crt": pem.cert_pem}})
+}
+
+#[tokio::test]
+async fn rolemapping_is_accepted_with_status_and_an_event() {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(
+                &format!("{PROVIDERS}/acct"),
+                provider_json("rolegate", json!({})),
+            ),
+            Expect::get("/api/v1/namespaces/team-a", namespace("a")),
+            Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/namespaces/team-a/rolemappings/reader/status",
+                serde_json::to_value(mapping(None)).unwrap(),
+            ),
+            Expect::event("team-a"),
+        ],
+    );
+    let action = rolemapping::reconcile(Arc::new(mapping(None)), ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(std::time::Duration::from_secs(3600))
+    );
+    let (seen, mut handle) = verifier.await.unwrap();
+    let patch = &seen[3];
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    let status = &patch.body["status"];
+    assert_eq!(
+        status["providerArn"],
+        format!("arn:aws:iam::{ACCOUNT}:saml-provider/rolegate")
+    );
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["conditions"][0]["type"], "Accepted");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    let trust: serde_json::Value =
+        serde_json::from_str(status["trustPolicy"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["saml:sub"][0],
+        "system:serviceaccount:team-a:app"
+    );
+    let event = &seen[4].body;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Normal"), Some("Accepted"))
+    );
+    assert_eq!(event["regarding"]["name"], "reader");
+    apiserver::no_more(&mut handle).await;
+}
+
+#[tokio::test]
+async fn rolemapping_in_a_namespace_the_provider_does_not_select_is_refused() {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(
+                &format!("{PROVIDERS}/acct"),
+                provider_json("rolegate", json!({})),
+            ),
+            Expect::get("/api/v1/namespaces/team-a", namespace("b")),
+            Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/namespaces/team-a/rolemappings/reader/status",
+                serde_json::to_value(mapping(None)).unwrap(),
+            ),
+            Expect::event("team-a"),
+        ],
+    );
+    rolemapping::reconcile(Arc::new(mapping(None)), ctx)
+        .await
+        .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    let condition = &seen[3].body["status"]["conditions"][0];
+    assert_eq!(
+        (condition["status"].as_str(), condition["reason"].as_str()),
+        (Some("False"), Some("NamespaceNotAllowed"))
+    );
+    assert_eq!(
+        condition["message"],
+        "IAMProvider \"acct\" does not allow namespace \"team-a\""
+    );
+    assert!(seen[3].body["status"].get("providerArn").is_none());
+    assert_eq!(
+        (
+            seen[4].body["type"].as_str(),
+            seen[4].body["reason"].as_str()
+        ),
+        (Some("Warning"), Some("NamespaceNotAllowed"))
+    );
+}
+
+#[tokio::test]
+async fn rolemapping_naming_a_missing_provider_says_so_and_an_unchanged_status_is_not_rewritten() {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(&format!("{PROVIDERS}/acct")),
+            Expect::get("/api/v1/namespaces/team-a", namespace("a")),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/namespaces/team-a/rolemappings/reader/status",
+                serde_json::to_value(mapping(None)).unwrap(),
+            ),
+            Expect::event("team-a"),
+        ],
+    );
+    rolemapping::reconcile(Arc::new(mapping(None)), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    let status = seen[2].body["status"].clone();
+    assert_eq!(status["conditions"][0]["reason"], "ProviderNotFound");
+
+    // Reconciled again with that status in place: reads only, no patch, no Event.
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(&format!("{PROVIDERS}/acct")),
+            Expect::get("/api/v1/namespaces/team-a", namespace("a")),
+        ],
+    );
+    rolemapping::reconcile(Arc::new(mapping(Some(status))), ctx)
+        .await
+        .unwrap();
+    let (_, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+}
+
+#[tokio::test]
+async fn iamprovider_gets_its_finalizer_first() {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let provider: IAMProvider = serde_json::from_value(provider_json("unused", json!({}))).unwrap();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![Expect::patch(
+            &format!("{PROVIDERS}/acct"),
+            provider_json("unused", json!({})),
+        )],
+    );
+    let action = iamprovider::reconcile(Arc::new(provider), ctx)
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let (seen, mut handle) = verifier.await.unwrap();
+    assert_eq!(seen[0].content_type, "application/json-patch+json");
+    let ops = seen[0].body.as_array().unwrap();
+    assert!(ops.iter().any(|op| op["op"] == "add" && op["value"].to_string().contains(iamprovider::FINALIZER)), "{ops:?}");
+    apiserver::no_more(&mut handle).await;
+}
+
+/// One apply reconcile of `provider` with the given signing Secret; returns the status patch.
+async fn apply_once(
+    provider: serde_json::Value,
+    secret: &serde_json::Value,
+    event: bool,
+) -> serde_json::Value {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let mut calls = vec![
+        Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+        Expect::get(
+            "/api/v1/namespaces/rolegate/secrets/aws-signing",
+            secret.clone(),
+        ),
+        Expect::patch(&format!("{PROVIDERS}/acct/status"), provider.clone()),
+    ];
+    if event {
+        calls.push(Expect::event("default"));
+    }
+    let verifier = apiserver::scenario(handle, calls);
+    let provider: IAMProvider = serde_json::from_value(provider).unwrap();
+    let result = iamprovider::reconcile(Arc::new(provider), ctx).await;
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    if event {
+        let reason = seen[3].body["reason"].as_str().unwrap().to_owned();
+        let status = seen[2].body["status"].clone();
+        return json!({"status": status, "event": reason, "ok": result.is_ok()});
+    }
+    json!({"status": seen[2].body["status"].clone(), "ok": result.is_ok()})
+}
+
+#[tokio::test]
+async fn iamprovider_creates_repairs_drift_and_honours_delete() {
+    let name = unique("ctl");
+    let arn = format!("arn:aws:iam::{ACCOUNT}:saml-provider/{name}");
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
+    let secret = signing_secret();
+    let with_finalizer = json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}});
+
+    // Create.
+    let out = apply_once(provider_json(&name, with_finalizer.clone()), &secret, true).await;
+    assert_eq!(out["ok"], true);
+    assert_eq!(out["event"], "Created");
+    let status = out["status"].clone();
+    assert_eq!(status["arn"], arn);
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["conditions"][1]["reason"], "Created");
+    let held = iam.get(&arn).await.unwrap().expect("created in IAM");
+    assert_eq!(
+        status["metadataSHA256"],
+        rolegate::registration::metadata_sha256(&held.metadata)
+    );
+    assert!(
+        held.metadata
+            .contains("Location=\"https://rolegate.example/samlp/aws\"")
+    );
+
+    // Drift: the metadata is replaced behind the operator's back; the resync restores it.
+    iam.update(
+        &arn,
+        &held
+            .metadata
+            .replace("https://rolegate.example", "https://evil.example"),
+    )
+    .await
+    .unwrap();
+    let mut registered = provider_json(&name, with_finalizer.clone());
+    registered["status"] = status.clone();
+    let out = apply_once(registered.clone(), &secret, true).await;
+    assert_eq!(out["event"], "Updated");
+    assert_eq!(out["status"]["conditions"][1]["reason"], "Updated");
+    assert_eq!(
+        iam.get(&arn).await.unwrap().unwrap().metadata,
+        held.metadata
+    );
+
+    // A new signing key: the metadata IAM holds follows it.
+    let rotated = signing_secret();
+    let out = apply_once(registered.clone(), &rotated, true).await;
+    assert_eq!(out["event"], "Updated");
+    assert_ne!(
+        iam.get(&arn).await.unwrap().unwrap().metadata,
+        held.metadata
+    );
+
+    // Delete with deletionPolicy Delete: IAM provider removed, then the finalizer.
+    let mut deleting = registered.clone();
+    merge(
+        &mut deleting,
+        json!({"spec": {"deletionPolicy": "Delete"}, "metadata": {"deletionTimestamp": "2026-11-26T00:00:00Z"}}),
+    );
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::event("default"),
+            Expect::patch(&format!("{PROVIDERS}/acct"), deleting.clone()),
+        ],
+    );
+    let provider: IAMProvider = serde_json::from_value(deleting).unwrap();
+    iamprovider::reconcile(Arc::new(provider), ctx)
+        .await
+        .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    assert_eq!(seen[0].body["reason"], "Deleted");
+    assert_eq!(seen[1].content_type, "application/json-patch+json");
+    assert!(
+        seen[1].body.to_string().contains("remove"),
+        "{}",
+        seen[1].body
+    );
+    assert!(iam.get(&arn).await.unwrap().is_none(), "deleted from IAM");
+}
+
+#[tokio::test]
+async fn iamprovider_retain_keeps_the_iam_provider() {
+    let name = unique("retain");
+    let arn = format!("arn:aws:iam::{ACCOUNT}:saml-provider/{name}");
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
+    let out = apply_once(
+        provider_json(
+            &name,
+            json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}}),
+        ),
+        &signing_secret(),
+        true,
+    )
+    .await;
+    assert_eq!(out["status"]["arn"], arn);
+    let mut deleting = provider_json(
+        &name,
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER], "deletionTimestamp": "2026-11-26T00:00:00Z"}}),
+    );
+    deleting["status"] = out["status"].clone();
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::event("default"),
+            Expect::patch(&format!("{PROVIDERS}/acct"), deleting.clone()),
+        ],
+    );
+    iamprovider::reconcile(Arc::new(serde_json::from_value(deleting).unwrap()), ctx)
+        .await
+        .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    assert_eq!(seen[0].body["reason"], "Retained");
+    assert!(
+        iam.get(&arn).await.unwrap().is_some(),
+        "Retain leaves the provider in IAM"
+    );
+}
+
+#[tokio::test]
+async fn iamprovider_iam_errors_and_renames_become_conditions() {
+    // IAM unreachable: a real SDK error, surfaced with a plain reason.
+    let mut provider = provider_json(
+        &unique("down"),
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}}),
+    );
+    provider["spec"]["endpointURL"] = json!("http://127.0.0.1:9");
+    let out = apply_once(provider, &signing_secret(), true).await;
+    assert_eq!(out["ok"], false);
+    assert_eq!(out["event"], "Unreachable");
+    let ready = &out["status"]["conditions"][0];
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("Unreachable"))
+    );
+    assert!(
+        ready["message"].as_str().unwrap().starts_with("IAM: "),
+        "{ready}"
+    );
+
+    // providerName changed after registration: refused, IAM untouched.
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let mut renamed = provider_json(
+        "new-name",
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}}),
+    );
+    renamed["status"] = json!({"arn": format!("arn:aws:iam::{ACCOUNT}:saml-provider/old-name")});
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::patch(&format!("{PROVIDERS}/acct/status"), renamed.clone()),
+            Expect::event("default"),
+        ],
+    );
+    let result =
+        iamprovider::reconcile(Arc::new(serde_json::from_value(renamed).unwrap()), ctx).await;
+    assert!(result.is_err());
+    let (seen, _) = verifier.await.unwrap();
+    let synced = &seen[0].body["status"]["conditions"][1];
+    assert_eq!(
+        (synced["status"].as_str(), synced["reason"].as_str()),
+        (Some("False"), Some("ProviderNameImmutable"))
+    );
+    assert_eq!(seen[1].body["reason"], "ProviderNameImmutable");
+}
