@@ -257,7 +257,7 @@ async fn apply_once(
             "/api/v1/namespaces/rolegate/secrets/aws-signing",
             secret.clone(),
         ),
-        Expect::patch(&format!("{PROVIDERS}/acct/status"), provider.clone()),
+        Expect::patch(&format!("{PROVIDERS}/acct/status"), provider.clone()).after_peer(),
     ];
     if event {
         calls.push(Expect::event("default"));
@@ -454,4 +454,132 @@ async fn iamprovider_iam_errors_and_renames_become_conditions() {
         (Some("False"), Some("ProviderNameImmutable"))
     );
     assert_eq!(seen[1].body["reason"], "ProviderNameImmutable");
+}
+
+const SECRETS: &str = "/api/v1/namespaces/rolegate/secrets";
+
+fn app_with(spec: serde_json::Value, status: Option<serde_json::Value>) -> serde_json::Value {
+    let mut app = json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp",
+                         "metadata": {"name": "aws", "uid": "u3", "generation": 1}, "spec": spec});
+    if let Some(s) = status {
+        app["status"] = s;
+    }
+    app
+}
+
+#[tokio::test]
+async fn samlapp_generates_its_key_into_a_managed_secret() {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let app = app_with(json!({}), None);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(&format!("{SECRETS}/aws-signing")),
+            Expect::create(SECRETS),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/samlapps/aws/status",
+                app.clone(),
+            ),
+            Expect::event("default"),
+        ],
+    );
+    rolegate::controller::samlapp::reconcile(Arc::new(serde_json::from_value(app).unwrap()), ctx)
+        .await
+        .unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    let secret = &seen[1].body;
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "rolegate"
+    );
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "SAMLApp");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "u3");
+    assert!(secret["data"]["tls.key"].is_string() && secret["data"]["tls.crt"].is_string());
+    let status = &seen[2].body["status"];
+    assert_eq!(status["issuer"], "urn:rolegate:aws");
+    assert_eq!(
+        status["metadataUrl"],
+        "https://rolegate.example/samlp/metadata/aws"
+    );
+    assert_eq!(status["loginUrl"], "https://rolegate.example/samlp/aws");
+    assert_eq!(status["certificates"][0]["state"], "Active");
+    assert_eq!(
+        status["certificates"][0]["sha256Fingerprint"]
+            .as_str()
+            .unwrap()
+            .len(),
+        95
+    );
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(seen[3].body["reason"], "KeyGenerated");
+    // The status carries no key material.
+    assert!(!status.to_string().contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn samlapp_never_writes_a_users_secret() {
+    // A user's Secret already sits at the managed name and is not a usable key.
+    let foreign = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-signing", "namespace": "rolegate"},
+                         "stringData": {"password": "hunter2"}});
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let app = app_with(json!({}), None);
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(&format!("{SECRETS}/aws-signing"), foreign),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/samlapps/aws/status",
+                app.clone(),
+            ),
+            Expect::event("default"),
+        ],
+    );
+    rolegate::controller::samlapp::reconcile(Arc::new(serde_json::from_value(app).unwrap()), ctx)
+        .await
+        .unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    let ready = &seen[1].body["status"]["conditions"][0];
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("SecretConflict"))
+    );
+    assert!(
+        !seen[1].body.to_string().contains("hunter2"),
+        "secrets never reach the status"
+    );
+    assert!(!seen[2].body.to_string().contains("hunter2"), "nor Events");
+}
+
+#[tokio::test]
+async fn samlapp_with_a_missing_secret_ref_says_so() {
+    let (client, handle) = apiserver::client();
+    let ctx = context(client);
+    let app = app_with(
+        json!({"signing": {"secretRef": {"name": "corp-idp", "namespace": "security"}}}),
+        None,
+    );
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found("/api/v1/namespaces/security/secrets/corp-idp"),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/samlapps/aws/status",
+                app.clone(),
+            ),
+            Expect::event("default"),
+        ],
+    );
+    rolegate::controller::samlapp::reconcile(Arc::new(serde_json::from_value(app).unwrap()), ctx)
+        .await
+        .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    let ready = &seen[1].body["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "SecretNotFound");
+    assert_eq!(ready["message"], "Secret security/corp-idp does not exist");
+    assert!(seen[1].body["status"].get("certificates").is_none());
 }

@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
 
+use super::samlapp::managed_secret_name;
 use super::{Context, Error, condition};
 use crate::aws::sdk::{AccessKeys, IamAccess};
 use crate::crd::{DeletionPolicy, IAMProvider, IAMProviderStatus, SAMLApp, SecretRef};
@@ -21,11 +22,6 @@ use crate::store::secret_value;
 
 /// The finalizer that holds an IAMProvider until `deletionPolicy` was honoured.
 pub const FINALIZER: &str = "rolegate.dev/iam-provider";
-
-/// The Secret a SAMLApp without `secretRef` keeps its key in, in the operator namespace.
-pub fn managed_secret_name(app: &str) -> String {
-    format!("{app}-signing")
-}
 
 /// PURE: whether a spec change would silently replace the provider: `providerName` is immutable
 /// once a provider was registered.

@@ -5,6 +5,7 @@ pub mod iamprovider;
 pub mod leader;
 pub mod rolemapping;
 pub mod run;
+pub mod samlapp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

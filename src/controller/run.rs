@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::leader::LeaseLock;
-use super::{Context, SdkConnector, iamprovider, rolemapping};
+use super::{Context, SdkConnector, iamprovider, rolemapping, samlapp};
 use crate::crd::{IAMProvider, RoleMapping, SAMLApp};
 
 /// Options of `rolegate controller`.
@@ -213,7 +213,19 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
         )
         .for_each(|_| async {});
 
-    tokio::join!(providers, mappings);
+    let apps = Controller::new(
+        Api::<SAMLApp>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Secret>::namespaced(client.clone(), &options.namespace),
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=rolegate"),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(samlapp::reconcile, samlapp::error_policy, Arc::clone(&ctx))
+    .for_each(|_| async {});
+
+    tokio::join!(providers, mappings, apps);
     if *lost.borrow() {
         return Err(RunError::LostLease(options.lease_name));
     }

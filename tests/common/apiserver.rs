@@ -24,42 +24,54 @@ pub struct Expect {
     pub path: String,
     pub status: u16,
     pub reply: serde_json::Value,
+    pub within: Duration,
 }
 
 impl Expect {
-    pub fn get(path: &str, reply: serde_json::Value) -> Self {
+    fn new(method: Method, path: &str, status: u16, reply: serde_json::Value) -> Self {
         Self {
-            method: Method::GET,
+            method,
             path: path.into(),
-            status: 200,
+            status,
             reply,
+            within: Duration::from_secs(1),
         }
     }
+
+    /// This call follows a call to a real peer (IAM), so it may come later than one second.
+    #[must_use]
+    pub fn after_peer(mut self) -> Self {
+        self.within = Duration::from_secs(20);
+        self
+    }
+
+    /// A GET answered with `reply`.
+    pub fn get(path: &str, reply: serde_json::Value) -> Self {
+        Self::new(Method::GET, path, 200, reply)
+    }
+
+    /// A GET answered 404.
     pub fn not_found(path: &str) -> Self {
-        Self {
-            method: Method::GET,
-            path: path.into(),
-            status: 404,
-            reply: serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-        }
+        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                        "reason": "NotFound", "code": 404, "message": "not found"});
+        Self::new(Method::GET, path, 404, status)
     }
+
     /// A PATCH answered with `reply` (the object after the patch).
     pub fn patch(path: &str, reply: serde_json::Value) -> Self {
-        Self {
-            method: Method::PATCH,
-            path: path.into(),
-            status: 200,
-            reply,
-        }
+        Self::new(Method::PATCH, path, 200, reply)
     }
+
+    /// A POST of a new object to `path`, answered with the object itself.
+    pub fn create(path: &str) -> Self {
+        Self::new(Method::POST, path, 201, serde_json::Value::Null)
+    }
+
     /// An Event created in `namespace`.
     pub fn event(namespace: &str) -> Self {
-        Self {
-            method: Method::POST,
-            path: format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
-            status: 201,
-            reply: serde_json::Value::Null,
-        }
+        Self::create(&format!(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        ))
     }
 }
 
@@ -73,7 +85,7 @@ pub struct Seen {
 }
 
 /// Serves `calls` in order and returns what was received; panics on an unexpected request or on
-/// a call that does not come within one second.
+/// a call that does not come within one second (or its `within`).
 pub fn scenario(
     mut handle: Handle,
     calls: Vec<Expect>,
@@ -81,13 +93,10 @@ pub fn scenario(
     tokio::spawn(async move {
         let mut seen = Vec::new();
         for call in calls {
-            let (request, send) =
-                tokio::time::timeout(Duration::from_secs(1), handle.next_request())
-                    .await
-                    .unwrap_or_else(|_| {
-                        panic!("timed out waiting for {} {}", call.method, call.path)
-                    })
-                    .expect("the client hung up");
+            let (request, send) = tokio::time::timeout(call.within, handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {} {}", call.method, call.path))
+                .expect("the client hung up");
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
             assert_eq!(
