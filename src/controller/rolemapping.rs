@@ -71,7 +71,7 @@ pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleM
                 .map(IAMProvider::provider_arn)
                 .unwrap_or_default();
             let audience = gathered.app.as_ref().map_or_else(
-                || crate::crd::SAMLAppSpec::default_audience(),
+                crate::crd::SAMLAppSpec::default_audience,
                 |a| a.spec.audience.clone(),
             );
             let subjects: Vec<String> = mapping
