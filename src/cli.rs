@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Standalone: the server and IAM registration, with resources read from CR YAML files.
     Serve(ServeArgs),
+    /// The IdP, delegation and credentials server in a cluster, fed by watches.
+    Server(ServerArgs),
     /// The operator: reconcilers for SAMLApp, IAMProvider and RoleMapping, leader-elected.
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
@@ -75,6 +77,35 @@ impl ServeArgs {
             namespace: self.namespace.clone(),
             poll: Duration::from_secs(self.poll_seconds.max(1)),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
+        }
+    }
+}
+
+/// `rolegate server` options.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The operator's namespace, where the signing Secrets are.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "rolegate")]
+    pub namespace: String,
+    /// Listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Base URL the server is reached at (metadata and login URLs).
+    #[arg(long)]
+    pub public_url: String,
+    /// Seconds a TokenReview outcome is reused.
+    #[arg(long, default_value_t = 30)]
+    pub token_review_ttl_seconds: u64,
+}
+
+impl ServerArgs {
+    /// The options the server runs with.
+    pub fn options(&self) -> crate::cluster::ServerOptions {
+        crate::cluster::ServerOptions {
+            namespace: self.namespace.clone(),
+            listen: self.listen,
+            public_url: self.public_url.clone(),
+            review_ttl: Duration::from_secs(self.token_review_ttl_seconds.max(1)),
         }
     }
 }

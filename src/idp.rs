@@ -49,6 +49,11 @@ impl KeyRing {
     }
 }
 
+/// The Secret a SAMLApp without `secretRef` keeps its key in, in the operator namespace.
+pub fn managed_secret_name(app: &str) -> String {
+    format!("{app}-signing")
+}
+
 /// The single sign-on URL of `app` under `public_url`.
 pub fn login_url(public_url: &str, app: &str) -> String {
     format!("{}/samlp/{app}", public_url.trim_end_matches('/'))
@@ -73,4 +78,36 @@ pub fn app_metadata(app: &SAMLApp, keys: &AppKeys, public_url: &str) -> Result<S
         &login_url(public_url, name),
         &settings.name_id_format,
     ))
+}
+
+/// The keys of every SAMLApp whose signing Secret (its `secretRef`, or the managed
+/// `<app>-signing` in `namespace`) is in `snapshot`. Apps without a usable key are left out and
+/// logged: the server answers 503 for them until the controller has made their key.
+pub fn keys_from_secrets(
+    snapshot: &crate::store::Snapshot,
+    namespace: &str,
+) -> BTreeMap<String, AppKeys> {
+    let mut ring = BTreeMap::new();
+    for (name, app) in &snapshot.apps {
+        let reference =
+            app.spec
+                .signing
+                .secret_ref
+                .clone()
+                .unwrap_or_else(|| crate::crd::SecretRef {
+                    name: managed_secret_name(name),
+                    namespace: None,
+                });
+        let key = snapshot
+            .secret(&reference, namespace)
+            .ok_or_else(|| format!("Secret {} is not in the index", reference.name))
+            .and_then(|secret| crate::keys::from_secret(secret, &reference.name));
+        match key {
+            Ok(key) => {
+                ring.insert(name.clone(), AppKeys::single(key));
+            }
+            Err(reason) => tracing::warn!(app = %name, %reason, "SAMLApp has no signing key yet"),
+        }
+    }
+    ring
 }

@@ -204,3 +204,21 @@ impl Signer for SigningKey {
         &self.cert_der
     }
 }
+
+/// The key of a `kubernetes.io/tls` Secret (`tls.key` and `tls.crt`), or why it has none.
+/// `name` only labels the message; nothing of the Secret's content is ever put in it.
+///
+/// # Errors
+/// A missing field or an unusable key.
+pub fn from_secret(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    name: &str,
+) -> Result<SigningKey, String> {
+    let field = |k: &str| {
+        crate::store::secret_value(secret, k)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .ok_or_else(|| format!("Secret {name} has no {k}"))
+    };
+    SigningKey::from_pem(field("tls.key")?, field("tls.crt")?)
+        .map_err(|e| format!("Secret {name}: {e}"))
+}

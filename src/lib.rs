@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod cluster;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
@@ -17,4 +18,5 @@ pub mod saml;
 pub mod server;
 pub mod standalone;
 pub mod store;
+pub mod tokenreview;
 pub mod tokens;

@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve(args) => rolegate::standalone::serve(args.options()).await?,
+        Command::Server(args) => rolegate::cluster::serve(args.options()).await?,
         Command::Controller(args) => rolegate::controller::run::run(args.options()).await?,
         Command::Crds { out: None } => print!("{}", rolegate::crd::render_yaml()?),
         Command::Crds { out: Some(dir) } => {

@@ -133,14 +133,7 @@ pub fn load_keys(
                     reference.name
                 ))
             })?;
-            let field = |key: &str| {
-                secret_value(secret, key)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .ok_or_else(|| {
-                        secret_error(format!("signing Secret {:?} has no {key}", reference.name))
-                    })
-            };
-            SigningKey::from_pem(field("tls.key")?, field("tls.crt")?).map_err(key_error)?
+            crate::keys::from_secret(secret, &reference.name).map_err(secret_error)?
         } else {
             let dir = state_dir.join(name);
             let key_path = dir.join("tls.key");
@@ -257,7 +250,8 @@ pub async fn register_all(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

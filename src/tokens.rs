@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::crd::{Connection, ConnectionKind};
 use crate::store::Snapshot;
+use crate::tokenreview::TokenReviewer;
 
 /// Tokens longer than this are refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -74,6 +75,12 @@ pub enum TokenError {
     /// The subject is not `system:serviceaccount:<ns>:<name>`.
     #[error("token subject {0:?} is not a service account")]
     NotServiceAccount(String),
+    /// The Kubernetes API cannot be asked.
+    #[error("the Kubernetes API cannot review the token: {0}")]
+    ReviewUnavailable(String),
+    /// TokenReview did not authenticate the token.
+    #[error("token was not authenticated by the Kubernetes API: {0}")]
+    Rejected(String),
     /// The connection's keys cannot be had.
     #[error("keys of connection {connection:?} cannot be fetched: {reason}")]
     Jwks {
@@ -101,6 +108,8 @@ impl TokenError {
             Self::Claim(_) => "claim",
             Self::NotServiceAccount(_) => "subject",
             Self::Jwks { .. } => "jwks",
+            Self::Rejected(_) => "token_review",
+            Self::ReviewUnavailable(_) => "token_review_unavailable",
         }
     }
 }
@@ -163,6 +172,7 @@ pub struct TokenVerifier {
     base_dir: PathBuf,
     refetch_interval: Duration,
     cache: Mutex<HashMap<String, Arc<Mutex<CachedKeys>>>>,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
 }
 
 fn b64_json(part: &str) -> Result<serde_json::Value, TokenError> {
@@ -247,7 +257,15 @@ impl TokenVerifier {
             base_dir,
             refetch_interval: REFETCH_INTERVAL,
             cache: Mutex::new(HashMap::new()),
+            reviewer: None,
         }
+    }
+
+    /// Service-account tokens are checked by TokenReview (in a cluster) instead of by JWKS.
+    #[must_use]
+    pub fn with_token_review(mut self, reviewer: Arc<dyn TokenReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     /// The least time between two fetches of one JWKS.
@@ -308,6 +326,17 @@ impl TokenVerifier {
             .and_then(|i| i.as_str())
             .ok_or(TokenError::Claim("iss"))?
             .to_owned();
+        if let Some(reviewer) = &self.reviewer {
+            let oidc = accept == Accept::Any
+                && snapshot.connections.values().any(|c| {
+                    matches!(c.spec.kind(), Ok(ConnectionKind::Oidc(o)) if o.issuer.trim_end_matches('/') == issuer.trim_end_matches('/'))
+                });
+            if !oidc {
+                return self
+                    .review(reviewer.as_ref(), token, issuer, snapshot)
+                    .await;
+            }
+        }
         let candidates: Vec<Trusted<'_>> = snapshot
             .connections
             .values()
@@ -387,6 +416,74 @@ impl TokenVerifier {
             claims,
         };
         if verified.is_service_account && verified.service_account().is_none() {
+            return Err(TokenError::NotServiceAccount(
+                verified.subject.chars().take(200).collect(),
+            ));
+        }
+        Ok(verified)
+    }
+
+    /// The cluster path: the API server authenticates the token for the audiences of the
+    /// `kubernetes` Connections.
+    async fn review(
+        &self,
+        reviewer: &dyn TokenReviewer,
+        token: &str,
+        issuer: String,
+        snapshot: &Snapshot,
+    ) -> Result<VerifiedToken, TokenError> {
+        let connections: Vec<(&str, &Vec<String>)> = snapshot
+            .connections
+            .values()
+            .filter_map(|c| match c.spec.kind() {
+                Ok(ConnectionKind::Kubernetes(k)) => {
+                    Some((c.metadata.name.as_deref().unwrap_or_default(), &k.audiences))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut audiences: Vec<String> = connections
+            .iter()
+            .flat_map(|(_, a)| a.iter().cloned())
+            .collect();
+        audiences.sort();
+        audiences.dedup();
+        if audiences.is_empty() {
+            return Err(TokenError::UntrustedIssuer(
+                issuer.chars().take(200).collect(),
+            ));
+        }
+        let reviewed = reviewer
+            .review(token, &audiences)
+            .await
+            .map_err(TokenError::ReviewUnavailable)?
+            .map_err(TokenError::Rejected)?;
+        let (connection, _) = connections
+            .iter()
+            .find(|(_, a)| a.iter().any(|x| reviewed.audiences.contains(x)))
+            .ok_or_else(|| TokenError::WrongAudience {
+                audience: reviewed.audiences.join(","),
+                connection: connections
+                    .first()
+                    .map(|(n, _)| (*n).to_owned())
+                    .unwrap_or_default(),
+            })?;
+        let mut claims = serde_json::Map::new();
+        if let Some(pod) = &reviewed.pod {
+            claims.insert(
+                "kubernetes.io".into(),
+                serde_json::json!({"pod": {"name": pod}}),
+            );
+        }
+        let verified = VerifiedToken {
+            connection: (*connection).to_owned(),
+            is_service_account: true,
+            issuer,
+            subject: reviewed.username,
+            audiences: reviewed.audiences,
+            claims,
+        };
+        if verified.service_account().is_none() {
             return Err(TokenError::NotServiceAccount(
                 verified.subject.chars().take(200).collect(),
             ));

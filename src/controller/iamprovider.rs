@@ -16,7 +16,6 @@ use super::{Context, Error, condition};
 use crate::aws::sdk::{AccessKeys, IamAccess};
 use crate::crd::{DeletionPolicy, IAMProvider, IAMProviderStatus, SAMLApp, SecretRef};
 use crate::idp::{AppKeys, app_metadata};
-use crate::keys::SigningKey;
 use crate::registration::{self, Plan, Registration};
 use crate::store::secret_value;
 
@@ -118,13 +117,7 @@ async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
             namespace: Some(ctx.namespace.clone()),
         });
     let secret = read_secret(ctx, &reference).await?;
-    let field = |key: &str| {
-        secret_value(&secret, key)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .ok_or_else(|| Error::Pending(format!("Secret {} has no {key}", reference.name)))
-    };
-    let key = SigningKey::from_pem(field("tls.key")?, field("tls.crt")?)
-        .map_err(|e| Error::Pending(format!("Secret {}: {e}", reference.name)))?;
+    let key = crate::keys::from_secret(&secret, &reference.name).map_err(Error::Pending)?;
     Ok(AppKeys::single(key))
 }
 

@@ -70,10 +70,12 @@ pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleM
                 .as_ref()
                 .map(IAMProvider::provider_arn)
                 .unwrap_or_default();
-            let audience = gathered.app.as_ref().map_or_else(
-                crate::crd::SAMLAppSpec::default_audience,
-                |a| a.spec.audience.clone(),
-            );
+            let audience = gathered
+                .app
+                .as_ref()
+                .map_or_else(crate::crd::SAMLAppSpec::default_audience, |a| {
+                    a.spec.audience.clone()
+                });
             let subjects: Vec<String> = mapping
                 .spec
                 .subjects

@@ -18,15 +18,11 @@ use crate::crd::{CertificateState, CertificateStatus, SAMLApp, SAMLAppStatus, Se
 use crate::idp::{login_url, metadata_url};
 use crate::keys::SigningKey;
 use crate::saml::AppSettings;
-use crate::store::secret_value;
 
 /// The label that marks a Secret rolegate generated and may manage.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "rolegate");
 
-/// The Secret a SAMLApp without `secretRef` keeps its key in, in the operator namespace.
-pub fn managed_secret_name(app: &str) -> String {
-    format!("{app}-signing")
-}
+pub use crate::idp::managed_secret_name;
 
 /// Why an app has no usable key, as a condition reason and message.
 pub type KeyProblem = (&'static str, String);
@@ -100,13 +96,7 @@ pub fn plan_status(
 }
 
 fn parse(secret: &Secret, name: &str) -> Result<SigningKey, KeyProblem> {
-    let field = |k: &str| {
-        secret_value(secret, k)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .ok_or_else(|| ("InvalidSecret", format!("Secret {name} has no {k}")))
-    };
-    SigningKey::from_pem(field("tls.key")?, field("tls.crt")?)
-        .map_err(|e| ("InvalidSecret", format!("Secret {name}: {e}")))
+    crate::keys::from_secret(secret, name).map_err(|m| ("InvalidSecret", m))
 }
 
 fn is_managed(secret: &Secret) -> bool {

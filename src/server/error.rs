@@ -77,7 +77,9 @@ impl ApiError {
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::Jwks { .. } => Self::unavailable(e.to_string()),
+            TokenError::Jwks { .. } | TokenError::ReviewUnavailable(_) => {
+                Self::unavailable(e.to_string())
+            }
             TokenError::Missing => Self::unauthorized("invalid_request", e.to_string()),
             _ => Self::unauthorized("invalid_token", e.to_string()),
         }

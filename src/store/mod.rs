@@ -2,6 +2,7 @@
 //! Standalone mode fills it from YAML files; in a cluster a watch-fed index will.
 
 pub mod files;
+pub mod index;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

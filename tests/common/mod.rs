@@ -149,6 +149,15 @@ pub struct Harness {
 impl Harness {
     /// Starts the server over `yaml`, with a fresh service-account issuer key.
     pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, |config| {
+            TokenVerifier::new(config).with_refetch_interval(std::time::Duration::ZERO)
+        })
+        .await
+    }
+
+    /// Starts the server over `yaml` with the token verifier `verifier` builds from the config
+    /// directory.
+    pub async fn start_with(yaml: &str, verifier: impl FnOnce(PathBuf) -> TokenVerifier) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
@@ -172,9 +181,7 @@ impl Harness {
         let state = AppState {
             store: Arc::new(SharedSnapshot::new(snapshot)),
             keys,
-            verifier: Arc::new(
-                TokenVerifier::new(config).with_refetch_interval(std::time::Duration::ZERO),
-            ),
+            verifier: Arc::new(verifier(config)),
             issuer: Arc::new(Issuer {
                 sts: Arc::new(SdkSts::new(Some(&moto())).await),
                 cache: CredentialCache::default(),
