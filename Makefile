@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test peers generate fmt lint bench ci
+.PHONY: demo test peers generate fmt lint bench ci e2e
 
 ## Standalone demo: moto + `rolegate serve` + an unmodified boto3 "pod" getting credentials.
 demo:
@@ -14,6 +14,11 @@ test: peers
 
 peers:
 	tests/peers/install.sh
+
+## Against a real, disposable cluster (the current kubeconfig): CRDs, resources, controller,
+## server, statuses and a pod's credentials.
+e2e: peers
+	scripts/with-moto.sh $(CARGO) test --test e2e_cluster -- --ignored --nocapture
 
 ## Regenerate the CRDs under crds/ from the Rust types.
 generate:
