@@ -7,23 +7,21 @@ use crate::crd::SAMLApp;
 use crate::keys::SigningKey;
 use crate::saml::{self, AppSettings, SamlError, Signer as _};
 
-/// The keys of one SAMLApp: the one that signs, and every one published in its metadata.
+/// The keys of one SAMLApp: the one that signs, and every certificate published in its
+/// metadata (DER, end of validity, place in the rotation).
 #[derive(Debug, Clone)]
 pub struct AppKeys {
     /// Signs assertions.
     pub active: Arc<SigningKey>,
-    /// Published in the metadata, `active` included, in publication order.
-    pub published: Vec<Arc<SigningKey>>,
+    /// Published in the metadata, the Active one first.
+    pub published: Vec<(Vec<u8>, jiff::Timestamp, crate::crd::CertificateState)>,
 }
 
 impl AppKeys {
     /// One key that signs and is the only one published.
     pub fn single(key: SigningKey) -> Self {
-        let key = Arc::new(key);
-        Self {
-            active: Arc::clone(&key),
-            published: vec![key],
-        }
+        let published = vec![(key.certificate_der().to_vec(), key.not_after(), crate::crd::CertificateState::Active)];
+        Self { active: Arc::new(key), published }
     }
 }
 
@@ -70,7 +68,7 @@ pub fn metadata_url(public_url: &str, app: &str) -> String {
 /// Settings rolegate refuses.
 pub fn app_metadata(app: &SAMLApp, keys: &AppKeys, public_url: &str) -> Result<String, SamlError> {
     let settings = AppSettings::from_app(app)?;
-    let certs: Vec<&[u8]> = keys.published.iter().map(|k| k.certificate_der()).collect();
+    let certs: Vec<&[u8]> = keys.published.iter().map(|(der, _, _)| der.as_slice()).collect();
     let name = app.metadata.name.as_deref().unwrap_or_default();
     Ok(saml::metadata(
         &settings.issuer,
@@ -98,13 +96,13 @@ pub fn keys_from_secrets(
                     name: managed_secret_name(name),
                     namespace: None,
                 });
-        let key = snapshot
+        let keys = snapshot
             .secret(&reference, namespace)
             .ok_or_else(|| format!("Secret {} is not in the index", reference.name))
-            .and_then(|secret| crate::keys::from_secret(secret, &reference.name));
-        match key {
-            Ok(key) => {
-                ring.insert(name.clone(), AppKeys::single(key));
+            .and_then(|secret| crate::rotation::app_keys(secret, &reference.name));
+        match keys {
+            Ok((keys, _)) => {
+                ring.insert(name.clone(), keys);
             }
             Err(reason) => tracing::warn!(app = %name, %reason, "SAMLApp has no signing key yet"),
         }

@@ -165,6 +165,11 @@ impl SigningKey {
         Ok((Self::new(key, cert.der().to_vec())?, pem))
     }
 
+    /// The DER certificate, owned.
+    pub fn certificate_der_vec(&self) -> Vec<u8> {
+        self.cert_der.clone()
+    }
+
     /// SHA-256 fingerprint of the certificate, colon-separated upper-case hex.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -174,6 +179,15 @@ impl SigningKey {
     pub const fn not_after(&self) -> Timestamp {
         self.not_after
     }
+}
+
+/// End of validity of a DER certificate.
+///
+/// # Errors
+/// An unparseable certificate.
+pub fn certificate_not_after(der: &[u8]) -> Result<Timestamp, KeyError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| KeyError::Certificate(e.to_string()))?;
+    Timestamp::from_second(cert.validity().not_after.timestamp()).map_err(|e| KeyError::Certificate(e.to_string()))
 }
 
 /// SHA-256 fingerprint of a DER certificate, as `AB:CD:...`.

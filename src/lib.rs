@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod registration;
+pub mod rotation;
 pub mod saml;
 pub mod server;
 pub mod standalone;

@@ -133,7 +133,9 @@ pub fn load_keys(
                     reference.name
                 ))
             })?;
-            crate::keys::from_secret(secret, &reference.name).map_err(secret_error)?
+            let (keys, _) = crate::rotation::app_keys(secret, &reference.name).map_err(secret_error)?;
+            ring.insert(name.clone(), keys);
+            continue;
         } else {
             let dir = state_dir.join(name);
             let key_path = dir.join("tls.key");

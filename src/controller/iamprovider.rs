@@ -117,8 +117,7 @@ async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
             namespace: Some(ctx.namespace.clone()),
         });
     let secret = read_secret(ctx, &reference).await?;
-    let key = crate::keys::from_secret(&secret, &reference.name).map_err(Error::Pending)?;
-    Ok(AppKeys::single(key))
+    crate::rotation::app_keys(&secret, &reference.name).map(|(keys, _)| keys).map_err(Error::Pending)
 }
 
 async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {
@@ -163,7 +162,7 @@ async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
             .as_ref()
             .map_err(|e| (reason_of(e), e.to_string()))
             .cloned(),
-        Timestamp::now(),
+        ctx.clock.now(),
     );
     let api = Api::<IAMProvider>::all(ctx.client.clone());
     if provider.status.as_ref() != Some(&status) {

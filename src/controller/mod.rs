@@ -124,6 +124,8 @@ pub struct Context {
     pub resync: Duration,
     /// Metrics.
     pub metrics: ControllerMetrics,
+    /// The clock; tests pin it.
+    pub clock: Arc<dyn crate::server::Clock>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -162,8 +164,16 @@ impl Context {
             public_url,
             resync: Duration::from_secs(300),
             metrics: ControllerMetrics::register(registry),
+            clock: Arc::new(crate::server::SystemClock),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context reading `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn crate::server::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.

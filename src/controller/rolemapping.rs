@@ -162,7 +162,7 @@ pub async fn reconcile(mapping: Arc<RoleMapping>, ctx: Arc<Context>) -> Result<A
 
 async fn reconcile_inner(mapping: &RoleMapping, ctx: &Context) -> Result<Action, Error> {
     let gathered = gather(mapping, ctx).await?;
-    let status = plan(mapping, &gathered, Timestamp::now());
+    let status = plan(mapping, &gathered, ctx.clock.now());
     let current = mapping.status.clone().unwrap_or_default();
     if status != current {
         let api = Api::<RoleMapping>::namespaced(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -14,9 +14,11 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error, condition, find};
-use crate::crd::{CertificateState, CertificateStatus, SAMLApp, SAMLAppStatus, SecretRef};
+use crate::crd::{SAMLApp, SAMLAppStatus, SecretRef};
 use crate::idp::{login_url, metadata_url};
-use crate::keys::SigningKey;
+use crate::idp::AppKeys;
+use crate::keys::{KeyPem, SigningKey};
+use crate::rotation::{self, Step};
 use crate::saml::AppSettings;
 
 /// The label that marks a Secret rolegate generated and may manage.
@@ -27,43 +29,22 @@ pub use crate::idp::managed_secret_name;
 /// Why an app has no usable key, as a condition reason and message.
 pub type KeyProblem = (&'static str, String);
 
-/// PURE: the status of `app` with its key (or the problem with it).
-pub fn plan_status(
-    app: &SAMLApp,
-    key: Result<&SigningKey, &KeyProblem>,
-    public_url: &str,
-    now: Timestamp,
-) -> SAMLAppStatus {
+/// PURE: the status of `app` with its keys (or the problem with them).
+pub fn plan_status(app: &SAMLApp, keys: Result<&AppKeys, &KeyProblem>, public_url: &str, now: Timestamp) -> SAMLAppStatus {
     let name = app.name_any();
     let previous = app.status.clone().unwrap_or_default().conditions;
     let generation = app.metadata.generation;
     let settings = AppSettings::from_app(app);
     let issuer = settings.as_ref().map(|s| s.issuer.clone()).ok();
-    let ready = match (&settings, key) {
-        (Err(e), _) => condition(
-            &previous,
-            "Ready",
-            false,
-            "InvalidSettings",
-            e.to_string(),
-            generation,
-            now,
-        ),
-        (Ok(_), Err((reason, message))) => condition(
-            &previous,
-            "Ready",
-            false,
-            reason,
-            message.clone(),
-            generation,
-            now,
-        ),
-        (Ok(_), Ok(k)) if k.not_after() <= now => condition(
+    let ready = match (&settings, keys) {
+        (Err(e), _) => condition(&previous, "Ready", false, "InvalidSettings", e.to_string(), generation, now),
+        (Ok(_), Err((reason, message))) => condition(&previous, "Ready", false, reason, message.clone(), generation, now),
+        (Ok(_), Ok(k)) if k.active.not_after() <= now => condition(
             &previous,
             "Ready",
             false,
             "CertificateExpired",
-            format!("the signing certificate expired at {}", k.not_after()),
+            format!("the signing certificate expired at {}", k.active.not_after()),
             generation,
             now,
         ),
@@ -72,7 +53,7 @@ pub fn plan_status(
             "Ready",
             true,
             "KeyReady",
-            format!("signing with certificate {}", k.fingerprint()),
+            format!("signing with certificate {}", k.active.fingerprint()),
             generation,
             now,
         ),
@@ -81,79 +62,92 @@ pub fn plan_status(
         issuer,
         metadata_url: Some(metadata_url(public_url, &name)),
         login_url: Some(login_url(public_url, &name)),
-        certificates: key
-            .ok()
-            .map(|k| CertificateStatus {
-                sha256_fingerprint: k.fingerprint().to_owned(),
-                not_after: k.not_after().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                state: CertificateState::Active,
-            })
-            .into_iter()
-            .collect(),
+        certificates: keys.map(rotation::certificate_statuses).unwrap_or_default(),
         observed_generation: generation,
         conditions: vec![ready],
     }
 }
 
-fn parse(secret: &Secret, name: &str) -> Result<SigningKey, KeyProblem> {
-    crate::keys::from_secret(secret, name).map_err(|m| ("InvalidSecret", m))
+fn parse(secret: &Secret, name: &str) -> Result<AppKeys, KeyProblem> {
+    rotation::app_keys(secret, name).map(|(keys, _)| keys).map_err(|m| ("InvalidSecret", m))
 }
 
 fn is_managed(secret: &Secret) -> bool {
-    secret
-        .labels()
-        .get(MANAGED_BY.0)
-        .is_some_and(|v| v == MANAGED_BY.1)
+    secret.labels().get(MANAGED_BY.0).is_some_and(|v| v == MANAGED_BY.1)
 }
 
-/// The key of `app`: its `secretRef`, or the managed Secret, created when missing. Returns the
-/// key and whether it was generated now.
-async fn key(
-    app: &SAMLApp,
-    ctx: &Context,
-) -> Result<Result<(SigningKey, bool), KeyProblem>, Error> {
+/// An Event to publish about a change to the key: (reason, note).
+type KeyEvent = Option<(&'static str, String)>;
+
+fn generate(app: &SAMLApp, now: Timestamp) -> Result<(SigningKey, KeyPem), KeyProblem> {
+    let issuer = AppSettings::from_app(app).map_err(|e| ("InvalidSettings", e.to_string()))?.issuer;
+    let signing = &app.spec.signing;
+    SigningKey::generate(&issuer, signing.key_size, signing.validity_days, now).map_err(|e| ("KeyGenerationFailed", e.to_string()))
+}
+
+/// Runs the rotation step due on a managed Secret, writing it back with its resourceVersion.
+async fn rotate(app: &SAMLApp, ctx: &Context, secret: Secret, name: &str) -> Result<Result<(AppKeys, KeyEvent), KeyProblem>, Error> {
+    let now = ctx.clock.now();
+    let (keys, state) = match rotation::app_keys(&secret, name) {
+        Ok(parsed) => parsed,
+        Err(m) => return Ok(Err(("InvalidSecret", m))),
+    };
+    let lead = SignedDuration::from_hours(24 * i64::from(app.spec.signing.rotation_lead_days));
+    let step = rotation::plan(&state, lead, now);
+    if step == Step::Keep {
+        return Ok(Ok((keys, None)));
+    }
+    let next = if step == Step::PublishNext {
+        match generate(app, now) {
+            Ok((_, pem)) => Some((pem.key_pem, pem.cert_pem)),
+            Err(problem) => return Ok(Err(problem)),
+        }
+    } else {
+        None
+    };
+    let updated = rotation::apply(&secret, step, next, lead, now);
+    // `replace` carries the resourceVersion read: a concurrent writer makes it fail, and the
+    // next reconcile starts again from what is there.
+    let written = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .replace(name, &PostParams::default(), &updated)
+        .await?;
+    let keys = match rotation::app_keys(&written, name) {
+        Ok((keys, _)) => keys,
+        Err(m) => return Ok(Err(("InvalidSecret", m))),
+    };
+    let event = match step {
+        Step::PublishNext => ("NextPublished", format!("published the next signing certificate; it signs from {}", now + lead)),
+        Step::Promote => ("Promoted", format!("signing with certificate {}; the previous one is retiring", keys.active.fingerprint())),
+        Step::DropRetiring => ("RetiringDropped", "the retired certificate is no longer published".to_owned()),
+        Step::Keep => return Ok(Ok((keys, None))),
+    };
+    Ok(Ok((keys, Some(event))))
+}
+
+/// The keys of `app`: from its `secretRef`, or the managed Secret, created when missing and
+/// rotated when due.
+async fn keys(app: &SAMLApp, ctx: &Context) -> Result<Result<(AppKeys, KeyEvent), KeyProblem>, Error> {
     if let Some(SecretRef { name, namespace }) = &app.spec.signing.secret_ref {
         let namespace = namespace.as_deref().unwrap_or(&ctx.namespace);
-        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await?;
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
         return Ok(match secret {
-            None => Err((
-                "SecretNotFound",
-                format!("Secret {namespace}/{name} does not exist"),
-            )),
-            Some(s) => parse(&s, name).map(|k| (k, false)),
+            None => Err(("SecretNotFound", format!("Secret {namespace}/{name} does not exist"))),
+            Some(s) => parse(&s, name).map(|k| (k, None)),
         });
     }
     let name = managed_secret_name(&app.name_any());
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace);
     if let Some(secret) = api.get_opt(&name).await? {
-        return Ok(parse(&secret, &name)
-            .map(|k| (k, false))
-            .map_err(|(reason, message)| {
-                if is_managed(&secret) {
-                    (reason, message)
-                } else {
-                    (
-                        "SecretConflict",
-                        format!("{message}; it was not made by rolegate, so it is left alone"),
-                    )
-                }
+        if !is_managed(&secret) {
+            return Ok(parse(&secret, &name).map(|k| (k, None)).map_err(|(_, message)| {
+                ("SecretConflict", format!("{message}; it was not made by rolegate, so it is left alone"))
             }));
+        }
+        return rotate(app, ctx, secret, &name).await;
     }
-    let issuer = match AppSettings::from_app(app) {
-        Ok(s) => s.issuer,
-        Err(e) => return Ok(Err(("InvalidSettings", e.to_string()))),
-    };
-    let signing = &app.spec.signing;
-    let (key, pem) = match SigningKey::generate(
-        &issuer,
-        signing.key_size,
-        signing.validity_days,
-        Timestamp::now(),
-    ) {
+    let (key, pem) = match generate(app, ctx.clock.now()) {
         Ok(generated) => generated,
-        Err(e) => return Ok(Err(("KeyGenerationFailed", e.to_string()))),
+        Err(problem) => return Ok(Err(problem)),
     };
     let secret = Secret {
         metadata: ObjectMeta {
@@ -174,11 +168,12 @@ async fn key(
         ..Secret::default()
     };
     match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(Ok((key, true))),
-        // Another writer got there first: use theirs on the next pass, never overwrite it.
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            Err(Error::Pending(format!("Secret {name} appeared meanwhile")))
+        Ok(_) => {
+            let note = format!("generated a signing key, certificate {}", key.fingerprint());
+            Ok(Ok((AppKeys::single(key), Some(("KeyGenerated", note)))))
         }
+        // Another writer got there first: use theirs on the next pass, never overwrite it.
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Pending(format!("Secret {name} appeared meanwhile"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -195,38 +190,26 @@ pub async fn reconcile(app: Arc<SAMLApp>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_inner(app: &SAMLApp, ctx: &Context) -> Result<Action, Error> {
-    let key = key(app, ctx).await?;
-    let now = Timestamp::now();
-    let status = plan_status(app, key.as_ref().map(|(k, _)| k), &ctx.public_url, now);
+    let keys = keys(app, ctx).await?;
+    let status = plan_status(app, keys.as_ref().map(|(k, _)| k), &ctx.public_url, ctx.clock.now());
     let current = app.status.clone().unwrap_or_default();
     if status != current {
         Api::<SAMLApp>::all(ctx.client.clone())
-            .patch_status(
-                &app.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&serde_json::json!({"status": status})),
-            )
+            .patch_status(&app.name_any(), &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": status})))
             .await?;
     }
-    if let Ok((k, true)) = &key {
-        ctx.event(
-            app,
-            false,
-            "KeyGenerated",
-            format!("generated a signing key, certificate {}", k.fingerprint()),
-        )
-        .await;
+    if let Ok((_, Some((reason, note)))) = &keys {
+        ctx.event(app, false, reason, note.clone()).await;
     }
     let was = find(&current.conditions, "Ready").map(|c| (c.status.clone(), c.reason.clone()));
     if let Some(ready) = find(&status.conditions, "Ready")
         && was.as_ref() != Some(&(ready.status.clone(), ready.reason.clone()))
         && ready.status != "True"
     {
-        ctx.event(app, true, &ready.reason, ready.message.clone())
-            .await;
+        ctx.event(app, true, &ready.reason, ready.message.clone()).await;
     }
     ctx.succeeded(&format!("SAMLApp/{}", app.name_any()));
-    // Look again before the certificate expires, and at least hourly.
+    // Rotation steps are due at day granularity; look hourly.
     Ok(Action::requeue(std::time::Duration::from_secs(3600)))
 }
 
