@@ -20,8 +20,15 @@ pub struct AppKeys {
 impl AppKeys {
     /// One key that signs and is the only one published.
     pub fn single(key: SigningKey) -> Self {
-        let published = vec![(key.certificate_der().to_vec(), key.not_after(), crate::crd::CertificateState::Active)];
-        Self { active: Arc::new(key), published }
+        let published = vec![(
+            key.certificate_der().to_vec(),
+            key.not_after(),
+            crate::crd::CertificateState::Active,
+        )];
+        Self {
+            active: Arc::new(key),
+            published,
+        }
     }
 }
 
@@ -68,7 +75,11 @@ pub fn metadata_url(public_url: &str, app: &str) -> String {
 /// Settings rolegate refuses.
 pub fn app_metadata(app: &SAMLApp, keys: &AppKeys, public_url: &str) -> Result<String, SamlError> {
     let settings = AppSettings::from_app(app)?;
-    let certs: Vec<&[u8]> = keys.published.iter().map(|(der, _, _)| der.as_slice()).collect();
+    let certs: Vec<&[u8]> = keys
+        .published
+        .iter()
+        .map(|(der, _, _)| der.as_slice())
+        .collect();
     let name = app.metadata.name.as_deref().unwrap_or_default();
     Ok(saml::metadata(
         &settings.issuer,

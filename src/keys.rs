@@ -186,8 +186,10 @@ impl SigningKey {
 /// # Errors
 /// An unparseable certificate.
 pub fn certificate_not_after(der: &[u8]) -> Result<Timestamp, KeyError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| KeyError::Certificate(e.to_string()))?;
-    Timestamp::from_second(cert.validity().not_after.timestamp()).map_err(|e| KeyError::Certificate(e.to_string()))
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| KeyError::Certificate(e.to_string()))?;
+    Timestamp::from_second(cert.validity().not_after.timestamp())
+        .map_err(|e| KeyError::Certificate(e.to_string()))
 }
 
 /// SHA-256 fingerprint of a DER certificate, as `AB:CD:...`.

@@ -77,11 +77,20 @@ fn utf8<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
 /// A missing or unusable Active key, or an unusable Next or Retiring entry.
 pub fn app_keys(secret: &Secret, name: &str) -> Result<(AppKeys, State), String> {
     let active = keys::from_secret(secret, name)?;
-    let mut published = vec![(active.certificate_der_vec(), active.not_after(), CertificateState::Active)];
+    let mut published = vec![(
+        active.certificate_der_vec(),
+        active.not_after(),
+        CertificateState::Active,
+    )];
     let next_activates_at = match (utf8(secret, "next.key"), utf8(secret, "next.crt")) {
         (Some(key), Some(crt)) => {
-            let next = SigningKey::from_pem(key, crt).map_err(|e| format!("Secret {name}, next key: {e}"))?;
-            published.push((next.certificate_der_vec(), next.not_after(), CertificateState::Next));
+            let next = SigningKey::from_pem(key, crt)
+                .map_err(|e| format!("Secret {name}, next key: {e}"))?;
+            published.push((
+                next.certificate_der_vec(),
+                next.not_after(),
+                CertificateState::Next,
+            ));
             Some(annotation(secret, NEXT_ACTIVATES_AT).unwrap_or(Timestamp::UNIX_EPOCH))
         }
         _ => None,
@@ -89,14 +98,29 @@ pub fn app_keys(secret: &Secret, name: &str) -> Result<(AppKeys, State), String>
     let retiring_until = match utf8(secret, "retiring.crt") {
         Some(crt) => {
             let block = pem::parse(crt).map_err(|e| format!("Secret {name}, retiring.crt: {e}"))?;
-            let not_after = keys::certificate_not_after(block.contents()).map_err(|e| format!("Secret {name}, retiring.crt: {e}"))?;
-            published.push((block.contents().to_vec(), not_after, CertificateState::Retiring));
+            let not_after = keys::certificate_not_after(block.contents())
+                .map_err(|e| format!("Secret {name}, retiring.crt: {e}"))?;
+            published.push((
+                block.contents().to_vec(),
+                not_after,
+                CertificateState::Retiring,
+            ));
             Some(annotation(secret, RETIRING_UNTIL).unwrap_or(Timestamp::UNIX_EPOCH))
         }
         None => None,
     };
-    let state = State { active_not_after: active.not_after(), next_activates_at, retiring_until };
-    Ok((AppKeys { active: Arc::new(active), published }, state))
+    let state = State {
+        active_not_after: active.not_after(),
+        next_activates_at,
+        retiring_until,
+    };
+    Ok((
+        AppKeys {
+            active: Arc::new(active),
+            published,
+        },
+        state,
+    ))
 }
 
 /// The certificates of `keys` as the SAMLApp status lists them.
@@ -140,7 +164,10 @@ pub fn apply(
             if let (Some(key), Some(crt)) = (data.remove("next.key"), data.remove("next.crt")) {
                 if let Some(old) = data.insert("tls.crt".into(), crt) {
                     data.insert("retiring.crt".into(), old);
-                    annotations.insert(RETIRING_UNTIL.into(), at(now + lead.max(SignedDuration::from_hours(1))));
+                    annotations.insert(
+                        RETIRING_UNTIL.into(),
+                        at(now + lead.max(SignedDuration::from_hours(1))),
+                    );
                 }
                 data.insert("tls.key".into(), key);
             }
@@ -167,21 +194,44 @@ mod tests {
     #[test]
     fn the_lifecycle_publishes_promotes_and_retires_in_order() {
         let lead = SignedDuration::from_hours(24 * 7);
-        let fresh = State { active_not_after: t(365), next_activates_at: None, retiring_until: None };
+        let fresh = State {
+            active_not_after: t(365),
+            next_activates_at: None,
+            retiring_until: None,
+        };
         assert_eq!(plan(&fresh, lead, t(0)), Step::Keep);
         assert_eq!(plan(&fresh, lead, t(350)), Step::Keep);
-        assert_eq!(plan(&fresh, lead, t(351)), Step::PublishNext, "two lead times before notAfter");
-        let published = State { next_activates_at: Some(t(358)), ..fresh };
-        assert_eq!(plan(&published, lead, t(357)), Step::Keep, "Next does not sign before its time");
+        assert_eq!(
+            plan(&fresh, lead, t(351)),
+            Step::PublishNext,
+            "two lead times before notAfter"
+        );
+        let published = State {
+            next_activates_at: Some(t(358)),
+            ..fresh
+        };
+        assert_eq!(
+            plan(&published, lead, t(357)),
+            Step::Keep,
+            "Next does not sign before its time"
+        );
         assert_eq!(plan(&published, lead, t(358)), Step::Promote);
-        let promoted = State { active_not_after: t(723), next_activates_at: None, retiring_until: Some(t(365)) };
+        let promoted = State {
+            active_not_after: t(723),
+            next_activates_at: None,
+            retiring_until: Some(t(365)),
+        };
         assert_eq!(plan(&promoted, lead, t(364)), Step::Keep);
         assert_eq!(plan(&promoted, lead, t(365)), Step::DropRetiring);
     }
 
     #[test]
     fn a_zero_lead_still_renews_a_day_ahead() {
-        let state = State { active_not_after: t(10), next_activates_at: None, retiring_until: None };
+        let state = State {
+            active_not_after: t(10),
+            next_activates_at: None,
+            retiring_until: None,
+        };
         assert_eq!(plan(&state, SignedDuration::ZERO, t(8)), Step::Keep);
         assert_eq!(plan(&state, SignedDuration::ZERO, t(9)), Step::PublishNext);
     }

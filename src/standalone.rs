@@ -133,7 +133,8 @@ pub fn load_keys(
                     reference.name
                 ))
             })?;
-            let (keys, _) = crate::rotation::app_keys(secret, &reference.name).map_err(secret_error)?;
+            let (keys, _) =
+                crate::rotation::app_keys(secret, &reference.name).map_err(secret_error)?;
             ring.insert(name.clone(), keys);
             continue;
         } else {

@@ -117,7 +117,9 @@ async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
             namespace: Some(ctx.namespace.clone()),
         });
     let secret = read_secret(ctx, &reference).await?;
-    crate::rotation::app_keys(&secret, &reference.name).map(|(keys, _)| keys).map_err(Error::Pending)
+    crate::rotation::app_keys(&secret, &reference.name)
+        .map(|(keys, _)| keys)
+        .map_err(Error::Pending)
 }
 
 async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {

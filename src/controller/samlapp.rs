@@ -15,8 +15,8 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error, condition, find};
 use crate::crd::{SAMLApp, SAMLAppStatus, SecretRef};
-use crate::idp::{login_url, metadata_url};
 use crate::idp::AppKeys;
+use crate::idp::{login_url, metadata_url};
 use crate::keys::{KeyPem, SigningKey};
 use crate::rotation::{self, Step};
 use crate::saml::AppSettings;
@@ -30,21 +30,45 @@ pub use crate::idp::managed_secret_name;
 pub type KeyProblem = (&'static str, String);
 
 /// PURE: the status of `app` with its keys (or the problem with them).
-pub fn plan_status(app: &SAMLApp, keys: Result<&AppKeys, &KeyProblem>, public_url: &str, now: Timestamp) -> SAMLAppStatus {
+pub fn plan_status(
+    app: &SAMLApp,
+    keys: Result<&AppKeys, &KeyProblem>,
+    public_url: &str,
+    now: Timestamp,
+) -> SAMLAppStatus {
     let name = app.name_any();
     let previous = app.status.clone().unwrap_or_default().conditions;
     let generation = app.metadata.generation;
     let settings = AppSettings::from_app(app);
     let issuer = settings.as_ref().map(|s| s.issuer.clone()).ok();
     let ready = match (&settings, keys) {
-        (Err(e), _) => condition(&previous, "Ready", false, "InvalidSettings", e.to_string(), generation, now),
-        (Ok(_), Err((reason, message))) => condition(&previous, "Ready", false, reason, message.clone(), generation, now),
+        (Err(e), _) => condition(
+            &previous,
+            "Ready",
+            false,
+            "InvalidSettings",
+            e.to_string(),
+            generation,
+            now,
+        ),
+        (Ok(_), Err((reason, message))) => condition(
+            &previous,
+            "Ready",
+            false,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        ),
         (Ok(_), Ok(k)) if k.active.not_after() <= now => condition(
             &previous,
             "Ready",
             false,
             "CertificateExpired",
-            format!("the signing certificate expired at {}", k.active.not_after()),
+            format!(
+                "the signing certificate expired at {}",
+                k.active.not_after()
+            ),
             generation,
             now,
         ),
@@ -69,24 +93,37 @@ pub fn plan_status(app: &SAMLApp, keys: Result<&AppKeys, &KeyProblem>, public_ur
 }
 
 fn parse(secret: &Secret, name: &str) -> Result<AppKeys, KeyProblem> {
-    rotation::app_keys(secret, name).map(|(keys, _)| keys).map_err(|m| ("InvalidSecret", m))
+    rotation::app_keys(secret, name)
+        .map(|(keys, _)| keys)
+        .map_err(|m| ("InvalidSecret", m))
 }
 
 fn is_managed(secret: &Secret) -> bool {
-    secret.labels().get(MANAGED_BY.0).is_some_and(|v| v == MANAGED_BY.1)
+    secret
+        .labels()
+        .get(MANAGED_BY.0)
+        .is_some_and(|v| v == MANAGED_BY.1)
 }
 
 /// An Event to publish about a change to the key: (reason, note).
 type KeyEvent = Option<(&'static str, String)>;
 
 fn generate(app: &SAMLApp, now: Timestamp) -> Result<(SigningKey, KeyPem), KeyProblem> {
-    let issuer = AppSettings::from_app(app).map_err(|e| ("InvalidSettings", e.to_string()))?.issuer;
+    let issuer = AppSettings::from_app(app)
+        .map_err(|e| ("InvalidSettings", e.to_string()))?
+        .issuer;
     let signing = &app.spec.signing;
-    SigningKey::generate(&issuer, signing.key_size, signing.validity_days, now).map_err(|e| ("KeyGenerationFailed", e.to_string()))
+    SigningKey::generate(&issuer, signing.key_size, signing.validity_days, now)
+        .map_err(|e| ("KeyGenerationFailed", e.to_string()))
 }
 
 /// Runs the rotation step due on a managed Secret, writing it back with its resourceVersion.
-async fn rotate(app: &SAMLApp, ctx: &Context, secret: Secret, name: &str) -> Result<Result<(AppKeys, KeyEvent), KeyProblem>, Error> {
+async fn rotate(
+    app: &SAMLApp,
+    ctx: &Context,
+    secret: Secret,
+    name: &str,
+) -> Result<Result<(AppKeys, KeyEvent), KeyProblem>, Error> {
     let now = ctx.clock.now();
     let (keys, state) = match rotation::app_keys(&secret, name) {
         Ok(parsed) => parsed,
@@ -116,9 +153,24 @@ async fn rotate(app: &SAMLApp, ctx: &Context, secret: Secret, name: &str) -> Res
         Err(m) => return Ok(Err(("InvalidSecret", m))),
     };
     let event = match step {
-        Step::PublishNext => ("NextPublished", format!("published the next signing certificate; it signs from {}", now + lead)),
-        Step::Promote => ("Promoted", format!("signing with certificate {}; the previous one is retiring", keys.active.fingerprint())),
-        Step::DropRetiring => ("RetiringDropped", "the retired certificate is no longer published".to_owned()),
+        Step::PublishNext => (
+            "NextPublished",
+            format!(
+                "published the next signing certificate; it signs from {}",
+                now + lead
+            ),
+        ),
+        Step::Promote => (
+            "Promoted",
+            format!(
+                "signing with certificate {}; the previous one is retiring",
+                keys.active.fingerprint()
+            ),
+        ),
+        Step::DropRetiring => (
+            "RetiringDropped",
+            "the retired certificate is no longer published".to_owned(),
+        ),
         Step::Keep => return Ok(Ok((keys, None))),
     };
     Ok(Ok((keys, Some(event))))
@@ -126,12 +178,20 @@ async fn rotate(app: &SAMLApp, ctx: &Context, secret: Secret, name: &str) -> Res
 
 /// The keys of `app`: from its `secretRef`, or the managed Secret, created when missing and
 /// rotated when due.
-async fn keys(app: &SAMLApp, ctx: &Context) -> Result<Result<(AppKeys, KeyEvent), KeyProblem>, Error> {
+async fn keys(
+    app: &SAMLApp,
+    ctx: &Context,
+) -> Result<Result<(AppKeys, KeyEvent), KeyProblem>, Error> {
     if let Some(SecretRef { name, namespace }) = &app.spec.signing.secret_ref {
         let namespace = namespace.as_deref().unwrap_or(&ctx.namespace);
-        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await?;
         return Ok(match secret {
-            None => Err(("SecretNotFound", format!("Secret {namespace}/{name} does not exist"))),
+            None => Err((
+                "SecretNotFound",
+                format!("Secret {namespace}/{name} does not exist"),
+            )),
             Some(s) => parse(&s, name).map(|k| (k, None)),
         });
     }
@@ -139,9 +199,14 @@ async fn keys(app: &SAMLApp, ctx: &Context) -> Result<Result<(AppKeys, KeyEvent)
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace);
     if let Some(secret) = api.get_opt(&name).await? {
         if !is_managed(&secret) {
-            return Ok(parse(&secret, &name).map(|k| (k, None)).map_err(|(_, message)| {
-                ("SecretConflict", format!("{message}; it was not made by rolegate, so it is left alone"))
-            }));
+            return Ok(parse(&secret, &name)
+                .map(|k| (k, None))
+                .map_err(|(_, message)| {
+                    (
+                        "SecretConflict",
+                        format!("{message}; it was not made by rolegate, so it is left alone"),
+                    )
+                }));
         }
         return rotate(app, ctx, secret, &name).await;
     }
@@ -173,7 +238,9 @@ async fn keys(app: &SAMLApp, ctx: &Context) -> Result<Result<(AppKeys, KeyEvent)
             Ok(Ok((AppKeys::single(key), Some(("KeyGenerated", note)))))
         }
         // Another writer got there first: use theirs on the next pass, never overwrite it.
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Pending(format!("Secret {name} appeared meanwhile"))),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(Error::Pending(format!("Secret {name} appeared meanwhile")))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -191,11 +258,20 @@ pub async fn reconcile(app: Arc<SAMLApp>, ctx: Arc<Context>) -> Result<Action, E
 
 async fn reconcile_inner(app: &SAMLApp, ctx: &Context) -> Result<Action, Error> {
     let keys = keys(app, ctx).await?;
-    let status = plan_status(app, keys.as_ref().map(|(k, _)| k), &ctx.public_url, ctx.clock.now());
+    let status = plan_status(
+        app,
+        keys.as_ref().map(|(k, _)| k),
+        &ctx.public_url,
+        ctx.clock.now(),
+    );
     let current = app.status.clone().unwrap_or_default();
     if status != current {
         Api::<SAMLApp>::all(ctx.client.clone())
-            .patch_status(&app.name_any(), &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": status})))
+            .patch_status(
+                &app.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"status": status})),
+            )
             .await?;
     }
     if let Ok((_, Some((reason, note)))) = &keys {
@@ -206,7 +282,8 @@ async fn reconcile_inner(app: &SAMLApp, ctx: &Context) -> Result<Action, Error> 
         && was.as_ref() != Some(&(ready.status.clone(), ready.reason.clone()))
         && ready.status != "True"
     {
-        ctx.event(app, true, &ready.reason, ready.message.clone()).await;
+        ctx.event(app, true, &ready.reason, ready.message.clone())
+            .await;
     }
     ctx.succeeded(&format!("SAMLApp/{}", app.name_any()));
     // Rotation steps are due at day granularity; look hourly.
