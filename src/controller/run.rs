@@ -139,7 +139,7 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     let lost = lost_rx.clone();
     let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            () = crate::standalone::shutdown_signal() => {}
             _ = lost_rx.changed() => tracing::error!("lost the leader lease"),
         }
     };
