@@ -21,3 +21,4 @@ pub mod standalone;
 pub mod store;
 pub mod tokenreview;
 pub mod tokens;
+pub mod webhook;

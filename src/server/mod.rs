@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/samlp/metadata/{app}", get(metadata))
         .route("/delegation", post(issue::delegation))
         .route("/v1/credentials", get(credentials))
+        .route("/admission/pods", post(admit_pod))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -122,6 +123,24 @@ async fn metadata(
         xml,
     )
         .into_response())
+}
+
+/// `POST /admission/pods`: the mutating admission webhook for Pods (served by the server, which
+/// already holds the RoleMappings in its index and runs as several replicas).
+async fn admit_pod(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let snapshot = state.store.current();
+    let (review, message) =
+        crate::webhook::review(&body, &snapshot, &crate::webhook::Injection::default())
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    if message.starts_with("injected") {
+        tracing::info!(%message, "admission");
+    } else {
+        tracing::debug!(%message, "admission");
+    }
+    Ok(Json(review).into_response())
 }
 
 #[derive(Debug, Deserialize)]
