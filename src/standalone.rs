@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::registration;
 use crate::server::{AppState, Issuer, SystemClock, router};
 use crate::store::files::{LoadError, dir_fingerprint, load_dir};
-use crate::store::{SharedSnapshot, Snapshot, secret_value};
+use crate::store::{SharedSnapshot, Snapshot};
 use crate::tokens::TokenVerifier;
 
 /// Options of `rolegate serve`.
@@ -173,38 +173,21 @@ pub fn iam_access(
     snapshot: &Snapshot,
     namespace: &str,
 ) -> Result<IamAccess, String> {
-    let credentials = provider.spec.credentials.clone().unwrap_or_default();
-    let keys = match &credentials.secret_ref {
+    let reference = provider
+        .spec
+        .credentials
+        .as_ref()
+        .and_then(|c| c.secret_ref.as_ref());
+    let keys = match reference {
         None => None,
         Some(reference) => {
             let secret = snapshot
                 .secret(reference, namespace)
                 .ok_or_else(|| format!("credentials Secret {:?} does not exist", reference.name))?;
-            let value = |key: &str| {
-                secret_value(secret, key).and_then(|v| String::from_utf8(v.to_vec()).ok())
-            };
-            Some(AccessKeys {
-                access_key_id: value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
-                    format!(
-                        "credentials Secret {:?} has no AWS_ACCESS_KEY_ID",
-                        reference.name
-                    )
-                })?,
-                secret_access_key: value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
-                    format!(
-                        "credentials Secret {:?} has no AWS_SECRET_ACCESS_KEY",
-                        reference.name
-                    )
-                })?,
-                session_token: value("AWS_SESSION_TOKEN"),
-            })
+            Some(AccessKeys::from_secret(secret, &reference.name)?)
         }
     };
-    Ok(IamAccess {
-        endpoint_url: provider.spec.endpoint_url.clone(),
-        keys,
-        assume_role_arn: credentials.assume_role_arn,
-    })
+    Ok(IamAccess::for_provider(provider, keys))
 }
 
 /// Registers every IAMProvider of `snapshot`; failures are logged and counted, not fatal.
@@ -331,15 +314,19 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 /// Registers at start, then reloads and re-registers whenever the files change, and at least
 /// every `resync` to repair drift in IAM.
 async fn sync_loop(options: ServeOptions, state: AppState) {
+    let register = async || {
+        let snapshot = state.store.current();
+        register_all(
+            &snapshot,
+            &state.keys,
+            &state.public_url,
+            &options.namespace,
+            &state.metrics,
+        )
+        .await;
+    };
     let mut fingerprint = dir_fingerprint(&options.config);
-    register_all(
-        &state.store.current(),
-        &state.keys,
-        &state.public_url,
-        &options.namespace,
-        &state.metrics,
-    )
-    .await;
+    register().await;
     state.ready.store(true, Ordering::Release);
     let mut last_sync = Instant::now();
     loop {
@@ -373,14 +360,7 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             }
         }
         if changed || last_sync.elapsed() >= options.resync {
-            register_all(
-                &state.store.current(),
-                &state.keys,
-                &state.public_url,
-                &options.namespace,
-                &state.metrics,
-            )
-            .await;
+            register().await;
             last_sync = Instant::now();
         }
     }

@@ -130,6 +130,29 @@ impl std::fmt::Debug for AccessKeys {
     }
 }
 
+impl AccessKeys {
+    /// The keys in a Secret: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN`. `name` only labels the message, which never carries a value.
+    ///
+    /// # Errors
+    /// A missing key.
+    pub fn from_secret(
+        secret: &k8s_openapi::api::core::v1::Secret,
+        name: &str,
+    ) -> Result<Self, String> {
+        let value = |k: &str| {
+            crate::store::secret_value(secret, k).and_then(|v| String::from_utf8(v.to_vec()).ok())
+        };
+        let required =
+            |k: &str| value(k).ok_or_else(|| format!("credentials Secret {name:?} has no {k}"));
+        Ok(Self {
+            access_key_id: required("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
+            session_token: value("AWS_SESSION_TOKEN"),
+        })
+    }
+}
+
 /// How to reach IAM for one IAMProvider.
 #[derive(Debug, Clone, Default)]
 pub struct IamAccess {
@@ -139,6 +162,21 @@ pub struct IamAccess {
     pub keys: Option<AccessKeys>,
     /// A role to assume first.
     pub assume_role_arn: Option<String>,
+}
+
+impl IamAccess {
+    /// How to reach IAM for `provider`, with `keys` read from its credentials Secret (if any).
+    pub fn for_provider(provider: &crate::crd::IAMProvider, keys: Option<AccessKeys>) -> Self {
+        Self {
+            endpoint_url: provider.spec.endpoint_url.clone(),
+            keys,
+            assume_role_arn: provider
+                .spec
+                .credentials
+                .as_ref()
+                .and_then(|c| c.assume_role_arn.clone()),
+        }
+    }
 }
 
 /// IAM SAML providers through aws-sdk-iam.

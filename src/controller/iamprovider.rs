@@ -17,7 +17,6 @@ use crate::aws::sdk::{AccessKeys, IamAccess};
 use crate::crd::{DeletionPolicy, IAMProvider, IAMProviderStatus, SAMLApp, SecretRef};
 use crate::idp::{AppKeys, app_metadata};
 use crate::registration::{self, Plan, Registration};
-use crate::store::secret_value;
 
 /// The finalizer that holds an IAMProvider until `deletionPolicy` was honoured.
 pub const FINALIZER: &str = "rolegate.dev/iam-provider";
@@ -123,35 +122,19 @@ async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
 }
 
 async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {
-    let credentials = provider.spec.credentials.clone().unwrap_or_default();
-    let keys = match &credentials.secret_ref {
+    let reference = provider
+        .spec
+        .credentials
+        .as_ref()
+        .and_then(|c| c.secret_ref.as_ref());
+    let keys = match reference {
         None => None,
         Some(reference) => {
             let secret = read_secret(ctx, reference).await?;
-            let value =
-                |k: &str| secret_value(&secret, k).and_then(|v| String::from_utf8(v.to_vec()).ok());
-            Some(AccessKeys {
-                access_key_id: value("AWS_ACCESS_KEY_ID").ok_or_else(|| {
-                    Error::Pending(format!(
-                        "Secret {} has no AWS_ACCESS_KEY_ID",
-                        reference.name
-                    ))
-                })?,
-                secret_access_key: value("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
-                    Error::Pending(format!(
-                        "Secret {} has no AWS_SECRET_ACCESS_KEY",
-                        reference.name
-                    ))
-                })?,
-                session_token: value("AWS_SESSION_TOKEN"),
-            })
+            Some(AccessKeys::from_secret(&secret, &reference.name).map_err(Error::Pending)?)
         }
     };
-    Ok(IamAccess {
-        endpoint_url: provider.spec.endpoint_url.clone(),
-        keys,
-        assume_role_arn: credentials.assume_role_arn,
-    })
+    Ok(IamAccess::for_provider(provider, keys))
 }
 
 /// Gather, register, and write the status. Returns the registration outcome as
