@@ -26,6 +26,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// The IdP, delegation and credentials server in a cluster, fed by watches.
     Server(ServerArgs),
+    /// The node-local credentials endpoint SDKs in pods reach; forwards to the server over TLS.
+    Agent(AgentArgs),
     /// The operator: reconcilers for SAMLApp, IAMProvider and RoleMapping, leader-elected.
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
@@ -96,6 +98,12 @@ pub struct ServerArgs {
     /// Seconds a TokenReview outcome is reused.
     #[arg(long, default_value_t = 30)]
     pub token_review_ttl_seconds: u64,
+    /// PEM certificate chain to serve TLS with (node agents verify it against the operator CA).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -106,8 +114,24 @@ impl ServerArgs {
             listen: self.listen,
             public_url: self.public_url.clone(),
             review_ttl: Duration::from_secs(self.token_review_ttl_seconds.max(1)),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
         }
     }
+}
+
+/// `rolegate agent` options.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Where SDKs reach the agent: 169.254.170.23:80 (host network plus NET_ADMIN to add the
+    /// address), [fd00:ec2::23]:80, or a loopback address.
+    #[arg(long, default_value = "169.254.170.23:80")]
+    pub listen: SocketAddr,
+    /// Base URL of rolegate server.
+    #[arg(long)]
+    pub server: String,
+    /// PEM CA that signed the server's certificate (the operator CA); required for https.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `rolegate controller` options.

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub public_url: String,
     /// How long a TokenReview outcome is reused.
     pub review_ttl: Duration,
+    /// PEM certificate chain and key to serve TLS with (what node agents verify).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Why the server stopped.
@@ -82,12 +84,29 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         public_url: options.public_url.clone(),
         ready,
     };
+    let fail = |e| ServerError::Serve(options.listen, e);
+    tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
+    if let Some((cert, key)) = &options.tls {
+        let listener = std::net::TcpListener::bind(options.listen).map_err(fail)?;
+        let (cert, key) = (
+            std::fs::read(cert).map_err(fail)?,
+            std::fs::read(key).map_err(fail)?,
+        );
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            crate::standalone::shutdown_signal().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        return crate::server::serve_tls(listener, router(state), cert, key, handle)
+            .await
+            .map_err(fail);
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|e| ServerError::Serve(options.listen, e))?;
-    tracing::info!(addr = %options.listen, public_url = %options.public_url, "serving");
+        .map_err(fail)?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(crate::standalone::shutdown_signal())
         .await
-        .map_err(|e| ServerError::Serve(options.listen, e))
+        .map_err(fail)
 }

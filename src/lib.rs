@@ -2,6 +2,7 @@
 //! service-account tokens and people's sign-ins into AWS credentials through
 //! `sts:AssumeRoleWithSAML`.
 
+pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod cluster;

@@ -26,6 +26,14 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve(args) => rolegate::standalone::serve(args.options()).await?,
         Command::Server(args) => rolegate::cluster::serve(args.options()).await?,
+        Command::Agent(args) => {
+            let options = rolegate::agent::AgentOptions {
+                listen: args.listen,
+                server: args.server,
+                ca_file: args.ca_file,
+            };
+            rolegate::agent::run(options).await?;
+        }
         Command::Controller(args) => rolegate::controller::run::run(args.options()).await?,
         Command::Crds { out: None } => print!("{}", rolegate::crd::render_yaml()?),
         Command::Crds { out: Some(dir) } => {

@@ -76,6 +76,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Serves `app` over TLS on `listener` with the PEM certificate chain and key, until `handle`
+/// shuts it down.
+///
+/// # Errors
+/// An unusable certificate or key, or a failing listener.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    app: Router,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem, key_pem).await?;
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()

@@ -144,6 +144,9 @@ pub struct Harness {
     pub state: AppState,
     pub sa_key: String,
     pub dir: tempfile::TempDir,
+    /// The serving task.
+    pub server: tokio::task::JoinHandle<()>,
+    tls_handle: axum_server::Handle<std::net::SocketAddr>,
 }
 
 impl Harness {
@@ -158,6 +161,20 @@ impl Harness {
     /// Starts the server over `yaml` with the token verifier `verifier` builds from the config
     /// directory.
     pub async fn start_with(yaml: &str, verifier: impl FnOnce(PathBuf) -> TokenVerifier) -> Self {
+        Self::start_full(yaml, verifier, None).await
+    }
+
+    /// Starts the server over TLS with the PEM certificate chain and key.
+    pub async fn start_tls(yaml: &str, cert_pem: &str, key_pem: &str) -> Self {
+        let tls = Some((cert_pem.as_bytes().to_vec(), key_pem.as_bytes().to_vec()));
+        Self::start_full(yaml, |config| TokenVerifier::new(config), tls).await
+    }
+
+    async fn start_full(
+        yaml: &str,
+        verifier: impl FnOnce(PathBuf) -> TokenVerifier,
+        tls: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
@@ -176,8 +193,9 @@ impl Harness {
             )
             .unwrap(),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", std_listener.local_addr().unwrap());
         let state = AppState {
             store: Arc::new(SharedSnapshot::new(snapshot)),
             keys,
@@ -192,13 +210,36 @@ impl Harness {
             ready: Arc::new(AtomicBool::new(true)),
         };
         let app = router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let tls_handle = axum_server::Handle::new();
+        let server = match tls {
+            Some((cert, key)) => {
+                let handle = tls_handle.clone();
+                tokio::spawn(async move {
+                    rolegate::server::serve_tls(std_listener, app, cert, key, handle)
+                        .await
+                        .unwrap()
+                })
+            }
+            None => {
+                std_listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+            }
+        };
         Self {
             url,
             state,
             sa_key,
             dir,
+            server,
+            tls_handle,
         }
+    }
+
+    /// Takes the server down, closing its open connections too (TLS servers only).
+    pub async fn stop(&mut self) {
+        self.tls_handle.shutdown();
+        let _ = (&mut self.server).await;
     }
 
     /// A token for service account `namespace/name`, audience `rolegate`, valid for an hour.

@@ -1,0 +1,312 @@
+//! `rolegate agent`: the node-local credentials endpoint that SDKs in pods reach over plain
+//! http on a link-local address. It forwards to `rolegate server` over TLS (verifying the
+//! operator CA), caches per (token, role) until shortly before expiry, coalesces concurrent
+//! misses, and keeps serving cached credentials while the server is away.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use jiff::Timestamp;
+use moka::Expiry;
+use moka::future::Cache;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::refresh_margin;
+
+/// Credentials in the container-credentials format.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCredentials {
+    /// Access key ID.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub token: String,
+    /// Account of the role.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Expiry, RFC 3339.
+    pub expiration: Timestamp,
+}
+
+impl std::fmt::Debug for ContainerCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    credentials: Arc<ContainerCredentials>,
+    obtained: Timestamp,
+}
+
+struct UntilRefresh;
+
+impl Expiry<(Vec<u8>, String), Cached> for UntilRefresh {
+    fn expire_after_create(
+        &self,
+        _key: &(Vec<u8>, String),
+        value: &Cached,
+        _at: Instant,
+    ) -> Option<Duration> {
+        let expiration = value.credentials.expiration;
+        let margin = refresh_margin(value.obtained, expiration);
+        let remaining = expiration.duration_since(Timestamp::now()).as_secs().max(0);
+        Some(Duration::from_secs(u64::try_from(remaining).unwrap_or(0)).saturating_sub(margin))
+    }
+}
+
+/// An error answered to the SDK: the server's own answer, or why the server could not be asked.
+#[derive(Debug, Clone)]
+struct Upstream {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl IntoResponse for Upstream {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// Options of `rolegate agent`.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Where SDKs reach the agent.
+    pub listen: SocketAddr,
+    /// Base URL of `rolegate server`.
+    pub server: String,
+    /// PEM CA that signed the server's certificate; without it, https is refused.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The agent's shared state.
+#[derive(Clone)]
+pub struct Agent {
+    http: reqwest::Client,
+    server: String,
+    cache: Cache<(Vec<u8>, String), Cached>,
+    registry: Arc<Registry>,
+    hits: Counter,
+    misses: Counter,
+    upstream_errors: Counter,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The CA file cannot be read or parsed.
+    #[error("CA file {0}: {1}")]
+    Ca(PathBuf, String),
+    /// https without a CA, or another scheme.
+    #[error("server {0:?}: {1}")]
+    Server(String, &'static str),
+    /// The listener failed.
+    #[error("serving on {0}: {1}")]
+    Serve(SocketAddr, std::io::Error),
+}
+
+impl Agent {
+    /// An agent forwarding to `server`, trusting only `ca_pem` for https.
+    ///
+    /// # Errors
+    /// An unusable CA, or an https server without one.
+    pub fn new(server: &str, ca_pem: Option<&[u8]>) -> Result<Self, AgentError> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        match (server.starts_with("https://"), ca_pem) {
+            (true, Some(pem)) => {
+                let ca = reqwest::Certificate::from_pem(pem)
+                    .map_err(|e| AgentError::Ca(PathBuf::from("(CA)"), e.to_string()))?;
+                builder = builder.tls_certs_only([ca]);
+            }
+            (true, None) => {
+                return Err(AgentError::Server(
+                    server.into(),
+                    "https needs --ca-file (the operator CA)",
+                ));
+            }
+            (false, _) if server.starts_with("http://") => {}
+            (false, _) => {
+                return Err(AgentError::Server(
+                    server.into(),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        let mut registry = Registry::with_prefix("rolegate_agent");
+        let (hits, misses, upstream_errors) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register("cache_hits", "Requests served from the cache", hits.clone());
+        registry.register(
+            "cache_misses",
+            "Requests forwarded to the server",
+            misses.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Forwarded requests that failed",
+            upstream_errors.clone(),
+        );
+        Ok(Self {
+            http: builder.build().map_err(|e| {
+                AgentError::Server(
+                    server.into(),
+                    if e.is_builder() {
+                        "cannot build an HTTP client"
+                    } else {
+                        "client error"
+                    },
+                )
+            })?,
+            server: server.trim_end_matches('/').to_owned(),
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilRefresh)
+                .build(),
+            registry: Arc::new(registry),
+            hits,
+            misses,
+            upstream_errors,
+        })
+    }
+
+    async fn fetch(&self, token: String, role: Option<String>) -> Result<Cached, Upstream> {
+        self.misses.inc();
+        let mut request = self
+            .http
+            .get(format!("{}/v1/credentials", self.server))
+            .header(header::AUTHORIZATION, token);
+        if let Some(role) = &role {
+            request = request.query(&[("role", role)]);
+        }
+        let unreachable = |e: &dyn std::fmt::Display| Upstream {
+            status: StatusCode::BAD_GATEWAY,
+            body: serde_json::json!({"error": "server_unreachable", "error_description": format!("rolegate server cannot be reached: {e}")}),
+        };
+        let response = request.send().await.map_err(|e| {
+            self.upstream_errors.inc();
+            unreachable(&e)
+        })?;
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = response.json().await.map_err(|e| unreachable(&e))?;
+        if !status.is_success() {
+            self.upstream_errors.inc();
+            return Err(Upstream { status, body });
+        }
+        let credentials: ContainerCredentials =
+            serde_json::from_value(body).map_err(|e| unreachable(&e))?;
+        Ok(Cached {
+            credentials: Arc::new(credentials),
+            obtained: Timestamp::now(),
+        })
+    }
+
+    /// Credentials for `token` and `role`, from the cache or the server.
+    async fn credentials(
+        &self,
+        token: &str,
+        role: Option<String>,
+    ) -> Result<Arc<ContainerCredentials>, Upstream> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .to_vec();
+        let key = (digest, role.clone().unwrap_or_default());
+        if let Some(hit) = self.cache.get(&key).await {
+            self.hits.inc();
+            return Ok(hit.credentials);
+        }
+        self.cache
+            .try_get_with(key, self.fetch(token.to_owned(), role))
+            .await
+            .map(|c| c.credentials)
+            .map_err(|e| (*e).clone())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RoleQuery {
+    role: Option<String>,
+}
+
+async fn credentials(
+    State(agent): State<Agent>,
+    Query(query): Query<RoleQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+    else {
+        return Upstream {
+            status: StatusCode::UNAUTHORIZED,
+            body: serde_json::json!({"error": "invalid_request", "error_description": "no token in the Authorization header; is AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE set?"}),
+        }
+        .into_response();
+    };
+    match agent.credentials(token, query.role).await {
+        Ok(c) => Json(c.as_ref().clone()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The agent's router: `/v1/credentials`, `/healthz`, `/metrics`.
+pub fn router(agent: Agent) -> Router {
+    Router::new()
+        .route("/v1/credentials", get(credentials))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(agent): State<Agent>| async move {
+                let mut out = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut out, &agent.registry);
+                out
+            }),
+        )
+        .with_state(agent)
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+///
+/// # Errors
+/// An unusable CA or server URL, or a listener that cannot be bound.
+pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    let ca = match &options.ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| AgentError::Ca(path.clone(), e.to_string()))?)
+        }
+        None => None,
+    };
+    let agent = Agent::new(&options.server, ca.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| AgentError::Serve(options.listen, e))?;
+    tracing::info!(listen = %options.listen, server = %options.server, "agent serving");
+    axum::serve(listener, router(agent))
+        .with_graceful_shutdown(crate::standalone::shutdown_signal())
+        .await
+        .map_err(|e| AgentError::Serve(options.listen, e))
+}

@@ -1,0 +1,224 @@
+//! `rolegate agent` on loopback in front of the server (over TLS, verified against a CA made here)
+//! in front of moto: unmodified SDKs through it, caching and coalescing, a server that goes away,
+//! a rotated token, and a server certificate the agent must not trust.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Harness, moto, resources, run, unique, venv, write};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
+};
+use rolegate::agent::{Agent, router};
+
+const EXPECTED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/app-reader/team-a.app";
+
+/// A CA, and a certificate it signed for 127.0.0.1: (CA PEM, server certificate PEM, server key PEM).
+fn pki() -> (String, String, String) {
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "rolegate test operator CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let server =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = server.signed_by(&server_key, &issuer).unwrap();
+    (ca_pem, cert.pem(), server_key.serialize_pem())
+}
+
+struct Setup {
+    h: Harness,
+    agent_url: String,
+}
+
+async fn setup() -> Setup {
+    let (ca, cert, key) = pki();
+    let h = Harness::start_tls(&resources(&unique("agent"), false), &cert, &key).await;
+    let agent = Agent::new(&h.url, Some(ca.as_bytes())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    Setup { h, agent_url }
+}
+
+async fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/credentials"))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn in_pod(s: &Setup, mut command: Command) -> (bool, String, String) {
+    let token = write(s.h.dir.path(), "token", &s.h.sa_token("team-a", "app"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", s.h.dir.path())
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v1/credentials", s.agent_url),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token)
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    tokio::task::spawn_blocking(move || run(&mut command))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmodified_sdks_get_credentials_through_the_agent() {
+    let s = setup().await;
+    let mut boto3 = Command::new(venv().join("bin/python"));
+    boto3
+        .arg("-c")
+        .arg("import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])");
+    let (ok, out, err) = in_pod(&s, boto3).await;
+    assert!(ok, "boto3: {err}");
+    assert_eq!(out.trim(), EXPECTED_ARN);
+
+    let mut cli = Command::new(venv().join("bin/aws"));
+    cli.args([
+        "sts",
+        "get-caller-identity",
+        "--query",
+        "Arn",
+        "--output",
+        "text",
+    ]);
+    let (ok, out, err) = in_pod(&s, cli).await;
+    assert!(ok, "aws cli: {err}");
+    assert_eq!(out.trim(), EXPECTED_ARN);
+
+    let target = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let probe = target.join("examples/sdk_probe");
+    if !probe.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        assert!(run(Command::new(cargo).args(["build", "--example", "sdk_probe"])).0);
+    }
+    let (ok, out, err) = in_pod(&s, Command::new(probe)).await;
+    assert!(ok, "aws-sdk-rust: {err}");
+    assert_eq!(out.trim(), EXPECTED_ARN);
+    // Three clients, three freshly minted tokens, one STS call.
+    assert_eq!(s.h.metric("rolegate_sts_calls_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_share_one_call_and_the_cache_outlives_the_server() {
+    let mut s = setup().await;
+    let token = s.h.sa_token("team-a", "app");
+    let all = futures::future::join_all((0..200).map(|_| get(&s.agent_url, &token))).await;
+    let keys: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["AccessKeyId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(s.h.metric("rolegate_sts_calls_total"), 1.0);
+    let server_calls = s.h.metric("rolegate_http_responses_total");
+    assert_eq!(
+        server_calls, 1.0,
+        "200 concurrent first requests reached the server once"
+    );
+
+    // The server goes away: cached credentials are still served...
+    s.h.stop().await;
+    let (status, body) = get(&s.agent_url, &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["AccessKeyId"].as_str().unwrap(), keys.first().unwrap());
+    // ...and a token the agent has not seen gets a clear error, not a hang.
+    let (status, body) = get(&s.agent_url, &s.h.sa_token("team-a", "app")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "server_unreachable");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolegate server cannot be reached"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_is_accepted_and_refusals_pass_through() {
+    let s = setup().await;
+    assert_eq!(
+        get(&s.agent_url, &s.h.sa_token("team-a", "app")).await.0,
+        200
+    );
+    // The kubelet rotates the projected token: the new one is forwarded once and accepted.
+    let (status, _) = get(&s.agent_url, &s.h.sa_token("team-a", "app")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.h.metric("rolegate_sts_calls_total"),
+        1.0,
+        "the server's cache serves the same subject"
+    );
+    // The server's refusal reaches the SDK as is, and is not cached.
+    let (status, body) = get(&s.agent_url, &s.h.sa_token("team-a", "stranger")).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["error_description"],
+        "no RoleMapping names service account team-a/stranger"
+    );
+    let (status, body) = reqwest::get(format!("{}/v1/credentials", s.agent_url))
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 401);
+    let body: serde_json::Value = body.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let (_, cert, key) = pki();
+    let (other_ca, _, _) = pki();
+    let h = Harness::start_tls(&resources(&unique("agent-ca"), false), &cert, &key).await;
+    let agent = Agent::new(&h.url, Some(other_ca.as_bytes())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    let (status, body) = get(&agent_url, &h.sa_token("team-a", "app")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "server_unreachable");
+    assert_eq!(
+        h.metric("rolegate_assertions_signed_total"),
+        0.0,
+        "the request never reached the server"
+    );
+    assert!(
+        Agent::new("https://rolegate.example", None)
+            .unwrap_err()
+            .to_string()
+            .contains("needs --ca-file")
+    );
+}
