@@ -167,7 +167,7 @@ impl Harness {
     /// Starts the server over TLS with the PEM certificate chain and key.
     pub async fn start_tls(yaml: &str, cert_pem: &str, key_pem: &str) -> Self {
         let tls = Some((cert_pem.as_bytes().to_vec(), key_pem.as_bytes().to_vec()));
-        Self::start_full(yaml, |config| TokenVerifier::new(config), tls).await
+        Self::start_full(yaml, TokenVerifier::new, tls).await
     }
 
     async fn start_full(
