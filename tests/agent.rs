@@ -120,7 +120,10 @@ async fn unmodified_sdks_get_credentials_through_the_agent() {
     let (ok, out, err) = in_pod(&s, Command::new(probe)).await;
     assert!(ok, "aws-sdk-rust: {err}");
     assert_eq!(out.trim(), EXPECTED_ARN);
-    // Three clients, three freshly minted tokens, one STS call.
+    let (ok, out, err) = in_pod(&s, common::js_whoami()).await;
+    assert!(ok, "the JavaScript SDK: {err}");
+    assert_eq!(out.trim(), EXPECTED_ARN);
+    // Four clients, four freshly minted tokens, one STS call.
     assert_eq!(s.h.metric("rolegate_sts_calls_total"), 1.0);
 }
 

@@ -1,4 +1,4 @@
-//! Unmodified AWS SDK clients (boto3, the AWS CLI, aws-sdk-rust) get credentials from
+//! Unmodified AWS SDK clients (boto3, the AWS CLI, aws-sdk-rust, the JavaScript SDK v3) get credentials from
 //! `/v1/credentials` through their container-credentials provider, configured only through the
 //! two variables the webhook injects, and call `sts get-caller-identity` on moto with them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -84,6 +84,15 @@ async fn aws_sdk_rust() {
     let h = Harness::start(&resources(&unique("rust"), false)).await;
     let (ok, out, err) = run_in_pod(&h, Command::new(probe)).await;
     assert!(ok, "aws-sdk-rust failed: {err}");
+    assert_eq!(out.trim(), EXPECTED_ARN);
+    assert_eq!(h.metric("rolegate_sts_calls_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_sdk_v3() {
+    let h = Harness::start(&resources(&unique("js"), false)).await;
+    let (ok, out, err) = run_in_pod(&h, common::js_whoami()).await;
+    assert!(ok, "the JavaScript SDK failed: {err}");
     assert_eq!(out.trim(), EXPECTED_ARN);
     assert_eq!(h.metric("rolegate_sts_calls_total"), 1.0);
 }

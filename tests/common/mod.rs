@@ -40,6 +40,21 @@ pub fn venv() -> PathBuf {
     venv
 }
 
+/// `node whoami.js` with the pinned AWS SDK for JavaScript v3 (installed by the peers script).
+pub fn js_whoami() -> std::process::Command {
+    let peers =
+        std::env::var_os("ROLEGATE_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
+    let script = peers.join("js/whoami.js");
+    assert!(
+        script.exists(),
+        "the JavaScript SDK peer is missing at {}: run `make test`",
+        script.display()
+    );
+    let mut command = std::process::Command::new("node");
+    command.arg(script);
+    command
+}
+
 /// The moto server `make test` starts (`ROLEGATE_TEST_MOTO`).
 pub fn moto() -> String {
     std::env::var("ROLEGATE_TEST_MOTO")

@@ -89,6 +89,21 @@ fi
 "$helm_bin" version --short >/dev/null || { echo "peers: $helm_bin does not run" >&2; exit 1; }
 log "helm present ($helm_bin)"
 
+# --- 1c. the AWS SDK for JavaScript v3, from npm, into $peers/js ------------------
+js="$peers/js"
+js_want="$(cat "$here/js/package.json" "$here/js/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$js/.stamp" ] || [ "$(cat "$js/.stamp")" != "$js_want" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "peers: npm is needed for the JavaScript SDK peer" >&2; exit 1; }
+  log "npm ci @aws-sdk/client-sts (pinned by tests/peers/js/package-lock.json)"
+  rm -rf "$js"
+  mkdir -p "$js"
+  cp "$here/js/package.json" "$here/js/package-lock.json" "$js/"
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  printf '%s\n' "$js_want" >"$js/.stamp"
+fi
+cp "$here/js/whoami.js" "$js/whoami.js"
+log "JavaScript SDK present ($js)"
+
 # --- 2. Python venv with pinned packages ------------------------------------
 want="$( { cat "$req" "$cons"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
