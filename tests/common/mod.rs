@@ -176,19 +176,25 @@ impl Harness {
     /// Starts the server over `yaml` with the token verifier `verifier` builds from the config
     /// directory.
     pub async fn start_with(yaml: &str, verifier: impl FnOnce(PathBuf) -> TokenVerifier) -> Self {
-        Self::start_full(yaml, verifier, None).await
+        Self::start_full(yaml, verifier, None, moto()).await
+    }
+
+    /// Starts the server over `yaml` with STS at `sts_endpoint` instead of moto.
+    pub async fn start_with_sts(yaml: &str, sts_endpoint: String) -> Self {
+        Self::start_full(yaml, TokenVerifier::new, None, sts_endpoint).await
     }
 
     /// Starts the server over TLS with the PEM certificate chain and key.
     pub async fn start_tls(yaml: &str, cert_pem: &str, key_pem: &str) -> Self {
         let tls = Some((cert_pem.as_bytes().to_vec(), key_pem.as_bytes().to_vec()));
-        Self::start_full(yaml, TokenVerifier::new, tls).await
+        Self::start_full(yaml, TokenVerifier::new, tls, moto()).await
     }
 
     async fn start_full(
         yaml: &str,
         verifier: impl FnOnce(PathBuf) -> TokenVerifier,
         tls: Option<(Vec<u8>, Vec<u8>)>,
+        sts_endpoint: String,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
@@ -216,7 +222,7 @@ impl Harness {
             keys,
             verifier: Arc::new(verifier(config)),
             issuer: Arc::new(Issuer {
-                sts: Arc::new(SdkSts::new(Some(&moto())).await),
+                sts: Arc::new(SdkSts::new(Some(&sts_endpoint)).await),
                 cache: CredentialCache::default(),
             }),
             metrics: Arc::new(Metrics::new()),
