@@ -583,3 +583,53 @@ async fn samlapp_with_a_missing_secret_ref_says_so() {
     assert_eq!(ready["message"], "Secret security/corp-idp does not exist");
     assert!(seen[1].body["status"].get("certificates").is_none());
 }
+
+#[tokio::test]
+async fn connection_status_says_whether_the_spec_is_usable() {
+    for (spec, status, reason, event) in [
+        (
+            json!({"kubernetes": {"audiences": ["rolegate"]}}),
+            "True",
+            "Valid",
+            "Normal",
+        ),
+        (json!({}), "False", "InvalidSpec", "Warning"),
+        (
+            json!({"oidc": {"issuer": "http://idp.example", "clientId": "c"}}),
+            "False",
+            "InvalidSpec",
+            "Warning",
+        ),
+    ] {
+        let connection = json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "Connection",
+                                "metadata": {"name": "k8s", "generation": 2}, "spec": spec});
+        let (client, handle) = apiserver::client();
+        let ctx = context(client);
+        let verifier = apiserver::scenario(
+            handle,
+            vec![
+                Expect::patch(
+                    "/apis/rolegate.dev/v1alpha1/connections/k8s/status",
+                    connection.clone(),
+                ),
+                Expect::event("default"),
+            ],
+        );
+        rolegate::controller::connection::reconcile(
+            Arc::new(serde_json::from_value(connection).unwrap()),
+            ctx,
+        )
+        .await
+        .unwrap();
+        let (seen, mut handle) = verifier.await.unwrap();
+        apiserver::no_more(&mut handle).await;
+        let ready = &seen[0].body["status"]["conditions"][0];
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some(status), Some(reason)),
+            "{ready}"
+        );
+        assert_eq!(seen[0].body["status"]["observedGeneration"], 2);
+        assert_eq!(seen[1].body["type"], event);
+    }
+}

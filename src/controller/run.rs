@@ -13,8 +13,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::leader::LeaseLock;
-use super::{Context, SdkConnector, iamprovider, rolemapping, samlapp};
-use crate::crd::{IAMProvider, RoleMapping, SAMLApp};
+use super::{Context, SdkConnector, connection, iamprovider, rolemapping, samlapp};
+use crate::crd::{Connection, IAMProvider, RoleMapping, SAMLApp};
 
 /// Options of `rolegate controller`.
 #[derive(Debug, Clone)]
@@ -225,7 +225,19 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     .run(samlapp::reconcile, samlapp::error_policy, Arc::clone(&ctx))
     .for_each(|_| async {});
 
-    tokio::join!(providers, mappings, apps);
+    let connections = Controller::new(
+        Api::<Connection>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        connection::reconcile,
+        connection::error_policy,
+        Arc::clone(&ctx),
+    )
+    .for_each(|_| async {});
+
+    tokio::join!(providers, mappings, apps, connections);
     if *lost.borrow() {
         return Err(RunError::LostLease(options.lease_name));
     }
