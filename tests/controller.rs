@@ -345,7 +345,7 @@ async fn iamprovider_creates_repairs_drift_and_honours_delete() {
     let verifier = apiserver::scenario(
         handle,
         vec![
-            Expect::event("default"),
+            Expect::event("default").after_peer(),
             Expect::patch(&format!("{PROVIDERS}/acct"), deleting.clone()),
         ],
     );
@@ -476,7 +476,7 @@ async fn samlapp_generates_its_key_into_a_managed_secret() {
         handle,
         vec![
             Expect::not_found(&format!("{SECRETS}/aws-signing")),
-            Expect::create(SECRETS),
+            Expect::create(SECRETS).after_peer(),
             Expect::patch(
                 "/apis/rolegate.dev/v1alpha1/samlapps/aws/status",
                 app.clone(),

@@ -56,14 +56,15 @@ async fn reconcile_at(
     let write = match secret {
         None => vec![
             Expect::not_found(SECRET),
-            Expect::create("/api/v1/namespaces/rolegate/secrets"),
+            Expect::create("/api/v1/namespaces/rolegate/secrets").after_peer(),
         ],
         Some(s) => vec![
             Expect::get(SECRET, s.clone()),
             Expect {
                 method: http::Method::PUT,
                 ..Expect::patch(SECRET, serde_json::Value::Null)
-            },
+            }
+            .after_peer(),
         ],
     };
     let mut calls = write;

@@ -38,7 +38,8 @@ impl Expect {
         }
     }
 
-    /// This call follows a call to a real peer (IAM), so it may come later than one second.
+    /// This call follows slow work (a call to a real peer such as IAM, or RSA key generation),
+    /// so it may come later than one second.
     #[must_use]
     pub fn after_peer(mut self) -> Self {
         self.within = Duration::from_secs(20);

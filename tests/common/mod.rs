@@ -257,10 +257,19 @@ impl Harness {
         }
     }
 
-    /// Takes the server down, closing its open connections too (TLS servers only).
+    /// Takes the server down, closing its open connections too (TLS servers only); returns once
+    /// the last connection is closed.
     pub async fn stop(&mut self) {
         self.tls_handle.shutdown();
         let _ = (&mut self.server).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.tls_handle.connection_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server's connections did not close"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// A token for service account `namespace/name`, audience `rolegate`, valid for an hour.
