@@ -48,6 +48,12 @@ async fn setup() -> Setup {
     Setup { h, agent_url }
 }
 
+/// A token for the same service account that differs from every other one minted in this
+/// second (its lifetime differs), as the kubelet's next token would.
+fn another_token(h: &Harness) -> String {
+    h.token("system:serviceaccount:team-a:app", &["rolegate"], 3000)
+}
+
 async fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
     let response = reqwest::Client::new()
         .get(format!("{url}/v1/credentials"))
@@ -153,7 +159,7 @@ async fn concurrent_first_requests_share_one_call_and_the_cache_outlives_the_ser
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["AccessKeyId"].as_str().unwrap(), keys.first().unwrap());
     // ...and a token the agent has not seen gets a clear error, not a hang.
-    let (status, body) = get(&s.agent_url, &s.h.sa_token("team-a", "app")).await;
+    let (status, body) = get(&s.agent_url, &another_token(&s.h)).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "server_unreachable");
     assert!(
@@ -173,8 +179,13 @@ async fn a_rotated_token_is_accepted_and_refusals_pass_through() {
         200
     );
     // The kubelet rotates the projected token: the new one is forwarded once and accepted.
-    let (status, _) = get(&s.agent_url, &s.h.sa_token("team-a", "app")).await;
+    let (status, _) = get(&s.agent_url, &another_token(&s.h)).await;
     assert_eq!(status, 200);
+    assert_eq!(
+        s.h.metric("rolegate_http_responses_total"),
+        2.0,
+        "the new token was forwarded once"
+    );
     assert_eq!(
         s.h.metric("rolegate_sts_calls_total"),
         1.0,
