@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Harness, moto, resources, run, unique, venv, write};
+use common::{Harness, resources, unique, venv};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256,
@@ -65,26 +65,8 @@ async fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
     (status, response.json().await.unwrap())
 }
 
-async fn in_pod(s: &Setup, mut command: Command) -> (bool, String, String) {
-    let token = write(s.h.dir.path(), "token", &s.h.sa_token("team-a", "app"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", s.h.dir.path())
-        .env(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("{}/v1/credentials", s.agent_url),
-        )
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token)
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    tokio::task::spawn_blocking(move || run(&mut command))
-        .await
-        .unwrap()
+async fn in_pod(s: &Setup, command: Command) -> (bool, String, String) {
+    common::run_in_pod(&s.h, &s.agent_url, command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,19 +93,7 @@ async fn unmodified_sdks_get_credentials_through_the_agent() {
     assert!(ok, "aws cli: {err}");
     assert_eq!(out.trim(), EXPECTED_ARN);
 
-    let target = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let probe = target.join("examples/sdk_probe");
-    if !probe.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(run(Command::new(cargo).args(["build", "--example", "sdk_probe"])).0);
-    }
-    let (ok, out, err) = in_pod(&s, Command::new(probe)).await;
+    let (ok, out, err) = in_pod(&s, common::sdk_probe()).await;
     assert!(ok, "aws-sdk-rust: {err}");
     assert_eq!(out.trim(), EXPECTED_ARN);
     let (ok, out, err) = in_pod(&s, common::js_whoami()).await;

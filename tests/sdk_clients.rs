@@ -7,32 +7,12 @@ mod common;
 
 use std::process::Command;
 
-use common::{Harness, moto, resources, run, unique, venv, write};
+use common::{Harness, resources, unique, venv};
 
 const EXPECTED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/app-reader/team-a.app";
 
-/// Runs `command` as a pod would: an environment holding only PATH, HOME and the variables the
-/// webhook injects (plus the emulator's endpoint and a region).
-async fn run_in_pod(h: &Harness, mut command: Command) -> (bool, String, String) {
-    let token = write(h.dir.path(), "token", &h.sa_token("team-a", "app"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", h.dir.path())
-        .env(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("{}/v1/credentials", h.url),
-        )
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token)
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    tokio::task::spawn_blocking(move || run(&mut command))
-        .await
-        .unwrap()
+async fn run_in_pod(h: &Harness, command: Command) -> (bool, String, String) {
+    common::run_in_pod(h, &h.url, command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,22 +47,8 @@ async fn aws_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_sdk_rust() {
-    // The probe is an example of this package: built by `cargo test --all-targets`, or here.
-    let target = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let probe = target.join("examples/sdk_probe");
-    if !probe.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let (ok, _, err) = run(Command::new(cargo).args(["build", "--example", "sdk_probe"]));
-        assert!(ok, "cannot build the sdk_probe example: {err}");
-    }
     let h = Harness::start(&resources(&unique("rust"), false)).await;
-    let (ok, out, err) = run_in_pod(&h, Command::new(probe)).await;
+    let (ok, out, err) = run_in_pod(&h, common::sdk_probe()).await;
     assert!(ok, "aws-sdk-rust failed: {err}");
     assert_eq!(out.trim(), EXPECTED_ARN);
     assert_eq!(h.metric("rolegate_sts_calls_total"), 1.0);

@@ -55,6 +55,54 @@ pub fn js_whoami() -> std::process::Command {
     command
 }
 
+/// Runs `command` as a pod would: an environment holding only PATH, HOME and the variables the
+/// webhook injects (credentials at `credentials_url`, a fresh token for `team-a/app`), plus the
+/// emulator's endpoint and a region.
+pub async fn run_in_pod(
+    h: &Harness,
+    credentials_url: &str,
+    mut command: std::process::Command,
+) -> (bool, String, String) {
+    let token = write(h.dir.path(), "token", &h.sa_token("team-a", "app"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", h.dir.path())
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{credentials_url}/v1/credentials"),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token)
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    tokio::task::spawn_blocking(move || run(&mut command))
+        .await
+        .unwrap()
+}
+
+/// The aws-sdk-rust probe (`examples/sdk_probe.rs`): built by `cargo test --all-targets`, or here.
+pub fn sdk_probe() -> std::process::Command {
+    let target = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let probe = target.join("examples/sdk_probe");
+    if !probe.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let (ok, _, err) =
+            run(std::process::Command::new(cargo).args(["build", "--example", "sdk_probe"]));
+        assert!(ok, "cannot build the sdk_probe example: {err}");
+    }
+    std::process::Command::new(probe)
+}
+
 /// The moto server `make test` starts (`ROLEGATE_TEST_MOTO`).
 pub fn moto() -> String {
     std::env::var("ROLEGATE_TEST_MOTO")
