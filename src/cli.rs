@@ -66,6 +66,25 @@ pub struct ServeArgs {
     /// Seconds between comparisons with IAM that repair drift.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Who issues the server's serving certificate: rolegate's own CA (`self-signed`), or
+    /// cert-manager (`external`: only the CA bundle ConfigMap is published).
+    #[arg(long, value_enum, default_value = "self-signed")]
+    pub certificates: crate::controller::certs::CertMode,
+    /// The server's Service, named by the serving certificate.
+    #[arg(long, default_value = "rolegate-server")]
+    pub server_service: String,
+    /// The `kubernetes.io/tls` Secret the server serves with.
+    #[arg(long, default_value = "rolegate-server-tls")]
+    pub serving_secret: String,
+    /// The Opaque Secret holding the operator CA (self-signed mode).
+    #[arg(long, default_value = "rolegate-ca")]
+    pub ca_secret: String,
+    /// The ConfigMap publishing the CA bundle (`ca.crt`) for node agents.
+    #[arg(long, default_value = "rolegate-ca")]
+    pub ca_configmap: String,
+    /// The MutatingWebhookConfiguration whose `caBundle` is kept; empty for none.
+    #[arg(long, default_value = "rolegate")]
+    pub webhook_configuration: String,
 }
 
 impl ServeArgs {
@@ -152,6 +171,25 @@ pub struct ControllerArgs {
     /// Seconds between comparisons with IAM that repair drift.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Who issues the server's serving certificate: rolegate's own CA (`self-signed`), or
+    /// cert-manager (`external`: only the CA bundle ConfigMap is published).
+    #[arg(long, value_enum, default_value = "self-signed")]
+    pub certificates: crate::controller::certs::CertMode,
+    /// The server's Service, named by the serving certificate.
+    #[arg(long, default_value = "rolegate-server")]
+    pub server_service: String,
+    /// The `kubernetes.io/tls` Secret the server serves with.
+    #[arg(long, default_value = "rolegate-server-tls")]
+    pub serving_secret: String,
+    /// The Opaque Secret holding the operator CA (self-signed mode).
+    #[arg(long, default_value = "rolegate-ca")]
+    pub ca_secret: String,
+    /// The ConfigMap publishing the CA bundle (`ca.crt`) for node agents.
+    #[arg(long, default_value = "rolegate-ca")]
+    pub ca_configmap: String,
+    /// The MutatingWebhookConfiguration whose `caBundle` is kept; empty for none.
+    #[arg(long, default_value = "rolegate")]
+    pub webhook_configuration: String,
 }
 
 impl ControllerArgs {
@@ -163,6 +201,15 @@ impl ControllerArgs {
             listen: self.listen,
             lease_name: self.lease_name.clone(),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
+            certificates: crate::controller::certs::CertOptions {
+                mode: self.certificates,
+                namespace: self.namespace.clone(),
+                ca_secret: self.ca_secret.clone(),
+                ca_configmap: self.ca_configmap.clone(),
+                serving_secret: self.serving_secret.clone(),
+                service: self.server_service.clone(),
+                webhook: Some(self.webhook_configuration.clone()).filter(|w| !w.is_empty()),
+            },
         }
     }
 }

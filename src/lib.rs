@@ -13,6 +13,7 @@ pub mod dev;
 pub mod idp;
 pub mod keys;
 pub mod metrics;
+pub mod pki;
 pub mod policy;
 pub mod registration;
 pub mod rotation;

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use prometheus_client::registry::Registry;
 use rolegate::aws::SamlProviders as _;
 use rolegate::aws::sdk::{IamAccess, SdkSamlProviders};
-use rolegate::controller::{Context, SdkConnector, iamprovider, rolemapping};
+use rolegate::controller::{Context, SdkConnector, certs, iamprovider, rolemapping};
 use rolegate::crd::{IAMProvider, RoleMapping};
 use serde_json::json;
 
@@ -632,4 +632,218 @@ async fn connection_status_says_whether_the_spec_is_usable() {
         assert_eq!(seen[0].body["status"]["observedGeneration"], 2);
         assert_eq!(seen[1].body["type"], event);
     }
+}
+
+// ---- the operator's certificates ----
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/rolegate/configmaps";
+const WEBHOOKS: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+
+fn cert_options(mode: certs::CertMode) -> certs::CertOptions {
+    certs::CertOptions {
+        mode,
+        namespace: "rolegate".into(),
+        ca_secret: "rolegate-ca".into(),
+        ca_configmap: "rolegate-ca".into(),
+        serving_secret: "rolegate-server-tls".into(),
+        service: "rolegate-server".into(),
+        webhook: Some("rolegate".into()),
+    }
+}
+
+fn webhook_config(ca_bundle: Option<&str>) -> serde_json::Value {
+    let hook = |name: &str| {
+        let mut client_config = json!({"service": {"name": "rolegate-server", "namespace": "rolegate", "path": "/admission/pods"}});
+        if let Some(b) = ca_bundle {
+            client_config["caBundle"] = json!(b64(b));
+        }
+        json!({"name": name, "clientConfig": client_config, "admissionReviewVersions": ["v1"],
+               "sideEffects": "None", "failurePolicy": "Ignore"})
+    };
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+           "metadata": {"name": "rolegate", "resourceVersion": "7"},
+           "webhooks": [hook("pods.rolegate.dev"), hook("pods-opt-in.rolegate.dev")]})
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn unb64(value: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn cert_now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_790_000_000).unwrap()
+}
+
+/// Runs a fresh self-signed pass and returns the CA Secret, serving Secret and ConfigMap it wrote.
+async fn fresh_certificates() -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(&format!("{SECRETS}/rolegate-ca")),
+            Expect::not_found(&format!("{SECRETS}/rolegate-server-tls")),
+            Expect::not_found(&format!("{CONFIGMAPS}/rolegate-ca")),
+            Expect::get(&format!("{WEBHOOKS}/rolegate"), webhook_config(None)),
+            Expect::not_found(&format!("{SECRETS}/rolegate-ca")),
+            Expect::create(SECRETS),
+            Expect::not_found(&format!("{SECRETS}/rolegate-server-tls")),
+            Expect::create(SECRETS),
+            Expect::replace(&format!("{WEBHOOKS}/rolegate")),
+            Expect::not_found(&format!("{CONFIGMAPS}/rolegate-ca")),
+            Expect::create(CONFIGMAPS),
+        ],
+    );
+    let outcome = certs::reconcile(
+        &client,
+        &cert_options(certs::CertMode::SelfSigned),
+        cert_now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.changes.len(), 4, "{outcome:?}");
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+
+    let (ca, serving, webhook, configmap) =
+        (&seen[5].body, &seen[7].body, &seen[8].body, &seen[10].body);
+    assert_eq!(
+        ca["type"], "Opaque",
+        "the CA key is kept out of the server's TLS index"
+    );
+    assert_eq!(serving["type"], "kubernetes.io/tls");
+    let ca_pem = unb64(&ca["data"]["tls.crt"]);
+    let serving_pem = unb64(&serving["data"]["tls.crt"]);
+    assert!(rolegate::pki::signed_by(&serving_pem, &ca_pem));
+    let names = rolegate::pki::inspect(&serving_pem).unwrap().dns_names;
+    assert!(
+        names.contains(&"rolegate-server.rolegate.svc".to_owned()),
+        "{names:?}"
+    );
+    // Agents mount only the ConfigMap: the CA certificate, no key.
+    let bundle = configmap["data"]["ca.crt"].as_str().unwrap();
+    assert_eq!(bundle.trim(), ca_pem.trim());
+    assert!(!bundle.contains("PRIVATE KEY"));
+    assert_eq!(unb64(&serving["data"]["ca.crt"]), bundle);
+    // Both webhooks trust the bundle, and the write carries the version that was read.
+    assert_eq!(webhook["metadata"]["resourceVersion"], "7");
+    for hook in webhook["webhooks"].as_array().unwrap() {
+        assert_eq!(unb64(&hook["clientConfig"]["caBundle"]), bundle);
+    }
+    (ca.clone(), serving.clone(), configmap.clone())
+}
+
+#[tokio::test]
+async fn certificates_are_made_published_and_written_into_the_webhook() {
+    fresh_certificates().await;
+}
+
+#[tokio::test]
+async fn certificates_in_order_cause_no_writes_and_a_due_serving_certificate_is_reissued() {
+    let (ca, serving, configmap) = fresh_certificates().await;
+    let bundle = configmap["data"]["ca.crt"].as_str().unwrap().to_owned();
+    let steady = |serving: &serde_json::Value| {
+        vec![
+            Expect::get(&format!("{SECRETS}/rolegate-ca"), ca.clone()),
+            Expect::get(&format!("{SECRETS}/rolegate-server-tls"), serving.clone()),
+            Expect::get(&format!("{CONFIGMAPS}/rolegate-ca"), configmap.clone()),
+            Expect::get(
+                &format!("{WEBHOOKS}/rolegate"),
+                webhook_config(Some(&bundle)),
+            ),
+        ]
+    };
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(handle, steady(&serving));
+    let outcome = certs::reconcile(
+        &client,
+        &cert_options(certs::CertMode::SelfSigned),
+        cert_now(),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.changes.is_empty(), "{outcome:?}");
+    let (_, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+
+    // 70 of 90 days later the serving certificate is reissued by the same CA; nothing else moves.
+    let (client, handle) = apiserver::client();
+    let mut calls = steady(&serving);
+    calls.push(Expect::get(
+        &format!("{SECRETS}/rolegate-server-tls"),
+        serving.clone(),
+    ));
+    calls.push(Expect::replace(&format!("{SECRETS}/rolegate-server-tls")));
+    let verifier = apiserver::scenario(handle, calls);
+    let later = cert_now() + jiff::SignedDuration::from_hours(24 * 70);
+    let outcome = certs::reconcile(&client, &cert_options(certs::CertMode::SelfSigned), later)
+        .await
+        .unwrap();
+    assert_eq!(outcome.changes.len(), 1, "{outcome:?}");
+    assert!(
+        outcome.changes[0].contains("third of its life"),
+        "{outcome:?}"
+    );
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    let renewed = unb64(&seen[5].body["data"]["tls.crt"]);
+    assert_ne!(renewed, unb64(&serving["data"]["tls.crt"]));
+    assert!(rolegate::pki::signed_by(
+        &renewed,
+        &unb64(&ca["data"]["tls.crt"])
+    ));
+    assert_eq!(
+        rolegate::pki::inspect(&renewed).unwrap().not_before,
+        later - jiff::SignedDuration::from_hours(1)
+    );
+}
+
+#[tokio::test]
+async fn external_certificates_only_publish_the_bundle_and_wait_for_ca_crt() {
+    let options = cert_options(certs::CertMode::External);
+    // cert-manager has not issued yet: a clear pending error, nothing written.
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(&format!("{SECRETS}/rolegate-server-tls")),
+            Expect::not_found(&format!("{CONFIGMAPS}/rolegate-ca")),
+        ],
+    );
+    let error = certs::reconcile(&client, &options, cert_now())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no ca.crt yet"), "{error}");
+    let (_, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+
+    let ca = rolegate::pki::new_ca(cert_now(), "cert-manager CA").unwrap();
+    let issued = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "rolegate-server-tls", "namespace": "rolegate"},
+        "data": {"tls.crt": b64("not read"), "tls.key": b64("not read"), "ca.crt": b64(&ca.cert_pem)}});
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(&format!("{SECRETS}/rolegate-server-tls"), issued),
+            Expect::not_found(&format!("{CONFIGMAPS}/rolegate-ca")),
+            Expect::not_found(&format!("{CONFIGMAPS}/rolegate-ca")),
+            Expect::create(CONFIGMAPS),
+        ],
+    );
+    certs::reconcile(&client, &options, cert_now())
+        .await
+        .unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    assert_eq!(seen[3].body["data"]["ca.crt"], ca.cert_pem);
 }

@@ -1,6 +1,7 @@
 //! `rolegate controller`: one kube-runtime Controller per kind, each reconcile as
 //! gather → plan (pure) → apply → status, behind a Lease so that two replicas never both write.
 
+pub mod certs;
 pub mod connection;
 pub mod iamprovider;
 pub mod leader;

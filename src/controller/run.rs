@@ -29,6 +29,8 @@ pub struct ControllerOptions {
     pub lease_name: String,
     /// Seconds between IAM resyncs.
     pub resync: Duration,
+    /// The operator's certificates.
+    pub certificates: super::certs::CertOptions,
 }
 
 /// Why the controller stopped.
@@ -75,6 +77,41 @@ async fn serve_metrics(
         .route("/readyz", get(ready));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+/// Keeps the operator's certificates: a pass at start, then every minute (a pass is three or
+/// four GETs when nothing is due), with backoff after failures.
+async fn keep_certificates(
+    client: Client,
+    options: super::certs::CertOptions,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let work = async {
+        loop {
+            let started = std::time::Instant::now();
+            let result = super::certs::reconcile(&client, &options, ctx.clock.now()).await;
+            ctx.observe("Certificates", started, result.as_ref().map(|_| ()));
+            let wait = match result {
+                Ok(outcome) => {
+                    for change in outcome.changes {
+                        tracing::info!(%change, "certificates");
+                    }
+                    ctx.succeeded("certificates");
+                    Duration::from_secs(60)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificates");
+                    ctx.backoff("certificates")
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = shutdown => {}
     }
 }
 
@@ -237,7 +274,14 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     )
     .for_each(|_| async {});
 
-    tokio::join!(providers, mappings, apps, connections);
+    let certificates = keep_certificates(
+        client.clone(),
+        options.certificates.clone(),
+        Arc::clone(&ctx),
+        shutdown.clone(),
+    );
+
+    tokio::join!(providers, mappings, apps, connections, certificates);
     if *lost.borrow() {
         return Err(RunError::LostLease(options.lease_name));
     }

@@ -68,6 +68,11 @@ impl Expect {
         Self::new(Method::POST, path, 201, serde_json::Value::Null)
     }
 
+    /// A PUT (replace) of `path`, answered with the object itself.
+    pub fn replace(path: &str) -> Self {
+        Self::new(Method::PUT, path, 200, serde_json::Value::Null)
+    }
+
     /// An Event created in `namespace`.
     pub fn event(namespace: &str) -> Self {
         Self::create(&format!(
