@@ -97,7 +97,7 @@ pub struct AgentOptions {
 /// The agent's shared state.
 #[derive(Clone)]
 pub struct Agent {
-    http: reqwest::Client,
+    http: Arc<std::sync::RwLock<reqwest::Client>>,
     server: String,
     cache: Cache<(Vec<u8>, String), Cached>,
     registry: Arc<Registry>,
@@ -128,33 +128,54 @@ pub enum AgentError {
     Serve(SocketAddr, std::io::Error),
 }
 
+/// An HTTP client for `server`, trusting only the certificates of `ca_pem` for https.
+fn client(server: &str, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, AgentError> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    match (server.starts_with("https://"), ca_pem) {
+        (true, Some(pem)) => {
+            let bundle = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| AgentError::Ca(PathBuf::from("(CA)"), e.to_string()))?;
+            if bundle.is_empty() {
+                return Err(AgentError::Ca(
+                    PathBuf::from("(CA)"),
+                    "no certificate in the bundle".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(bundle);
+        }
+        (true, None) => {
+            return Err(AgentError::Server(
+                server.into(),
+                "https needs --ca-file (the operator CA)",
+            ));
+        }
+        (false, _) if server.starts_with("http://") => {}
+        (false, _) => {
+            return Err(AgentError::Server(
+                server.into(),
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    builder.build().map_err(|e| {
+        AgentError::Server(
+            server.into(),
+            if e.is_builder() {
+                "cannot build an HTTP client"
+            } else {
+                "client error"
+            },
+        )
+    })
+}
+
 impl Agent {
     /// An agent forwarding to `server`, trusting only `ca_pem` for https.
     ///
     /// # Errors
     /// An unusable CA, or an https server without one.
     pub fn new(server: &str, ca_pem: Option<&[u8]>) -> Result<Self, AgentError> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        match (server.starts_with("https://"), ca_pem) {
-            (true, Some(pem)) => {
-                let ca = reqwest::Certificate::from_pem(pem)
-                    .map_err(|e| AgentError::Ca(PathBuf::from("(CA)"), e.to_string()))?;
-                builder = builder.tls_certs_only([ca]);
-            }
-            (true, None) => {
-                return Err(AgentError::Server(
-                    server.into(),
-                    "https needs --ca-file (the operator CA)",
-                ));
-            }
-            (false, _) if server.starts_with("http://") => {}
-            (false, _) => {
-                return Err(AgentError::Server(
-                    server.into(),
-                    "must be an http:// or https:// URL",
-                ));
-            }
-        }
+        let http = client(server, ca_pem)?;
         let mut registry = Registry::with_prefix("rolegate_agent");
         let (hits, misses, upstream_errors) =
             (Counter::default(), Counter::default(), Counter::default());
@@ -170,16 +191,7 @@ impl Agent {
             upstream_errors.clone(),
         );
         Ok(Self {
-            http: builder.build().map_err(|e| {
-                AgentError::Server(
-                    server.into(),
-                    if e.is_builder() {
-                        "cannot build an HTTP client"
-                    } else {
-                        "client error"
-                    },
-                )
-            })?,
+            http: Arc::new(std::sync::RwLock::new(http)),
             server: server.trim_end_matches('/').to_owned(),
             cache: Cache::builder()
                 .max_capacity(100_000)
@@ -192,10 +204,31 @@ impl Agent {
         })
     }
 
+    /// Trusts `ca_pem` (a bundle: every certificate in it) from the next request on; open
+    /// connections are dropped with the old client.
+    ///
+    /// # Errors
+    /// An unusable bundle; the previous one stays in use.
+    pub fn set_ca(&self, ca_pem: &[u8]) -> Result<(), AgentError> {
+        let http = client(&self.server, Some(ca_pem))?;
+        *self
+            .http
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = http;
+        Ok(())
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     async fn fetch(&self, token: String, role: Option<String>) -> Result<Cached, Upstream> {
         self.misses.inc();
         let mut request = self
-            .http
+            .http()
             .get(format!("{}/v1/credentials", self.server))
             .header(header::AUTHORIZATION, token);
         if let Some(role) = &role {
@@ -301,6 +334,31 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         None => None,
     };
     let agent = Agent::new(&options.server, ca.as_deref())?;
+    if let (Some(path), Some(mut current)) = (options.ca_file.clone(), ca) {
+        // The bundle is a mounted ConfigMap: the kubelet updates it in place when the operator
+        // renews its CA. Re-read it every minute and trust the new bundle from then on.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                match tokio::fs::read(&path).await {
+                    Ok(pem) if pem != current => match agent.set_ca(&pem) {
+                        Ok(()) => {
+                            tracing::info!(path = %path.display(), "CA bundle reloaded");
+                            current = pem;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "new CA bundle refused; keeping the previous one")
+                        }
+                    },
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot re-read the CA bundle")
+                    }
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| AgentError::Serve(options.listen, e))?;

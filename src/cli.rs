@@ -118,11 +118,15 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 30)]
     pub token_review_ttl_seconds: u64,
     /// PEM certificate chain to serve TLS with (node agents verify it against the operator CA).
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_secret")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve TLS with this `kubernetes.io/tls` Secret of the operator namespace (the one the
+    /// controller or cert-manager issues), reloading it when it is renewed.
+    #[arg(long)]
+    pub tls_secret: Option<String>,
 }
 
 impl ServerArgs {
@@ -133,7 +137,13 @@ impl ServerArgs {
             listen: self.listen,
             public_url: self.public_url.clone(),
             review_ttl: Duration::from_secs(self.token_review_ttl_seconds.max(1)),
-            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            tls: match (&self.tls_secret, &self.tls_cert, &self.tls_key) {
+                (Some(secret), _, _) => Some(crate::cluster::TlsSource::Secret(secret.clone())),
+                (None, Some(cert), Some(key)) => {
+                    Some(crate::cluster::TlsSource::Files(cert.clone(), key.clone()))
+                }
+                _ => None,
+            },
         }
     }
 }

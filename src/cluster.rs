@@ -30,8 +30,32 @@ pub struct ServerOptions {
     pub public_url: String,
     /// How long a TokenReview outcome is reused.
     pub review_ttl: Duration,
-    /// PEM certificate chain and key to serve TLS with (what node agents verify).
-    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Where the serving certificate comes from; `None` serves plain http.
+    pub tls: Option<TlsSource>,
+}
+
+/// Where the server's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files, read once.
+    Files(std::path::PathBuf, std::path::PathBuf),
+    /// A `kubernetes.io/tls` Secret in the operator namespace, followed through the watch index:
+    /// a renewed certificate is served from the next handshake on, with no restart.
+    Secret(String),
+}
+
+/// PURE: the `tls.crt` and `tls.key` of Secret `name` in `namespace`, if both are there.
+pub fn serving_pair(
+    snapshot: &crate::store::Snapshot,
+    namespace: &str,
+    name: &str,
+) -> Option<crate::server::PemPair> {
+    let secret = snapshot
+        .secrets
+        .get(&(namespace.to_owned(), name.to_owned()))?;
+    let cert = crate::store::secret_value(secret, "tls.crt")?;
+    let key = crate::store::secret_value(secret, "tls.key")?;
+    Some((cert.to_vec(), key.to_vec()))
 }
 
 /// Why the server stopped.
@@ -55,6 +79,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     let keys = Arc::new(KeyRing::default());
     let ready = Arc::new(AtomicBool::new(false));
     let index = Index::start(&client, &options.namespace);
+    let (tls_tx, mut tls_rx) = tokio::sync::watch::channel(None);
     {
         let (store, keys, ready, namespace) = (
             Arc::clone(&store),
@@ -62,7 +87,21 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             Arc::clone(&ready),
             options.namespace.clone(),
         );
+        let tls_secret = match &options.tls {
+            Some(TlsSource::Secret(name)) => Some(name.clone()),
+            _ => None,
+        };
         tokio::spawn(follow(index, Duration::from_millis(200), move |snapshot| {
+            if let Some(name) = &tls_secret {
+                let pair = serving_pair(&snapshot, &namespace, name);
+                tls_tx.send_if_modified(|current| {
+                    let changed = pair.is_some() && *current != pair;
+                    if changed {
+                        current.clone_from(&pair);
+                    }
+                    changed
+                });
+            }
             keys.replace(keys_from_secrets(&snapshot, &namespace));
             store.replace(snapshot);
             ready.store(true, Ordering::Release);
@@ -86,19 +125,34 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     };
     let fail = |e| ServerError::Serve(options.listen, e);
     tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
-    if let Some((cert, key)) = &options.tls {
+    if let Some(source) = &options.tls {
         let listener = std::net::TcpListener::bind(options.listen).map_err(fail)?;
-        let (cert, key) = (
-            std::fs::read(cert).map_err(fail)?,
-            std::fs::read(key).map_err(fail)?,
-        );
+        let (cert, key) = match source {
+            TlsSource::Files(cert, key) => (
+                std::fs::read(cert).map_err(fail)?,
+                std::fs::read(key).map_err(fail)?,
+            ),
+            TlsSource::Secret(name) => {
+                tracing::info!(secret = %name, "waiting for the serving certificate");
+                let first = tls_rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| fail(std::io::Error::other("the watch index stopped")))?
+                    .clone();
+                first.ok_or_else(|| fail(std::io::Error::other("no serving certificate")))?
+            }
+        };
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
+            .await
+            .map_err(fail)?;
+        tokio::spawn(crate::server::reload_tls(config.clone(), tls_rx));
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
         tokio::spawn(async move {
             crate::standalone::shutdown_signal().await;
             stopper.graceful_shutdown(Some(Duration::from_secs(10)));
         });
-        return crate::server::serve_tls(listener, router(state), cert, key, handle)
+        return crate::server::serve_tls_config(listener, router(state), config, handle)
             .await
             .map_err(fail);
     }

@@ -8,29 +8,17 @@ mod common;
 use std::process::Command;
 
 use common::{Harness, resources, unique, venv};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256,
-};
 use rolegate::agent::{Agent, router};
 
 const EXPECTED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/app-reader/team-a.app";
 
-/// A CA, and a certificate it signed for 127.0.0.1: (CA PEM, server certificate PEM, server key PEM).
+/// The operator's PKI as the controller runs it: a CA, and a serving certificate it signed, here
+/// for 127.0.0.1: (CA PEM, server certificate PEM, server key PEM).
 fn pki() -> (String, String, String) {
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "rolegate test operator CA");
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let server =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let cert = server.signed_by(&server_key, &issuer).unwrap();
-    (ca_pem, cert.pem(), server_key.serialize_pem())
+    let now = jiff::Timestamp::now();
+    let ca = rolegate::pki::new_ca(now, "rolegate CA").unwrap();
+    let serving = rolegate::pki::issue_serving(&ca, &["127.0.0.1".to_owned()], now).unwrap();
+    (ca.cert_pem, serving.cert_pem, serving.key_pem)
 }
 
 struct Setup {
@@ -205,4 +193,73 @@ async fn a_server_certificate_from_another_ca_is_refused() {
             .to_string()
             .contains("needs --ca-file")
     );
+}
+
+/// Polls `agent_url` until it answers `want` (the server's new certificate takes effect from the
+/// next handshake, after the reload task has run).
+async fn eventually(agent_url: &str, token: &str, want: u16) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = get(agent_url, token).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} rather than {want}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn agent_trusting(server: &str, ca_pem: &str) -> (Agent, String) {
+    let agent = Agent::new(server, Some(ca_pem.as_bytes())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", listener.local_addr().unwrap());
+    let served = agent.clone();
+    tokio::spawn(async move { axum::serve(listener, router(served)).await.unwrap() });
+    (agent, agent_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_keeps_agents_working_through_the_published_bundle() {
+    let now = jiff::Timestamp::now();
+    let old_ca = rolegate::pki::new_ca(now, "rolegate CA").unwrap();
+    let old_serving =
+        rolegate::pki::issue_serving(&old_ca, &["127.0.0.1".to_owned()], now).unwrap();
+    let h = Harness::start_tls(
+        &resources(&unique("agent-rotate"), false),
+        &old_serving.cert_pem,
+        &old_serving.key_pem,
+    )
+    .await;
+    // The controller renews its CA: the bundle now holds the new CA first, then the old one.
+    let new_ca = rolegate::pki::new_ca(now, "rolegate CA").unwrap();
+    let bundle = rolegate::pki::bundle(&new_ca.cert_pem, Some(&old_ca.cert_pem), now);
+    let (bundled, bundled_url) = agent_trusting(&h.url, &bundle).await;
+    let (old_only, old_only_url) = agent_trusting(&h.url, &old_ca.cert_pem).await;
+    let (new_only, new_only_url) = agent_trusting(&h.url, &new_ca.cert_pem).await;
+    // Before the serving certificate is reissued: the bundle and the old CA work.
+    eventually(&bundled_url, &h.sa_token("team-a", "app"), 200).await;
+    eventually(&old_only_url, &another_token(&h), 200).await;
+    let body = eventually(&new_only_url, &h.sa_token("team-a", "app"), 502).await;
+    assert_eq!(body["error"], "server_unreachable");
+
+    // The serving certificate is reissued by the new CA and served without a restart. Fresh
+    // clients (an agent that re-read its bundle) make fresh handshakes.
+    let new_serving =
+        rolegate::pki::issue_serving(&new_ca, &["127.0.0.1".to_owned()], now).unwrap();
+    h.renew_tls(&new_serving.cert_pem, &new_serving.key_pem);
+    bundled.set_ca(bundle.as_bytes()).unwrap();
+    new_only.set_ca(new_ca.cert_pem.as_bytes()).unwrap();
+    old_only.set_ca(old_ca.cert_pem.as_bytes()).unwrap();
+    let fresh = |n: i64| h.token("system:serviceaccount:team-a:app", &["rolegate"], 2000 + n);
+    eventually(&new_only_url, &fresh(1), 200).await;
+    let body = eventually(&old_only_url, &fresh(2), 502).await;
+    assert_eq!(body["error"], "server_unreachable");
+    let body = eventually(&bundled_url, &fresh(3), 200).await;
+    assert!(body["AccessKeyId"].is_string(), "{body}");
+    // A bundle without a certificate is refused and the agent keeps its previous trust.
+    assert!(bundled.set_ca(b"not a certificate").is_err());
+    eventually(&bundled_url, &fresh(4), 200).await;
 }

@@ -89,11 +89,47 @@ pub async fn serve_tls(
     handle: axum_server::Handle<std::net::SocketAddr>,
 ) -> std::io::Result<()> {
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem, key_pem).await?;
+    serve_tls_config(listener, app, config, handle).await
+}
+
+/// Serves `app` over TLS with `config`, which [`reload_tls`] may swap while serving.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve_tls_config(
+    listener: std::net::TcpListener,
+    app: Router,
+    config: axum_server::tls_rustls::RustlsConfig,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, config)?
         .handle(handle)
         .serve(app.into_make_service())
         .await
+}
+
+/// A PEM certificate chain and its key.
+pub type PemPair = (Vec<u8>, Vec<u8>);
+
+/// Swaps the certificate `config` serves with whenever `updates` carries a new pair (a renewed
+/// serving Secret): new handshakes use it, open connections are untouched. A pair that does not
+/// load is logged and the previous one kept.
+pub async fn reload_tls(
+    config: axum_server::tls_rustls::RustlsConfig,
+    mut updates: tokio::sync::watch::Receiver<Option<PemPair>>,
+) {
+    while updates.changed().await.is_ok() {
+        let pair = updates.borrow_and_update().clone();
+        if let Some((cert, key)) = pair {
+            match config.reload_from_pem(cert, key).await {
+                Ok(()) => tracing::info!("serving certificate reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "new serving certificate refused; keeping the previous one")
+                }
+            }
+        }
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

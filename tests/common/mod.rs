@@ -210,6 +210,7 @@ pub struct Harness {
     /// The serving task.
     pub server: tokio::task::JoinHandle<()>,
     tls_handle: axum_server::Handle<std::net::SocketAddr>,
+    tls_updates: tokio::sync::watch::Sender<Option<rolegate::server::PemPair>>,
 }
 
 impl Harness {
@@ -280,11 +281,16 @@ impl Harness {
         };
         let app = router(state.clone());
         let tls_handle = axum_server::Handle::new();
+        let (tls_updates, updates) = tokio::sync::watch::channel(None);
         let server = match tls {
             Some((cert, key)) => {
                 let handle = tls_handle.clone();
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
+                    .await
+                    .unwrap();
+                tokio::spawn(rolegate::server::reload_tls(config.clone(), updates));
                 tokio::spawn(async move {
-                    rolegate::server::serve_tls(std_listener, app, cert, key, handle)
+                    rolegate::server::serve_tls_config(std_listener, app, config, handle)
                         .await
                         .unwrap()
                 })
@@ -302,7 +308,19 @@ impl Harness {
             dir,
             server,
             tls_handle,
+            tls_updates,
         }
+    }
+
+    /// Serves a new certificate from the next TLS handshake on, as a renewed serving Secret
+    /// does in a cluster.
+    pub fn renew_tls(&self, cert_pem: &str, key_pem: &str) {
+        self.tls_updates
+            .send(Some((
+                cert_pem.as_bytes().to_vec(),
+                key_pem.as_bytes().to_vec(),
+            )))
+            .unwrap();
     }
 
     /// Takes the server down, closing its open connections too (TLS servers only); returns once
