@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::refresh_margin;
+use crate::server::{Clock, SystemClock};
 
 /// Credentials in the container-credentials format.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,21 +53,43 @@ impl std::fmt::Debug for ContainerCredentials {
 struct Cached {
     credentials: Arc<ContainerCredentials>,
     obtained: Timestamp,
+    /// Set while stale credentials are served after a failed refresh: when to try again.
+    retry_at: Option<Timestamp>,
 }
 
-struct UntilRefresh;
+/// Keeps an entry until its credentials expire (by the agent's clock when it was stored). Whether
+/// it is still fresh, or due for a refresh, is decided on each read against the clock.
+#[derive(Debug)]
+struct UntilExpiry(Arc<dyn Clock>);
 
-impl Expiry<(Vec<u8>, String), Cached> for UntilRefresh {
+impl Expiry<(Vec<u8>, String), Cached> for UntilExpiry {
     fn expire_after_create(
         &self,
         _key: &(Vec<u8>, String),
         value: &Cached,
         _at: Instant,
     ) -> Option<Duration> {
-        let expiration = value.credentials.expiration;
-        let margin = refresh_margin(value.obtained, expiration);
-        let remaining = expiration.duration_since(Timestamp::now()).as_secs().max(0);
-        Some(Duration::from_secs(u64::try_from(remaining).unwrap_or(0)).saturating_sub(margin))
+        let remaining = value
+            .credentials
+            .expiration
+            .duration_since(self.0.now())
+            .as_secs()
+            .max(0);
+        Some(Duration::from_secs(u64::try_from(remaining).unwrap_or(0)))
+    }
+}
+
+impl Cached {
+    /// Still usable at `now`.
+    fn valid(&self, now: Timestamp) -> bool {
+        now < self.credentials.expiration
+    }
+
+    /// Usable and not yet due for a refresh at `now`.
+    fn fresh(&self, now: Timestamp) -> bool {
+        let margin = refresh_margin(self.obtained, self.credentials.expiration);
+        let margin = jiff::SignedDuration::try_from(margin).unwrap_or(jiff::SignedDuration::ZERO);
+        now < self.credentials.expiration - margin
     }
 }
 
@@ -100,8 +123,10 @@ pub struct Agent {
     http: Arc<std::sync::RwLock<reqwest::Client>>,
     server: String,
     cache: Cache<(Vec<u8>, String), Cached>,
+    clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
     hits: Counter,
+    stale: Counter,
     misses: Counter,
     upstream_errors: Counter,
 }
@@ -177,9 +202,18 @@ impl Agent {
     pub fn new(server: &str, ca_pem: Option<&[u8]>) -> Result<Self, AgentError> {
         let http = client(server, ca_pem)?;
         let mut registry = Registry::with_prefix("rolegate_agent");
-        let (hits, misses, upstream_errors) =
-            (Counter::default(), Counter::default(), Counter::default());
+        let (hits, misses, upstream_errors, stale) = (
+            Counter::default(),
+            Counter::default(),
+            Counter::default(),
+            Counter::default(),
+        );
         registry.register("cache_hits", "Requests served from the cache", hits.clone());
+        registry.register(
+            "stale_served",
+            "Requests served cached credentials, due for refresh but still valid, because the server failed",
+            stale.clone(),
+        );
         registry.register(
             "cache_misses",
             "Requests forwarded to the server",
@@ -195,13 +229,26 @@ impl Agent {
             server: server.trim_end_matches('/').to_owned(),
             cache: Cache::builder()
                 .max_capacity(100_000)
-                .expire_after(UntilRefresh)
+                .expire_after(UntilExpiry(Arc::new(SystemClock)))
                 .build(),
+            clock: Arc::new(SystemClock),
             registry: Arc::new(registry),
             hits,
+            stale,
             misses,
             upstream_errors,
         })
+    }
+
+    /// The same agent reading `clock` (tests pin it); call before the first request.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.cache = Cache::builder()
+            .max_capacity(100_000)
+            .expire_after(UntilExpiry(Arc::clone(&clock)))
+            .build();
+        self.clock = clock;
+        self
     }
 
     /// Trusts `ca_pem` (a bundle: every certificate in it) from the next request on; open
@@ -253,11 +300,14 @@ impl Agent {
             serde_json::from_value(body).map_err(|e| unreachable(&e))?;
         Ok(Cached {
             credentials: Arc::new(credentials),
-            obtained: Timestamp::now(),
+            obtained: self.clock.now(),
+            retry_at: None,
         })
     }
 
-    /// Credentials for `token` and `role`, from the cache or the server.
+    /// Credentials for `token` and `role`: from the cache while fresh; from the server when
+    /// missing or due for a refresh (concurrent misses share one request); and, when the server
+    /// fails a refresh, the cached credentials until they expire.
     async fn credentials(
         &self,
         token: &str,
@@ -267,17 +317,64 @@ impl Agent {
             .as_ref()
             .to_vec();
         let key = (digest, role.clone().unwrap_or_default());
-        if let Some(hit) = self.cache.get(&key).await {
-            self.hits.inc();
-            return Ok(hit.credentials);
+        let now = self.clock.now();
+        let previous = self.cache.get(&key).await;
+        if let Some(hit) = &previous {
+            if hit.fresh(now) {
+                self.hits.inc();
+                return Ok(Arc::clone(&hit.credentials));
+            }
+            if hit.valid(now) && hit.retry_at.is_some_and(|at| now < at) {
+                self.stale.inc();
+                return Ok(Arc::clone(&hit.credentials));
+            }
+            self.cache.invalidate(&key).await;
         }
-        self.cache
-            .try_get_with(key, self.fetch(token.to_owned(), role))
+        let error = match self
+            .cache
+            .try_get_with(key.clone(), self.fetch(token.to_owned(), role))
             .await
-            .map(|c| c.credentials)
-            .map_err(|e| (*e).clone())
+        {
+            Ok(fetched) => return Ok(fetched.credentials),
+            Err(error) => (*error).clone(),
+        };
+        let now = self.clock.now();
+        match previous {
+            Some(old) if old.valid(now) => {
+                // Serve what is cached until it expires; ask the server again in a while, not on
+                // every request.
+                self.stale.inc();
+                tracing::warn!(error = %error.body, expiration = %old.credentials.expiration,
+                    "refresh failed; serving cached credentials until they expire");
+                let credentials = Arc::clone(&old.credentials);
+                self.cache
+                    .insert(
+                        key,
+                        Cached {
+                            retry_at: Some(now + RETRY_AFTER_FAILURE),
+                            ..old
+                        },
+                    )
+                    .await;
+                Ok(credentials)
+            }
+            Some(old) => {
+                let mut answer = error;
+                if let Some(description) = answer.body["error_description"].as_str() {
+                    answer.body["error_description"] = serde_json::Value::String(format!(
+                        "{description} (the cached credentials expired at {})",
+                        old.credentials.expiration
+                    ));
+                }
+                Err(answer)
+            }
+            None => Err(error),
+        }
     }
 }
+
+/// How long stale credentials are served before the server is asked again.
+const RETRY_AFTER_FAILURE: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 struct RoleQuery {

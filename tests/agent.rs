@@ -6,6 +6,7 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
 
 use common::{Harness, resources, unique, venv};
 use rolegate::agent::{Agent, router};
@@ -262,4 +263,106 @@ async fn a_ca_rotation_keeps_agents_working_through_the_published_bundle() {
     // A bundle without a certificate is refused and the agent keeps its previous trust.
     assert!(bundled.set_ca(b"not a certificate").is_err());
     eventually(&bundled_url, &fresh(4), 200).await;
+}
+
+#[derive(Debug)]
+struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl rolegate::server::Clock for ManualClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(self.0.load(std::sync::atomic::Ordering::SeqCst)).unwrap()
+    }
+}
+
+impl ManualClock {
+    fn set(&self, t: jiff::Timestamp) {
+        self.0
+            .store(t.as_second(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn agent_metric(agent_url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{agent_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_server_down_cached_credentials_serve_until_they_expire_then_a_clear_error() {
+    let (ca, cert, key) = pki();
+    let mut h = Harness::start_tls(&resources(&unique("agent-expiry"), false), &cert, &key).await;
+    let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(
+        jiff::Timestamp::now().as_second(),
+    )));
+    let agent = Agent::new(&h.url, Some(ca.as_bytes()))
+        .unwrap()
+        .with_clock(clock.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+
+    let token = h.sa_token("team-a", "app");
+    let (status, first) = get(&agent_url, &token).await;
+    assert_eq!(status, 200, "{first}");
+    let expiration: jiff::Timestamp = first["Expiration"].as_str().unwrap().parse().unwrap();
+    h.stop().await;
+
+    // Fresh: served from the cache without asking anyone.
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!((status, &body["AccessKeyId"]), (200, &first["AccessKeyId"]));
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_upstream_errors_total").await,
+        0.0
+    );
+
+    // A minute before expiry a refresh is due; it fails, and the cached credentials are served.
+    clock.set(expiration - jiff::SignedDuration::from_secs(60));
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!((status, &body["AccessKeyId"]), (200, &first["AccessKeyId"]));
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_upstream_errors_total").await,
+        1.0
+    );
+    // The next requests do not pile onto the failing server: one attempt per retry interval.
+    for _ in 0..20 {
+        let (status, _) = get(&agent_url, &token).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_upstream_errors_total").await,
+        1.0
+    );
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_stale_served_total").await,
+        21.0
+    );
+    clock.set(expiration - jiff::SignedDuration::from_secs(45));
+    let (status, _) = get(&agent_url, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_upstream_errors_total").await,
+        2.0
+    );
+
+    // Expired: a clear error in the container-credentials format, never expired credentials.
+    clock.set(expiration + jiff::SignedDuration::from_secs(1));
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "server_unreachable");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.starts_with("rolegate server cannot be reached"),
+        "{description}"
+    );
+    assert!(
+        description.ends_with(&format!("(the cached credentials expired at {expiration})")),
+        "{description}"
+    );
+    assert!(body.get("AccessKeyId").is_none());
 }
