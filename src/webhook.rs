@@ -139,8 +139,14 @@ fn container_ops(
     ops
 }
 
-/// PURE: the JSON Patch that injects `pod`. Empty when everything is already there.
-pub fn patch(pod: &Pod, injection: &Injection) -> Vec<PatchOperation> {
+/// PURE: the JSON Patch that injects `pod`. Empty when everything is already there. The
+/// credentials URI carries `?role=` from the pod's `rolegate.dev/role` annotation, else from
+/// `service_account_role` (the same annotation on its service account).
+pub fn patch(
+    pod: &Pod,
+    injection: &Injection,
+    service_account_role: Option<&str>,
+) -> Vec<PatchOperation> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
@@ -149,7 +155,11 @@ pub fn patch(pod: &Pod, injection: &Injection) -> Vec<PatchOperation> {
         .get(SKIP_ANNOTATION)
         .map(|s| s.split(',').map(str::trim).collect())
         .unwrap_or_default();
-    let uri = match annotations.get(ROLE_ANNOTATION) {
+    let role = annotations
+        .get(ROLE_ANNOTATION)
+        .map(String::as_str)
+        .or(service_account_role);
+    let uri = match role {
         Some(role) => format!("{}?role={}", injection.credentials_uri, url_escape(role)),
         None => injection.credentials_uri.clone(),
     };
@@ -283,7 +293,16 @@ pub fn review(
     Ok(match decide(&pod, &namespace, snapshot) {
         Decision::Skip(reason) => allow(format!("{reason}; nothing injected"), None, false),
         decision => {
-            let ops = patch(&pod, injection);
+            let sa = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            let sa_role = snapshot
+                .service_account_roles
+                .get(&(namespace.clone(), sa))
+                .map(String::as_str);
+            let ops = patch(&pod, injection, sa_role);
             let why = match decision {
                 Decision::Mapped(m) => format!("RoleMapping {m}"),
                 _ => format!("label {INJECT_LABEL}"),

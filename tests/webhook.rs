@@ -174,6 +174,53 @@ fn annotated_containers_are_skipped_and_a_role_rides_on_the_uri() {
 }
 
 #[test]
+fn a_role_annotated_on_the_service_account_rides_on_the_uri_unless_the_pod_names_another() {
+    let mut snapshot = snapshot();
+    load_text(
+        &mut snapshot,
+        std::path::Path::new("serviceaccounts.yaml"),
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: app\n  namespace: team-a\n  annotations:\n    rolegate.dev/role: arn:aws:iam::123456789012:role/app-writer\n",
+    )
+    .unwrap();
+    let uri = |pod: &Value| {
+        let body = serde_json::to_vec(&admission(pod)).unwrap();
+        let (answer, _) = review(&body, &snapshot, &Injection::default()).unwrap();
+        let ops: json_patch::Patch = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(answer["response"]["patch"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &ops).unwrap();
+        env(
+            &patched["spec"]["containers"][0],
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        uri(&pod("app")),
+        "http://169.254.170.23/v1/credentials?role=arn:aws:iam::123456789012:role/app-writer"
+    );
+    let mut p = pod("app");
+    p["metadata"]["annotations"] =
+        json!({"rolegate.dev/role": "arn:aws:iam::123456789012:role/app-reader"});
+    assert_eq!(
+        uri(&p),
+        "http://169.254.170.23/v1/credentials?role=arn:aws:iam::123456789012:role/app-reader",
+        "the pod's own annotation wins"
+    );
+    // Another namespace's service account of the same name carries no role.
+    assert_eq!(
+        snapshot
+            .service_account_roles
+            .get(&("team-b".to_owned(), "app".to_owned())),
+        None
+    );
+}
+
+#[test]
 fn a_namespace_the_provider_does_not_allow_is_not_injected() {
     let mut p = pod("app");
     p["metadata"]["namespace"] = json!("team-b");

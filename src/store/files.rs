@@ -74,7 +74,8 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// Loads every rolegate resource, `v1/Namespace` and `v1/Secret` in the YAML files of `dir`.
+/// Loads every rolegate resource, `v1/Namespace`, `v1/Secret` and the `rolegate.dev/role`
+/// annotation of `v1/ServiceAccount` in the YAML files of `dir`.
 /// Other kinds are ignored, so a directory can also hold unrelated manifests.
 ///
 /// # Errors
@@ -176,6 +177,24 @@ pub fn load_text(snapshot: &mut Snapshot, path: &Path, text: &str) -> Result<(),
                     namespace.metadata.labels.unwrap_or_default();
                 if snapshot.namespaces.insert(name.clone(), labels).is_some() {
                     return Err(duplicate(name));
+                }
+            }
+            ("v1", "ServiceAccount") => {
+                let namespace = doc
+                    .pointer("/metadata/namespace")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("default")
+                    .to_owned();
+                let role = doc
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(crate::webhook::ROLE_ANNOTATION))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                if let Some(role) = role {
+                    let key = (namespace.clone(), name.clone());
+                    if snapshot.service_account_roles.insert(key, role).is_some() {
+                        return Err(duplicate(format!("{namespace}/{name}")));
+                    }
                 }
             }
             ("v1", "Secret") => {

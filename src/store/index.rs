@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -25,6 +26,7 @@ pub struct Index {
     connections: Store<Connection>,
     namespaces: Store<Namespace>,
     secrets: Store<Secret>,
+    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     /// Notified on every change of any watched object.
     pub changed: Arc<Notify>,
 }
@@ -77,6 +79,9 @@ impl Index {
                 config().fields("type=kubernetes.io/tls"),
                 Arc::clone(&changed),
             ),
+            // Service accounts are many and only their annotations matter: an
+            // `Api<PartialObjectMeta<_>>` watches metadata only.
+            service_accounts: watch(Api::all(client.clone()), config(), Arc::clone(&changed)),
             changed,
         }
     }
@@ -90,6 +95,7 @@ impl Index {
             self.connections.wait_until_ready(),
             self.namespaces.wait_until_ready(),
             self.secrets.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
         );
     }
 
@@ -135,6 +141,18 @@ impl Index {
                         (s.namespace().unwrap_or_default(), s.name_any()),
                         (**s).clone(),
                     )
+                })
+                .collect(),
+            service_account_roles: self
+                .service_accounts
+                .state()
+                .iter()
+                .filter_map(|sa| {
+                    let role = sa.annotations().get(crate::webhook::ROLE_ANNOTATION)?;
+                    Some((
+                        (sa.namespace().unwrap_or_default(), sa.name_any()),
+                        role.clone(),
+                    ))
                 })
                 .collect(),
         }

@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Secrets by (namespace, name).
     pub secrets: BTreeMap<(String, String), Secret>,
+    /// The `rolegate.dev/role` annotation of service accounts that carry one, by (namespace,
+    /// name): the role their pods ask for when several are mapped.
+    pub service_account_roles: BTreeMap<(String, String), String>,
 }
 
 impl Snapshot {
