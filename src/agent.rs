@@ -109,8 +109,8 @@ impl IntoResponse for Upstream {
 /// Options of `rolegate agent`.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// Where SDKs reach the agent.
-    pub listen: SocketAddr,
+    /// Where SDKs reach the agent: one address or several (IPv4 and IPv6).
+    pub listen: Vec<SocketAddr>,
     /// Base URL of `rolegate server`.
     pub server: String,
     /// PEM CA that signed the server's certificate; without it, https is refused.
@@ -456,12 +456,24 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             }
         });
     }
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| AgentError::Serve(options.listen, e))?;
-    tracing::info!(listen = %options.listen, server = %options.server, "agent serving");
-    axum::serve(listener, router(agent))
-        .with_graceful_shutdown(crate::standalone::shutdown_signal())
-        .await
-        .map_err(|e| AgentError::Serve(options.listen, e))
+    let mut servers = tokio::task::JoinSet::new();
+    for addr in options.listen.iter().copied() {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Serve(addr, e))?;
+        tracing::info!(listen = %addr, server = %options.server, "agent serving");
+        let app = router(agent.clone());
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(crate::standalone::shutdown_signal())
+                .await
+                .map_err(|e| AgentError::Serve(addr, e))
+        });
+    }
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            return Err(e);
+        }
+    }
+    Ok(())
 }

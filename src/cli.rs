@@ -127,6 +127,9 @@ pub struct ServerArgs {
     /// controller or cert-manager issues), reloading it when it is renewed.
     #[arg(long)]
     pub tls_secret: Option<String>,
+    /// With TLS: serve TLS on this address and plain http (probes, an Ingress) on `--listen`.
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl ServerArgs {
@@ -144,6 +147,7 @@ impl ServerArgs {
                 }
                 _ => None,
             },
+            tls_listen: self.tls_listen,
         }
     }
 }
@@ -152,9 +156,9 @@ impl ServerArgs {
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Where SDKs reach the agent: 169.254.170.23:80 (host network plus NET_ADMIN to add the
-    /// address), [fd00:ec2::23]:80, or a loopback address.
-    #[arg(long, default_value = "169.254.170.23:80")]
-    pub listen: SocketAddr,
+    /// address), [fd00:ec2::23]:80, or a loopback address. Repeat for several (dual stack).
+    #[arg(long, default_value = "169.254.170.23:80", num_args = 1)]
+    pub listen: Vec<SocketAddr>,
     /// Base URL of rolegate server.
     #[arg(long)]
     pub server: String,

@@ -32,6 +32,9 @@ pub struct ServerOptions {
     pub review_ttl: Duration,
     /// Where the serving certificate comes from; `None` serves plain http.
     pub tls: Option<TlsSource>,
+    /// With `tls`: serve TLS here (node agents, the admission webhook) and plain http on
+    /// `listen` (probes, an Ingress). Without it, `listen` serves TLS.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// Where the server's certificate comes from.
@@ -123,43 +126,57 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         public_url: options.public_url.clone(),
         ready,
     };
-    let fail = |e| ServerError::Serve(options.listen, e);
     tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
-    if let Some(source) = &options.tls {
-        let listener = std::net::TcpListener::bind(options.listen).map_err(fail)?;
-        let (cert, key) = match source {
-            TlsSource::Files(cert, key) => (
-                std::fs::read(cert).map_err(fail)?,
-                std::fs::read(key).map_err(fail)?,
-            ),
-            TlsSource::Secret(name) => {
-                tracing::info!(secret = %name, "waiting for the serving certificate");
-                let first = tls_rx
-                    .wait_for(Option::is_some)
-                    .await
-                    .map_err(|_| fail(std::io::Error::other("the watch index stopped")))?
-                    .clone();
-                first.ok_or_else(|| fail(std::io::Error::other("no serving certificate")))?
-            }
-        };
-        let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
-            .await
-            .map_err(fail)?;
-        tokio::spawn(crate::server::reload_tls(config.clone(), tls_rx));
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            crate::standalone::shutdown_signal().await;
-            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-        });
-        return crate::server::serve_tls_config(listener, router(state), config, handle)
-            .await
-            .map_err(fail);
-    }
-    let listener = tokio::net::TcpListener::bind(options.listen)
+    let app = router(state);
+    let Some(source) = &options.tls else {
+        return serve_http(options.listen, app).await;
+    };
+    let tls_addr = options.tls_listen.unwrap_or(options.listen);
+    let tls_fail = |e| ServerError::Serve(tls_addr, e);
+    let listener = std::net::TcpListener::bind(tls_addr).map_err(tls_fail)?;
+    let plain = match options.tls_listen {
+        Some(_) => Some(tokio::spawn(serve_http(options.listen, app.clone()))),
+        None => None,
+    };
+    let (cert, key) = match source {
+        TlsSource::Files(cert, key) => (
+            std::fs::read(cert).map_err(tls_fail)?,
+            std::fs::read(key).map_err(tls_fail)?,
+        ),
+        TlsSource::Secret(name) => {
+            tracing::info!(secret = %name, "waiting for the serving certificate");
+            let first = tls_rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| tls_fail(std::io::Error::other("the watch index stopped")))?
+                .clone();
+            first.ok_or_else(|| tls_fail(std::io::Error::other("no serving certificate")))?
+        }
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
         .await
-        .map_err(fail)?;
-    axum::serve(listener, router(state))
+        .map_err(tls_fail)?;
+    tokio::spawn(crate::server::reload_tls(config.clone(), tls_rx));
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        crate::standalone::shutdown_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    tracing::info!(addr = %tls_addr, "serving TLS");
+    crate::server::serve_tls_config(listener, app, config, handle)
+        .await
+        .map_err(tls_fail)?;
+    if let Some(plain) = plain {
+        plain.abort();
+    }
+    Ok(())
+}
+
+async fn serve_http(addr: SocketAddr, app: axum::Router) -> Result<(), ServerError> {
+    let fail = |e| ServerError::Serve(addr, e);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    axum::serve(listener, app)
         .with_graceful_shutdown(crate::standalone::shutdown_signal())
         .await
         .map_err(fail)

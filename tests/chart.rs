@@ -124,3 +124,140 @@ fn the_chart_refuses_to_render_without_a_public_url() {
     assert!(!ok);
     assert!(err.contains("publicURL is required"), "{err}");
 }
+
+#[test]
+fn pods_are_wired_to_the_agent_through_the_webhook_and_the_operator_ca() {
+    let (ok, docs, err) = render(&["--set", "publicURL=https://rolegate.example.com"]);
+    assert!(ok, "{err}");
+    let webhook = find(&docs, "MutatingWebhookConfiguration", "rg");
+    let hook = &webhook["webhooks"][0];
+    assert_eq!(
+        hook["failurePolicy"], "Ignore",
+        "a down webhook never blocks pods"
+    );
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["clientConfig"]["service"]["name"], "rg-server");
+    assert_eq!(hook["clientConfig"]["service"]["path"], "/admission/pods");
+    assert_eq!(hook["clientConfig"]["service"]["port"], 443);
+    assert!(
+        hook["clientConfig"].get("caBundle").is_none(),
+        "the controller writes caBundle; Helm must not reset it"
+    );
+    let excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"].to_string();
+    assert!(
+        excluded.contains("\"rolegate\"") && excluded.contains("kube-system"),
+        "{excluded}"
+    );
+
+    let controller = find(&docs, "Deployment", "rg-controller");
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    for want in [
+        "--certificates=self-signed",
+        "--serving-secret=rg-server-tls",
+        "--ca-configmap=rg-ca",
+        "--webhook-configuration=rg",
+        "--server-service=rg-server",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    let server = find(&docs, "Deployment", "rg-server");
+    let args = server["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--tls-secret=rg-server-tls") && args.contains("--tls-listen=0.0.0.0:8443"),
+        "{args}"
+    );
+
+    let agent = find(&docs, "DaemonSet", "rg-agent");
+    let spec = &agent["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    let link = &spec["initContainers"][0];
+    assert_eq!(
+        link["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN"])
+    );
+    assert!(
+        link["args"][0]
+            .as_str()
+            .unwrap()
+            .contains("ip addr replace 169.254.170.23/32 dev rolegate0")
+    );
+    let container = &spec["containers"][0];
+    let args = container["args"].to_string();
+    assert!(args.contains("--listen=169.254.170.23:80"), "{args}");
+    assert!(
+        args.contains("--server=https://rg-server.rolegate.svc:443"),
+        "{args}"
+    );
+    assert!(args.contains("--ca-file=/etc/rolegate/ca/ca.crt"), "{args}");
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    // Agents on every node read the public bundle, never a Secret with a key.
+    assert_eq!(spec["volumes"][0]["configMap"]["name"], "rg-ca");
+    assert!(!spec["volumes"].to_string().contains("secret"));
+
+    // Dual stack adds the IPv6 address and listener.
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "agent.ipv6=true",
+    ]);
+    assert!(ok, "{err}");
+    let spec = &find(&docs, "DaemonSet", "rg-agent")["spec"]["template"]["spec"];
+    assert!(
+        spec["containers"][0]["args"]
+            .to_string()
+            .contains("--listen=[fd00:ec2::23]:80")
+    );
+    assert!(
+        spec["initContainers"][0]["args"][0]
+            .as_str()
+            .unwrap()
+            .contains("fd00:ec2::23/128")
+    );
+}
+
+#[test]
+fn cert_manager_mode_issues_the_serving_certificate_and_injects_the_ca() {
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "certificates.mode=cert-manager",
+    ]);
+    assert!(ok, "{err}");
+    let certificate = find(&docs, "Certificate", "rg-server-tls");
+    assert_eq!(certificate["spec"]["secretName"], "rg-server-tls");
+    let names = certificate["spec"]["dnsNames"].to_string();
+    assert!(names.contains("rg-server.rolegate.svc"), "{names}");
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "rg-ca");
+    find(&docs, "Issuer", "rg-selfsigned");
+    let webhook = find(&docs, "MutatingWebhookConfiguration", "rg");
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "rolegate/rg-server-tls"
+    );
+    let controller = find(&docs, "Deployment", "rg-controller");
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--certificates=external"), "{args}");
+
+    // An issuer of the platform's own replaces the chart's CA.
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "certificates.mode=cert-manager",
+        "--set",
+        "certificates.certManager.issuerRef.name=corp-ca",
+        "--set",
+        "certificates.certManager.issuerRef.kind=ClusterIssuer",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        find(&docs, "Certificate", "rg-server-tls")["spec"]["issuerRef"]["kind"],
+        "ClusterIssuer"
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "Issuer"));
+}
