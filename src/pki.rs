@@ -265,6 +265,7 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
