@@ -36,9 +36,81 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// AWS credentials for a person, as a `credential_process`: sign in at the OpenID provider,
+    /// exchange the id_token at rolegate's /delegation, print `{"Version":1,...}`.
+    Credentials(CredentialsArgs),
     /// Development helpers.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+/// `rolegate credentials` options.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// Base URL of rolegate server.
+    #[arg(long, env = "ROLEGATE_SERVER")]
+    pub server: String,
+    /// The SAMLApp to sign in to (`target` at /delegation).
+    #[arg(long)]
+    pub app: String,
+    /// The ARN of the role to assume.
+    #[arg(long)]
+    pub role: String,
+    /// The OpenID provider's issuer URL (the oidc Connection's `issuer`).
+    #[arg(long, env = "ROLEGATE_ISSUER")]
+    pub issuer: String,
+    /// The public OAuth client (the oidc Connection's `publicClientId`).
+    #[arg(long, env = "ROLEGATE_CLIENT_ID")]
+    pub client_id: String,
+    /// Extra scopes; `openid` is always asked for.
+    #[arg(long, value_delimiter = ',', default_value = "email,profile")]
+    pub scopes: Vec<String>,
+    /// `browser` (a loopback redirect) or `device` (a code to enter on another device).
+    #[arg(long, value_enum, default_value = "browser")]
+    pub flow: crate::laptop::Flow,
+    /// A fixed loopback port for the redirect, when the provider wants an exact redirect URI.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Command that opens the sign-in URL (default: $BROWSER, then xdg-open or open).
+    #[arg(long)]
+    pub browser: Option<String>,
+    /// Where credentials and the id_token are cached, owner-only (default:
+    /// $XDG_CACHE_HOME/rolegate or ~/.cache/rolegate).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// PEM CA bundle to trust for the server.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for the person to sign in.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_seconds: u64,
+}
+
+impl CredentialsArgs {
+    /// The options `rolegate credentials` runs with.
+    pub fn options(&self) -> crate::laptop::Options {
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("rolegate")
+        });
+        crate::laptop::Options {
+            server: self.server.clone(),
+            app: self.app.clone(),
+            role: self.role.clone(),
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            scopes: self.scopes.clone(),
+            flow: self.flow,
+            port: self.port,
+            browser: self.browser.clone(),
+            cache_dir,
+            ca_file: self.ca_file.clone(),
+            timeout: Duration::from_secs(self.timeout_seconds.max(1)),
+        }
+    }
 }
 
 /// `rolegate serve` options.

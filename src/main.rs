@@ -8,6 +8,7 @@ use rolegate::cli::{Cli, Command, DevCommand};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A credential_process's stdout is read by the SDK: logs only ever go to stderr.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_default())
         .with_writer(std::io::stderr)
@@ -35,6 +36,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             rolegate::agent::run(options).await?;
         }
         Command::Controller(args) => rolegate::controller::run::run(args.options()).await?,
+        Command::Credentials(args) => {
+            let credentials = rolegate::laptop::credentials(args.options()).await?;
+            println!("{}", serde_json::to_string(&credentials)?);
+        }
         Command::Crds { out: None } => print!("{}", rolegate::crd::render_yaml()?),
         Command::Crds { out: Some(dir) } => {
             std::fs::create_dir_all(&dir)?;

@@ -235,7 +235,9 @@ fn trusted<'a>(connection: &'a Connection, issuer: &str, accept: Accept) -> Opti
         {
             Some(Trusted {
                 name,
-                audiences: vec![o.client_id.clone()],
+                audiences: std::iter::once(o.client_id.clone())
+                    .chain(o.public_client_id.clone())
+                    .collect(),
                 jwks_uri: None,
                 oidc_issuer: Some(o.issuer.as_str()),
                 is_service_account: false,

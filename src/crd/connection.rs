@@ -43,6 +43,11 @@ pub struct OidcConnection {
     /// Secret holding the client secret under `clientSecret`. Absent for public clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretRef>,
+    /// A public client (PKCE with a loopback redirect, or the device flow) that `rolegate
+    /// credentials` signs people in with on their laptops. Its id_tokens are accepted at
+    /// `/delegation` as well as those of `clientId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_client_id: Option<String>,
     /// Scopes requested; `openid` is always included.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
