@@ -237,6 +237,10 @@ pub struct AgentArgs {
     /// PEM CA that signed the server's certificate (the operator CA); required for https.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Worker threads. One keeps a node agent's footprint small and is measured in
+    /// BENCHMARKS.md; more trade CPU for throughput on busy nodes.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// `rolegate controller` options.

@@ -5,9 +5,23 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use rolegate::cli::{Cli, Command, DevCommand};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Agent(args) = &cli.command {
+        runtime.worker_threads(args.threads.max(1));
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(start(cli)),
+        Err(e) => {
+            eprintln!("rolegate: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> ExitCode {
     // A credential_process's stdout is read by the SDK: logs only ever go to stderr.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_default())
