@@ -55,15 +55,21 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     let keys = Arc::new(KeyRing::default());
     let ready = Arc::new(AtomicBool::new(false));
     let index = Index::start(&client, &options.namespace);
+    let login = Arc::new(crate::login::LoginState::new(
+        options.namespace.clone(),
+        None,
+    ));
     {
-        let (store, keys, ready, namespace) = (
+        let (store, keys, ready, namespace, login) = (
             Arc::clone(&store),
             Arc::clone(&keys),
             Arc::clone(&ready),
             options.namespace.clone(),
+            Arc::clone(&login),
         );
         tokio::spawn(follow(index, Duration::from_millis(200), move |snapshot| {
             keys.replace(keys_from_secrets(&snapshot, &namespace));
+            login.set_key(crate::login::key_from_secrets(&snapshot, &namespace));
             store.replace(snapshot);
             ready.store(true, Ordering::Release);
         }));
@@ -83,6 +89,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         clock: Arc::new(SystemClock),
         public_url: options.public_url.clone(),
         ready,
+        login,
     };
     let fail = |e| ServerError::Serve(options.listen, e);
     tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
@@ -105,8 +112,11 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(fail)?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(crate::standalone::shutdown_signal())
-        .await
-        .map_err(fail)
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(crate::standalone::shutdown_signal())
+    .await
+    .map_err(fail)
 }

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod dev;
 pub mod idp;
 pub mod keys;
+pub mod login;
 pub mod metrics;
 pub mod policy;
 pub mod registration;
