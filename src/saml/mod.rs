@@ -265,8 +265,11 @@ pub fn build_response_to(
                     .child(Element::new(SAML, "AuthnContext").child(
                         Element::new(SAML, "AuthnContextClassRef").text(content.authn_context),
                     )),
-            )
-            .child(Element::new(SAML, "AttributeStatement").children(attributes));
+            );
+    // An AttributeStatement must hold at least one Attribute (saml-schema-assertion-2.0).
+    if !content.attributes.is_empty() {
+        assertion = assertion.child(Element::new(SAML, "AttributeStatement").children(attributes));
+    }
 
     if !settings.sign_response {
         signature::sign_enveloped(&mut assertion, &ids.assertion, 1, settings.digest, signer)?;
