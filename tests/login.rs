@@ -49,7 +49,7 @@ async fn setup() -> Env {
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
     };
-    let h = Harness::start(&resources(&op_issuer, &fake_url, AWS_ACS)).await;
+    let h = Harness::start(&resources(&op_issuer, Some(&fake_url), AWS_ACS)).await;
     let op = start_op(op_port, &format!("{}/login/callback", h.url));
     Env {
         h,

@@ -46,7 +46,7 @@ a.choice:hover,a.choice:focus,button:hover,button:focus{border-color:var(--accen
 button.primary{background:var(--accent);border-color:var(--accent);color:#fff;text-align:center}\
 label{display:block;font-weight:600;margin:.75rem 0 .25rem}input[type=text],input[type=password]{width:100%;padding:.6rem;border:1px solid var(--line);border-radius:8px;font:inherit;background:var(--bg);color:var(--fg)}\
 .role{display:flex;gap:.75rem;align-items:flex-start;padding:.7rem 1rem;border:1px solid var(--line);border-radius:8px;margin:.5rem 0;cursor:pointer}\
-.role:has(input:checked){border-color:var(--accent)}.role small{display:block;color:var(--muted);word-break:break-all}\
+.role:has(input:checked){border-color:var(--accent)}.role small{display:block;color:var(--muted)}\
 .error{border-left:4px solid var(--bad);padding:.25rem .75rem;margin:1rem 0}\
 ";
 
@@ -119,7 +119,7 @@ pub struct RoleOption {
     pub value: String,
     /// The role's name.
     pub name: String,
-    /// The account and provider, for telling roles apart.
+    /// What tells roles of the same name apart (their account).
     pub detail: String,
 }
 

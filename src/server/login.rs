@@ -314,7 +314,11 @@ async fn advance(
                 .iter()
                 .map(|name| Choice {
                     href: format!("/login/via/{name}"),
-                    label: name.clone(),
+                    label: snapshot
+                        .connections
+                        .get(name)
+                        .and_then(|c| c.spec.display_name.clone())
+                        .unwrap_or_else(|| name.clone()),
                 })
                 .collect();
             Ok(Page::html(
@@ -349,7 +353,10 @@ fn role_page(
                         .next()
                         .unwrap_or(&g.session.role_arn)
                         .to_owned(),
-                    detail: g.session.role_arn.clone(),
+                    detail: format!(
+                        "Account {}",
+                        g.session.role_arn.split(':').nth(4).unwrap_or_default()
+                    ),
                 })
                 .collect();
             let who = identity.email.as_deref().unwrap_or(&identity.user);

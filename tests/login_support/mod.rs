@@ -111,7 +111,27 @@ pub fn hash(password: &str) -> String {
 }
 
 /// The resources of the sign-in tests.
-pub fn resources(op_issuer: &str, mixup_issuer: &str, aws_acs: &str) -> String {
+/// With `mixup_issuer`, Connection "mixup" names that issuer (see the login test).
+pub fn resources(op_issuer: &str, mixup_issuer: Option<&str>, aws_acs: &str) -> String {
+    let (connections, mixup) = match mixup_issuer {
+        Some(issuer) => (
+            "[op, people, mixup]",
+            format!(
+                r#"---
+apiVersion: rolegate.dev/v1alpha1
+kind: Connection
+metadata: {{name: mixup}}
+spec:
+  oidc:
+    issuer: {issuer}
+    clientId: {CLIENT_ID}
+    clientSecretRef: {{name: op-client}}
+    scopes: [openid, email, profile, groups]
+"#
+            ),
+        ),
+        None => ("[op, people]", String::new()),
+    };
     let users = format!(
         "- {{username: carol, bcryptHash: \"{}\", email: carol@example.test, name: Carol, groups: [readers]}}\n- {{username: dave, bcryptHash: \"{}\", groups: [readers]}}\n",
         hash("carol-pw"),
@@ -132,7 +152,7 @@ spec:
   recipient: {aws_acs}
   nameIdentifierProbes: [email]
   mappings: {{name: "https://aws.amazon.com/SAML/Attributes/PrincipalTag:DisplayName"}}
-  connections: [op, people, mixup]
+  connections: {connections}
 ---
 apiVersion: rolegate.dev/v1alpha1
 kind: SAMLApp
@@ -162,22 +182,13 @@ apiVersion: rolegate.dev/v1alpha1
 kind: Connection
 metadata: {{name: op}}
 spec:
+  displayName: Example IdP
   oidc:
     issuer: {op_issuer}
     clientId: {CLIENT_ID}
     clientSecretRef: {{name: op-client}}
     scopes: [openid, email, profile, groups]
----
-apiVersion: rolegate.dev/v1alpha1
-kind: Connection
-metadata: {{name: mixup}}
-spec:
-  oidc:
-    issuer: {mixup_issuer}
-    clientId: {CLIENT_ID}
-    clientSecretRef: {{name: op-client}}
-    scopes: [openid, email, profile, groups]
----
+{mixup}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: op-client, namespace: rolegate}}
@@ -187,6 +198,7 @@ apiVersion: rolegate.dev/v1alpha1
 kind: Connection
 metadata: {{name: people}}
 spec:
+  displayName: Username and password
   static:
     secretRef: {{name: people}}
 ---
