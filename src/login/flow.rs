@@ -255,7 +255,7 @@ pub fn person_assertion(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::store::files::load_text;
 

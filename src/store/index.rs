@@ -16,6 +16,10 @@ use tokio::sync::Notify;
 use super::Snapshot;
 use crate::crd::{Connection, IAMProvider, RoleMapping, SAMLApp};
 
+/// The label that makes a Secret of the operator namespace visible to the server besides the
+/// `kubernetes.io/tls` signing Secrets: the session key, OIDC client secrets and static users.
+pub const LOGIN_SECRET_LABEL: &str = "rolegate.dev/login";
+
 /// Readers of every watched kind.
 #[derive(Clone)]
 pub struct Index {
@@ -25,6 +29,7 @@ pub struct Index {
     connections: Store<Connection>,
     namespaces: Store<Namespace>,
     secrets: Store<Secret>,
+    login_secrets: Store<Secret>,
     /// Notified on every change of any watched object.
     pub changed: Arc<Notify>,
 }
@@ -62,7 +67,8 @@ where
 }
 
 impl Index {
-    /// Starts the watches. Secrets are watched in the operator namespace only.
+    /// Starts the watches. Secrets are watched in the operator namespace only: those of type
+    /// `kubernetes.io/tls`, and those labelled [`LOGIN_SECRET_LABEL`].
     pub fn start(client: &Client, namespace: &str) -> Self {
         let changed = Arc::new(Notify::new());
         let config = watcher::Config::default;
@@ -75,6 +81,11 @@ impl Index {
             secrets: watch(
                 Api::namespaced(client.clone(), namespace),
                 config().fields("type=kubernetes.io/tls"),
+                Arc::clone(&changed),
+            ),
+            login_secrets: watch(
+                Api::namespaced(client.clone(), namespace),
+                config().labels(LOGIN_SECRET_LABEL),
                 Arc::clone(&changed),
             ),
             changed,
@@ -90,6 +101,7 @@ impl Index {
             self.connections.wait_until_ready(),
             self.namespaces.wait_until_ready(),
             self.secrets.wait_until_ready(),
+            self.login_secrets.wait_until_ready(),
         );
     }
 
@@ -130,6 +142,7 @@ impl Index {
                 .secrets
                 .state()
                 .iter()
+                .chain(self.login_secrets.state().iter())
                 .map(|s| {
                     (
                         (s.namespace().unwrap_or_default(), s.name_any()),
