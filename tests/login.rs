@@ -548,3 +548,76 @@ async fn sp_initiated_requests_are_answered_in_response_to_them_and_foreign_ones
     assert_refused(&answer, 400, "cannot be read");
     assert_eq!(signed(h), 2.0);
 }
+
+/// The router alone (`tower::ServiceExt::oneshot`): each dead end is a page with a 4xx, or a
+/// 503 while there is no cookie key.
+#[tokio::test]
+async fn dead_ends_are_pages_with_a_status() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    let env = setup().await;
+    let app = rolegate::server::router(env.h.state.clone());
+    let call = |uri: &str| {
+        let app = app.clone();
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let csp = response
+                .headers()
+                .get("content-security-policy")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, csp, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    for (uri, status, says) in [
+        (
+            "/samlp/nowhere",
+            404,
+            "There is no SAMLApp &quot;nowhere&quot;",
+        ),
+        (
+            "/login/continue",
+            400,
+            "This sign-in has expired or was not started here",
+        ),
+        (
+            "/login/via/op",
+            400,
+            "This sign-in has expired or was not started here",
+        ),
+        (
+            "/login/callback?code=c&state=s",
+            400,
+            "This sign-in has expired or was not started here",
+        ),
+    ] {
+        let (got, csp, body) = call(uri).await;
+        assert_eq!(got, status, "{uri}: {body}");
+        assert!(body.contains(says), "{uri}: {body}");
+        assert!(csp.unwrap().contains("frame-ancestors 'none'"), "{uri}");
+    }
+    // A flow for the wiki app, then a Connection it does not allow, and one that is unknown.
+    let mut agent = Agent::new();
+    agent.get(&format!("{}/samlp/wiki", env.h.url)).await;
+    let flow = agent.cookies["rolegate_flow"].clone();
+    for (connection, status) in [("op", 403), ("nowhere", 403)] {
+        let request = Request::get(format!("/login/via/{connection}"))
+            .header("cookie", format!("rolegate_flow={flow}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{connection}");
+    }
+    // Without a cookie key, sign-in is unavailable rather than insecure.
+    env.h.state.login.set_key(None);
+    let (status, _, body) = call("/samlp/aws").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no session key"), "{body}");
+    assert_eq!(signed(&env.h), 0.0);
+}
