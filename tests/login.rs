@@ -428,6 +428,27 @@ async fn wrong_passwords_are_limited_per_user_and_address() {
     let mut elsewhere = Agent::from_address("127.0.0.2");
     let answer = static_sign_in(&mut elsewhere, h, "aws", "dave", "dave-pw").await;
     assert_eq!(answer.status, 303, "{}", answer.body);
+
+    // Spraying one password over many names: the whole address is stopped.
+    let mut sprayer = Agent::from_address("127.0.0.3");
+    static_sign_in(&mut sprayer, h, "aws", "user-0", "guess").await;
+    for i in 1..rolegate::login::users::MAX_FAILURES_PER_ADDRESS {
+        let name = format!("user-{i}");
+        let answer = sprayer
+            .post(
+                &format!("{}/login/via/people", h.url),
+                &[("username", &name), ("password", "guess")],
+            )
+            .await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    let answer = sprayer
+        .post(
+            &format!("{}/login/via/people", h.url),
+            &[("username", "carol"), ("password", "carol-pw")],
+        )
+        .await;
+    assert_refused(&answer, 429, "Too many wrong passwords");
     assert_eq!(signed(h), 0.0);
 }
 

@@ -71,11 +71,17 @@ pub fn authenticate<'u>(
 
 /// Wrong passwords allowed per (user, address) within [`WINDOW`].
 pub const MAX_FAILURES: usize = 5;
+/// Wrong passwords allowed per address, whatever the user, within [`WINDOW`]: bounds password
+/// spraying over many names, and the bcrypt work one address can cause.
+pub const MAX_FAILURES_PER_ADDRESS: usize = 50;
+/// The user part of the key that counts every user of one address.
+pub const ANY_USER: &str = "*";
 /// The window failures are counted over.
 pub const WINDOW: SignedDuration = SignedDuration::from_secs(15 * 60);
 
-/// Counts wrong passwords per (connection, user, client address); refuses further attempts once
-/// [`MAX_FAILURES`] fell within [`WINDOW`]. In memory: each replica counts on its own.
+/// Counts wrong passwords per (connection, user, client address), with [`ANY_USER`] standing
+/// for every user of an address; refuses further attempts once a limit is reached within
+/// [`WINDOW`]. In memory: each replica counts on its own.
 #[derive(Debug, Default)]
 pub struct Attempts(Mutex<HashMap<(String, String, String), Vec<Timestamp>>>);
 
@@ -90,17 +96,23 @@ impl Attempts {
         }
     }
 
-    /// `Err(when)` if attempts for `key` are refused until `when`.
+    /// `Err(when)` if attempts for `key` are refused until `when`: `limit` failures fell within
+    /// the window.
     ///
     /// # Errors
     /// The instant the oldest counted failure leaves the window.
-    pub fn check(&self, key: &(String, String, String), now: Timestamp) -> Result<(), Timestamp> {
+    pub fn check(
+        &self,
+        key: &(String, String, String),
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<(), Timestamp> {
         self.with(|map| {
             let Some(failures) = map.get_mut(key) else {
                 return Ok(());
             };
             failures.retain(|t| *t + WINDOW > now);
-            if failures.len() >= MAX_FAILURES {
+            if failures.len() >= limit {
                 let oldest = failures.iter().min().copied().unwrap_or(now);
                 Err(oldest + WINDOW)
             } else {
@@ -185,28 +197,40 @@ mod tests {
         let t0 = Timestamp::from_second(1_000_000).unwrap();
         for i in 0..MAX_FAILURES {
             assert!(
-                attempts.check(&key("alice", "10.0.0.1"), t0).is_ok(),
+                attempts
+                    .check(&key("alice", "10.0.0.1"), MAX_FAILURES, t0)
+                    .is_ok(),
                 "attempt {i}"
             );
             attempts.fail(key("alice", "10.0.0.1"), t0);
         }
-        let until = attempts.check(&key("alice", "10.0.0.1"), t0).unwrap_err();
+        let until = attempts
+            .check(&key("alice", "10.0.0.1"), MAX_FAILURES, t0)
+            .unwrap_err();
         assert_eq!(until, t0 + WINDOW);
         assert!(
-            attempts.check(&key("bob", "10.0.0.1"), t0).is_ok(),
+            attempts
+                .check(&key("bob", "10.0.0.1"), MAX_FAILURES, t0)
+                .is_ok(),
             "other users are not limited"
         );
         assert!(
-            attempts.check(&key("alice", "10.0.0.2"), t0).is_ok(),
+            attempts
+                .check(&key("alice", "10.0.0.2"), MAX_FAILURES, t0)
+                .is_ok(),
             "other addresses are not limited"
         );
         assert!(
             attempts
-                .check(&key("alice", "10.0.0.1"), t0 + WINDOW)
+                .check(&key("alice", "10.0.0.1"), MAX_FAILURES, t0 + WINDOW)
                 .is_ok(),
             "failures age out"
         );
         attempts.succeed(&key("alice", "10.0.0.1"));
-        assert!(attempts.check(&key("alice", "10.0.0.1"), t0).is_ok());
+        assert!(
+            attempts
+                .check(&key("alice", "10.0.0.1"), MAX_FAILURES, t0)
+                .is_ok()
+        );
     }
 }

@@ -564,10 +564,15 @@ async fn password(
         ));
     }
     let key = (connection.to_owned(), username.clone(), client.to_owned());
-    state
-        .login
-        .attempts
-        .check(&key, now)
+    let address = (
+        connection.to_owned(),
+        users::ANY_USER.to_owned(),
+        client.to_owned(),
+    );
+    let attempts = &state.login.attempts;
+    attempts
+        .check(&key, users::MAX_FAILURES, now)
+        .and_then(|()| attempts.check(&address, users::MAX_FAILURES_PER_ADDRESS, now))
         .map_err(|until| LoginError::TooManyAttempts(until.strftime("%H:%M:%S UTC").to_string()))?;
     let secret = snapshot
         .secret(&s.secret_ref, &state.login.namespace)
@@ -585,7 +590,8 @@ async fn password(
             .await
             .map_err(|e| LoginError::Internal(e.to_string()))?;
     let Some(user) = user else {
-        state.login.attempts.fail(key, now);
+        attempts.fail(key, now);
+        attempts.fail(address, now);
         tracing::info!(connection, user = %username, client, "wrong password");
         let mut page = Page::html(
             pages::password_form(
@@ -600,7 +606,7 @@ async fn password(
         *page.response.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     };
-    state.login.attempts.succeed(&key);
+    attempts.succeed(&key);
     let mut claims = std::collections::BTreeMap::new();
     claims.insert("sub".to_owned(), vec![user.username.clone()]);
     claims.insert("username".to_owned(), vec![user.username.clone()]);
@@ -757,7 +763,10 @@ async fn callback_inner(
         .verifier
         .verify(&id_token, &snapshot, Accept::Any, now)
         .await
-        .map_err(|e| LoginError::Token(e.to_string()))?;
+        .map_err(|e| match e {
+            crate::tokens::TokenError::Jwks { .. } => LoginError::Provider(e.to_string()),
+            _ => LoginError::Token(e.to_string()),
+        })?;
     if token.connection != pending.connection {
         return Err(LoginError::Token(format!(
             "the id_token was issued by {:?}, not by {:?} of Connection {:?}",
