@@ -82,7 +82,8 @@ const PROTOCOL_CLAIMS: &[&str] = &[
 /// The most claim text a session keeps beyond the identity itself, to stay inside a cookie.
 const MAX_EXTRA_CLAIM_BYTES: usize = 1500;
 
-fn strings(value: &serde_json::Value) -> Vec<String> {
+/// A claim's values as strings: a string, each string of an array, or a number or boolean.
+pub fn claim_strings(value: &serde_json::Value) -> Vec<String> {
     match value {
         serde_json::Value::String(s) => vec![s.clone()],
         serde_json::Value::Array(a) => a
@@ -117,14 +118,17 @@ pub fn identity_from_claims(
             names.subject
         )
     })?;
-    let groups = claims.get(&names.groups).map(strings).unwrap_or_default();
+    let groups = claims
+        .get(&names.groups)
+        .map(claim_strings)
+        .unwrap_or_default();
     let mut kept = BTreeMap::new();
     let mut budget = MAX_EXTRA_CLAIM_BYTES;
     for (name, value) in claims {
         if PROTOCOL_CLAIMS.contains(&name.as_str()) || *name == names.groups {
             continue;
         }
-        let values = strings(value);
+        let values = claim_strings(value);
         let size = name.len() + values.iter().map(String::len).sum::<usize>();
         if values.is_empty() || size > budget {
             continue;

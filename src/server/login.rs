@@ -205,6 +205,25 @@ fn person_connections(app: &SAMLApp, snapshot: &Snapshot) -> Vec<String> {
         .collect()
 }
 
+/// Whether people may sign in to `app_name` with `connection`.
+fn allow_connection(
+    snapshot: &Snapshot,
+    app_name: &str,
+    connection: &str,
+) -> Result<(), LoginError> {
+    let (app, _) = app(snapshot, app_name)?;
+    if person_connections(app, snapshot)
+        .iter()
+        .any(|c| c == connection)
+    {
+        Ok(())
+    } else {
+        Err(LoginError::NotAllowed(format!(
+            "SAMLApp {app_name:?} does not let people sign in with Connection {connection:?}"
+        )))
+    }
+}
+
 /// `SAMLRequest` and `RelayState` of either binding.
 #[derive(Debug, Default, Deserialize)]
 pub struct SsoParams {
@@ -457,16 +476,7 @@ async fn via(state: &AppState, connection: &str, headers: &HeaderMap) -> Result<
     let now = state.clock.now();
     let mut flow = open_flow(state, headers, now)?;
     let snapshot = state.store.current();
-    let (app, _) = app(&snapshot, &flow.app)?;
-    if !person_connections(app, &snapshot)
-        .iter()
-        .any(|c| c == connection)
-    {
-        return Err(LoginError::NotAllowed(format!(
-            "SAMLApp {:?} does not let people sign in with Connection {connection:?}",
-            flow.app
-        )));
-    }
+    allow_connection(&snapshot, &flow.app, connection)?;
     let kind = snapshot
         .connections
         .get(connection)
@@ -540,16 +550,7 @@ async fn password(
     let now = state.clock.now();
     let flow = open_flow(state, headers, now)?;
     let snapshot = state.store.current();
-    let (app, _) = app(&snapshot, &flow.app)?;
-    if !person_connections(app, &snapshot)
-        .iter()
-        .any(|c| c == connection)
-    {
-        return Err(LoginError::NotAllowed(format!(
-            "SAMLApp {:?} does not let people sign in with Connection {connection:?}",
-            flow.app
-        )));
-    }
+    allow_connection(&snapshot, &flow.app, connection)?;
     let Some(Ok(ConnectionKind::Static(s))) =
         snapshot.connections.get(connection).map(|c| c.spec.kind())
     else {
