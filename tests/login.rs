@@ -16,6 +16,7 @@ const AWS_ACS: &str = "https://signin.aws.amazon.com/saml";
 
 struct Env {
     h: Harness,
+    yaml: String,
     _op: Peer,
     op_issuer: String,
     _fake: tokio::task::JoinHandle<()>,
@@ -49,10 +50,12 @@ async fn setup() -> Env {
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
     };
-    let h = Harness::start(&resources(&op_issuer, Some(&fake_url), AWS_ACS)).await;
+    let yaml = resources(&op_issuer, Some(&fake_url), AWS_ACS);
+    let h = Harness::start(&yaml).await;
     let op = start_op(op_port, &format!("{}/login/callback", h.url));
     Env {
         h,
+        yaml,
         _op: op,
         op_issuer,
         _fake: fake,
@@ -641,4 +644,40 @@ async fn dead_ends_are_pages_with_a_status() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no session key"), "{body}");
     assert_eq!(signed(&env.h), 0.0);
+}
+
+/// Replicas that share the cookie key serve any step of one sign-in: nothing of it is in a
+/// server's memory. A replica with another key refuses the cookies.
+#[tokio::test]
+async fn a_sign_in_moves_between_replicas_that_share_the_key() {
+    let env = setup().await;
+    let a = &env.h;
+    let b = Harness::start(&env.yaml).await;
+    let c = Harness::start(&env.yaml).await;
+    let material = rolegate::login::CookieKey::generate_material().unwrap();
+    for h in [a, &b] {
+        h.state.login.set_key(Some(
+            rolegate::login::CookieKey::from_material(material.as_bytes()).unwrap(),
+        ));
+    }
+    let mut agent = Agent::new();
+    agent.get(&format!("{}/samlp/aws", a.url)).await;
+    let chooser = agent.get(&format!("{}/login/continue", b.url)).await;
+    assert_eq!(chooser.status, 200, "{}", chooser.body);
+    let answer = agent
+        .post(
+            &format!("{}/login/via/people", a.url),
+            &[("username", "carol"), ("password", "carol-pw")],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let post = agent.get(&format!("{}/login/continue", b.url)).await;
+    assert_eq!(post.status, 200, "{}", post.body);
+    assert!(form_value(&post.body, "SAMLResponse").is_some());
+    assert_eq!(signed(&b), 1.0);
+
+    agent.get(&format!("{}/samlp/aws", a.url)).await;
+    let answer = agent.get(&format!("{}/login/continue", c.url)).await;
+    assert_refused(&answer, 400, "altered");
+    assert_eq!(signed(&c), 0.0);
 }
