@@ -33,6 +33,29 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
+/// Whether rolegate talks to `issuer` at all: https, or plain http only on loopback (for local
+/// providers and tests), where nothing can listen in.
+///
+/// # Errors
+/// Another scheme, or plain http to a host that is not loopback.
+pub fn check_issuer(issuer: &str) -> Result<(), LoginError> {
+    let url = reqwest::Url::parse(issuer)
+        .map_err(|e| LoginError::Provider(format!("issuer {issuer:?} is not a URL: {e}")))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(LoginError::Provider(format!(
+            "issuer {issuer:?} must be an https:// URL"
+        ))),
+    }
+}
+
 /// The endpoints of a provider, from its discovery document.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Discovery {
@@ -118,6 +141,7 @@ impl ProviderClient {
     /// # Errors
     /// An unreachable provider, a malformed document, or another issuer.
     pub async fn discover(&self, issuer: &str) -> Result<Discovery, LoginError> {
+        check_issuer(issuer)?;
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -217,6 +241,18 @@ mod tests {
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn issuers_are_https_or_loopback() {
+        assert!(check_issuer("https://login.example.com").is_ok());
+        assert!(check_issuer("http://127.0.0.1:8080").is_ok());
+        assert!(check_issuer("http://localhost:9000/realms/x").is_ok());
+        assert!(check_issuer("http://[::1]:9000").is_ok());
+        assert!(check_issuer("http://login.example.com").is_err());
+        assert!(check_issuer("http://10.0.0.1").is_err());
+        assert!(check_issuer("ftp://login.example.com").is_err());
+        assert!(check_issuer("not a url").is_err());
     }
 
     #[test]
