@@ -25,6 +25,16 @@ struct Env {
 /// The server with the sign-in resources, the OP, and a "mixup" issuer whose discovery
 /// document sends people to the real OP (a provider mix-up).
 async fn setup() -> Env {
+    // A port drawn for the OP may still be taken before it binds; draw again a few times.
+    for _ in 0..5 {
+        if let Some(env) = try_setup().await {
+            return env;
+        }
+    }
+    panic!("oidc-provider did not start (see tests/peers/js/oidc_op.mjs)");
+}
+
+async fn try_setup() -> Option<Env> {
     let op_port = free_port();
     let op_issuer = format!("http://127.0.0.1:{op_port}");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,14 +62,14 @@ async fn setup() -> Env {
     };
     let yaml = resources(&op_issuer, Some(&fake_url), AWS_ACS);
     let h = Harness::start(&yaml).await;
-    let op = start_op(op_port, &format!("{}/login/callback", h.url));
-    Env {
+    let op = start_op(op_port, &format!("{}/login/callback", h.url))?;
+    Some(Env {
         h,
         yaml,
         _op: op,
         op_issuer,
         _fake: fake,
-    }
+    })
 }
 
 fn signed(h: &Harness) -> f64 {

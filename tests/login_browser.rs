@@ -210,11 +210,19 @@ async fn a_person_signs_in_picks_a_role_and_lands_at_the_service_provider() {
     let result = work.path().join("result.json");
     let sp = start_sp(&metadata, &result);
     let acs = sp.ready["acs"].as_str().unwrap().to_owned();
-    let op_port = free_port();
-    let op_issuer = format!("http://127.0.0.1:{op_port}");
-    let h = Harness::start(&resources(&op_issuer, None, &acs)).await;
+    let mut started = None;
+    // A port drawn for the OP may still be taken before it binds; draw again a few times.
+    for _ in 0..5 {
+        let op_port = free_port();
+        let op_issuer = format!("http://127.0.0.1:{op_port}");
+        let h = Harness::start(&resources(&op_issuer, None, &acs)).await;
+        if let Some(op) = start_op(op_port, &format!("{}/login/callback", h.url)) {
+            started = Some((h, op));
+            break;
+        }
+    }
+    let (h, _op) = started.expect("oidc-provider did not start (see tests/peers/js/oidc_op.mjs)");
     std::fs::write(&metadata, h.metadata("aws").await).unwrap();
-    let _op = start_op(op_port, &format!("{}/login/callback", h.url));
     let browser = Browser::start().await;
 
     // The login URL offers the app's Connections.

@@ -37,7 +37,8 @@ impl Drop for Peer {
     }
 }
 
-fn start(mut command: Command) -> Peer {
+/// Starts `command` and waits for its ready line; `None` if it exits first.
+fn try_start(mut command: Command) -> Option<Peer> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -47,23 +48,38 @@ fn start(mut command: Command) -> Peer {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let ready = serde_json::from_str(&line)
-        .unwrap_or_else(|_| panic!("{command:?} did not start: {line:?}"));
-    Peer { child, ready }
+    match serde_json::from_str(&line) {
+        Ok(ready) => Some(Peer { child, ready }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
 }
 
-/// A free loopback port (bound, then released for the peer to take).
+fn start(command: Command) -> Peer {
+    let what = format!("{command:?}");
+    try_start(command).unwrap_or_else(|| panic!("{what} did not start"))
+}
+
+/// A loopback port that is free now, for a peer that must know its address before it starts.
+/// Drawn below the kernel's ephemeral range, so that the sockets the tests open meanwhile (which
+/// take ephemeral ports) cannot take it first.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let mut bytes = [0u8; 2];
+    loop {
+        aws_lc_rs::rand::fill(&mut bytes).unwrap();
+        let port = 20_000 + u16::from_le_bytes(bytes) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `oidc-provider` on `port` with rolegate's client (redirecting to `callback`) and accounts
-/// alice (group readers: two roles), bob (no role) and, as given, more.
-pub fn start_op(port: u16, callback: &str) -> Peer {
+/// alice (group readers: two roles) and bob (no role). `None` if the port was taken meanwhile.
+pub fn start_op(port: u16, callback: &str) -> Option<Peer> {
     let peers = std::env::var_os("ROLEGATE_PEERS")
         .map_or_else(|| common::repo().join(".peers"), std::path::PathBuf::from);
     let script = peers.join("js/oidc_op.mjs");
@@ -89,7 +105,7 @@ pub fn start_op(port: u16, callback: &str) -> Peer {
     });
     let mut command = Command::new("node");
     command.arg(script).arg(config.to_string());
-    start(command)
+    try_start(command)
 }
 
 /// The local service provider, configured as AWS (`urn:amazon:webservices`), validating with
