@@ -244,6 +244,21 @@ async fn a_person_with_no_role_is_told_to_ask_the_platform_team() {
         403,
         "No role is mapped to you (bob) in aws; ask your platform team.",
     );
+    assert!(
+        answer.body.contains("href=\"/login/signout\""),
+        "{}",
+        answer.body
+    );
+    // Signing out leads back to choosing how to sign in.
+    let out = agent.get(&format!("{}/login/signout", env.h.url)).await;
+    assert_eq!(out.location.as_deref(), Some("/login/continue"));
+    assert!(!agent.cookies.contains_key("rolegate_session"));
+    let chooser = agent.get(&format!("{}/login/continue", env.h.url)).await;
+    assert!(
+        chooser.body.contains("href=\"/login/via/op\""),
+        "{}",
+        chooser.body
+    );
     assert_eq!(signed(&env.h), 0.0);
 }
 

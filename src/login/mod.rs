@@ -274,6 +274,16 @@ impl LoginError {
         }
     }
 
+    /// Where a person goes on from the error page, if anywhere but back to their app.
+    const fn next(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::NoRole(_) | Self::NotAllowed(_) => {
+                Some(("/login/signout", "Sign in as someone else"))
+            }
+            _ => None,
+        }
+    }
+
     fn title(&self) -> &'static str {
         match self {
             Self::NoRole(_) => "No role for you here",
@@ -335,7 +345,7 @@ impl IntoResponse for LoginError {
         let mut response = (
             self.status(),
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            pages::error(self.title(), &message, None),
+            pages::error(self.title(), &message, self.next()),
         )
             .into_response();
         page_headers(&mut response, "'none'", false);

@@ -144,10 +144,12 @@ pub fn role_picker(app: &str, who: &str, action: &str, roles: &[RoleOption]) -> 
         &format!(
             "<h1>Choose a role</h1><p class=\"muted\">Signed in as <strong>{}</strong> to <strong>{}</strong></p>\
 <form method=\"post\" action=\"{}\"><fieldset style=\"border:0;padding:0;margin:0\"><legend class=\"muted\">Roles mapped to you</legend>{items}</fieldset>\
-<p><button class=\"primary\" type=\"submit\">Continue</button></p></form>",
+<p><button class=\"primary\" type=\"submit\">Continue</button></p></form>\
+<p class=\"muted\"><a href=\"/login/signout\">Not {}? Sign in as someone else</a></p>",
             escape(who),
             escape(app),
-            escape(action)
+            escape(action),
+            escape(who)
         ),
     )
 }
@@ -174,12 +176,13 @@ pub fn auto_post(acs: &str, saml_response: &str, relay_state: Option<&str>) -> S
     )
 }
 
-/// An error page: what went wrong and what to do.
-pub fn error(title: &str, message: &str, retry: Option<&str>) -> String {
-    let retry = retry.map_or_else(String::new, |href| {
+/// An error page: what went wrong and what to do, with an optional way on (`href`, `label`).
+pub fn error(title: &str, message: &str, next: Option<(&str, &str)>) -> String {
+    let retry = next.map_or_else(String::new, |(href, label)| {
         format!(
-            "<p><a class=\"choice\" href=\"{}\">Start again</a></p>",
-            escape(href)
+            "<p><a class=\"choice\" href=\"{}\">{}</a></p>",
+            escape(href),
+            escape(label)
         )
     });
     layout(

@@ -453,6 +453,18 @@ fn role_page(
     .cookie(set_cookie(FLOW_COOKIE, None, 0, secure(state))))
 }
 
+/// `GET /login/signout`: forgets the signed-in person and goes back to choosing how to sign in
+/// (the sign-in in progress, if any, is kept).
+pub async fn signout(State(state): State<AppState>) -> Response {
+    let page = Page::redirect("/login/continue").cookie(set_cookie(
+        SESSION_COOKIE,
+        None,
+        0,
+        secure(&state),
+    ));
+    finish(&state, "/login/signout", Ok(page))
+}
+
 /// `GET /login/continue`: after sign-in, or to choose how to sign in.
 pub async fn continue_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = advance(&state, &headers, None).await;

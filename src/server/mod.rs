@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             get(login::via_get).post(login::via_post),
         )
         .route("/login/callback", get(login::callback))
+        .route("/login/signout", get(login::signout))
         .route("/delegation", post(issue::delegation))
         .route("/v1/credentials", get(credentials))
         .route("/admission/pods", post(admit_pod))
