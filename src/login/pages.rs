@@ -48,6 +48,7 @@ label{display:block;font-weight:600;margin:.75rem 0 .25rem}input[type=text],inpu
 .role{display:flex;gap:.75rem;align-items:flex-start;padding:.7rem 1rem;border:1px solid var(--line);border-radius:8px;margin:.5rem 0;cursor:pointer}\
 .role:has(input:checked){border-color:var(--accent)}.role small{display:block;color:var(--muted)}\
 .error{border-left:4px solid var(--bad);padding:.25rem .75rem;margin:1rem 0}\
+a{color:var(--accent)}\
 ";
 
 /// A whole page: `title` is text, `body` is already-escaped HTML.
@@ -145,11 +146,10 @@ pub fn role_picker(app: &str, who: &str, action: &str, roles: &[RoleOption]) -> 
             "<h1>Choose a role</h1><p class=\"muted\">Signed in as <strong>{}</strong> to <strong>{}</strong></p>\
 <form method=\"post\" action=\"{}\"><fieldset style=\"border:0;padding:0;margin:0\"><legend class=\"muted\">Roles mapped to you</legend>{items}</fieldset>\
 <p><button class=\"primary\" type=\"submit\">Continue</button></p></form>\
-<p class=\"muted\"><a href=\"/login/signout\">Not {}? Sign in as someone else</a></p>",
+<p class=\"muted\">Not you? <a href=\"/login/signout\">Sign in as someone else</a></p>",
             escape(who),
             escape(app),
-            escape(action),
-            escape(who)
+            escape(action)
         ),
     )
 }
