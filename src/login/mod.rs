@@ -395,7 +395,43 @@ mod tests {
     }
 
     #[test]
-    fn error_pages_say_what_happened_and_carry_no_secret() {
+    fn in_a_cluster_the_key_comes_from_the_session_secret() {
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = |material: &str| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(SESSION_SECRET.into()),
+                namespace: Some("rolegate".into()),
+                ..Default::default()
+            },
+            string_data: Some([(SESSION_KEY.to_owned(), material.to_owned())].into()),
+            ..Secret::default()
+        };
+        let mut snapshot = crate::store::Snapshot::default();
+        assert!(key_from_secrets(&snapshot, "rolegate").is_none());
+        let material = CookieKey::generate_material().unwrap();
+        snapshot.secrets.insert(
+            ("rolegate".into(), SESSION_SECRET.into()),
+            secret(&format!("{material}\n")),
+        );
+        let key = key_from_secrets(&snapshot, "rolegate").unwrap();
+        let now = Timestamp::from_second(0).unwrap();
+        let sealed = key.seal("x", &1u8, later(now, 10)).unwrap();
+        let same = CookieKey::from_material(material.as_bytes()).unwrap();
+        assert_eq!(
+            same.open::<u8>("x", &sealed, now).unwrap(),
+            1,
+            "replicas agree"
+        );
+        assert!(key_from_secrets(&snapshot, "elsewhere").is_none());
+        snapshot.secrets.insert(
+            ("rolegate".into(), SESSION_SECRET.into()),
+            secret("too-short"),
+        );
+        assert!(key_from_secrets(&snapshot, "rolegate").is_none());
+    }
+
+    #[test]
+    fn error_pages_have_a_status_and_a_strict_policy() {
         let response = LoginError::NoRole(
             "No role is mapped to you (alice) in aws; ask your platform team.".into(),
         )
