@@ -205,6 +205,14 @@ fn person_connections(app: &SAMLApp, snapshot: &Snapshot) -> Vec<String> {
         .collect()
 }
 
+fn missing_secret(what: &str, name: &str) -> LoginError {
+    LoginError::Unavailable(format!(
+        "the {what} Secret {name:?} is not there (in a cluster, rolegate reads only Secrets of \
+         its own namespace that are labelled {})",
+        crate::store::index::LOGIN_SECRET_LABEL
+    ))
+}
+
 /// Whether people may sign in to `app_name` with `connection`.
 fn allow_connection(
     snapshot: &Snapshot,
@@ -589,12 +597,7 @@ async fn password(
         .map_err(|until| LoginError::TooManyAttempts(until.strftime("%H:%M:%S UTC").to_string()))?;
     let secret = snapshot
         .secret(&s.secret_ref, &state.login.namespace)
-        .ok_or_else(|| {
-            LoginError::Unavailable(format!(
-                "the users Secret {:?} does not exist",
-                s.secret_ref.name
-            ))
-        })?;
+        .ok_or_else(|| missing_secret("users", &s.secret_ref.name))?;
     let list =
         users::users_from_secret(secret, &s.secret_ref.name).map_err(LoginError::Unavailable)?;
     let (name, password) = (username.clone(), form.password);
@@ -735,12 +738,7 @@ async fn callback_inner(
         Some(reference) => {
             let secret = snapshot
                 .secret(reference, &state.login.namespace)
-                .ok_or_else(|| {
-                    LoginError::Unavailable(format!(
-                        "the client secret Secret {:?} does not exist",
-                        reference.name
-                    ))
-                })?;
+                .ok_or_else(|| missing_secret("client secret", &reference.name))?;
             let value = secret_value(secret, CLIENT_SECRET_KEY).ok_or_else(|| {
                 LoginError::Unavailable(format!(
                     "Secret {:?} has no {CLIENT_SECRET_KEY}",
