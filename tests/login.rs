@@ -274,6 +274,18 @@ async fn a_bad_state_is_refused() {
     assert_refused(&answer, 400, "state mismatch");
     let answer = agent.get(&with_param(&callback, "state", None)).await;
     assert_refused(&answer, 400, "state mismatch");
+    // The provider's own refusal (the person cancelled) with the right state: said plainly.
+    let cancelled = format!(
+        "{}/login/callback?state={}&error=access_denied&error_description=End-User+aborted+interaction",
+        env.h.url,
+        param(&callback, "state").unwrap()
+    );
+    let answer = agent.get(&cancelled).await;
+    assert_refused(
+        &answer,
+        400,
+        "did not sign you in (access_denied: End-User aborted interaction)",
+    );
     assert!(!agent.cookies.contains_key("rolegate_session"));
     assert_eq!(signed(&env.h), 0.0);
 }
