@@ -718,3 +718,27 @@ async fn a_sign_in_moves_between_replicas_that_share_the_key() {
     assert_refused(&answer, 400, "altered");
     assert_eq!(signed(&c), 0.0);
 }
+
+/// An identity too large for a cookie is refused with a page that says so, rather than lost by
+/// the browser; a long RelayState likewise.
+#[tokio::test]
+async fn what_a_cookie_cannot_hold_is_refused_plainly() {
+    let env = setup().await;
+    let mut agent = Agent::new();
+    let answer = static_sign_in(&mut agent, &env.h, "aws", "erin", "erin-pw").await;
+    assert_refused(
+        &answer,
+        401,
+        "names 401 groups, more than a session cookie can hold",
+    );
+    assert!(!agent.cookies.contains_key("rolegate_session"));
+    let long = "\u{1}".repeat(2000);
+    let url = format!(
+        "{}/samlp/aws?{}",
+        env.h.url,
+        serde_urlencoded::to_string([("RelayState", long.as_str())]).unwrap()
+    );
+    let answer = agent.get(&url).await;
+    assert_refused(&answer, 400, "RelayState is too long");
+    assert_eq!(signed(&env.h), 0.0);
+}

@@ -24,6 +24,8 @@ use crate::store::{Snapshot, secret_value};
 use crate::tokens::Accept;
 
 const AUTHN_PASSWORD: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
+/// The largest sealed cookie value sent; browsers keep cookies up to about 4 KiB.
+const MAX_COOKIE_BYTES: usize = 3800;
 /// The longest RelayState carried through (AWS passes console URLs in it).
 const MAX_RELAY_STATE: usize = 2048;
 
@@ -122,6 +124,11 @@ fn flow_cookie(state: &AppState, flow: &Flow, now: Timestamp) -> Result<String, 
         .login
         .key()?
         .seal(FLOW_COOKIE, flow, later(now, FLOW_SECONDS))?;
+    if sealed.len() > MAX_COOKIE_BYTES {
+        return Err(LoginError::BadRequest(
+            "the RelayState is too long to carry through sign-in".into(),
+        ));
+    }
     Ok(set_cookie(
         FLOW_COOKIE,
         Some(&sealed),
@@ -135,10 +142,22 @@ fn session_cookie(
     identity: &Identity,
     now: Timestamp,
 ) -> Result<String, LoginError> {
-    let sealed = state
-        .login
-        .key()?
-        .seal(SESSION_COOKIE, identity, later(now, SESSION_SECONDS))?;
+    let key = state.login.key()?;
+    let expires = later(now, SESSION_SECONDS);
+    let mut sealed = key.seal(SESSION_COOKIE, identity, expires)?;
+    if sealed.len() > MAX_COOKIE_BYTES {
+        // Browsers drop larger cookies silently; keep only what names the person.
+        let mut lean = identity.clone();
+        lean.claims.clear();
+        sealed = key.seal(SESSION_COOKIE, &lean, expires)?;
+    }
+    if sealed.len() > MAX_COOKIE_BYTES {
+        return Err(LoginError::Token(format!(
+            "it names {} groups, more than a session cookie can hold; ask your platform team to \
+             have the identity provider send only the groups rolegate needs",
+            identity.groups.len()
+        )));
+    }
     Ok(set_cookie(
         SESSION_COOKIE,
         Some(&sealed),

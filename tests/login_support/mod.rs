@@ -148,10 +148,13 @@ spec:
         ),
         None => ("[op, people]", String::new()),
     };
+    let many: Vec<String> = (0..400).map(|i| format!("group-{i:03}")).collect();
     let users = format!(
-        "- {{username: carol, bcryptHash: \"{}\", email: carol@example.test, name: Carol, groups: [readers]}}\n- {{username: dave, bcryptHash: \"{}\", groups: [readers]}}\n",
+        "- {{username: carol, bcryptHash: \"{}\", email: carol@example.test, name: Carol, groups: [readers]}}\n- {{username: dave, bcryptHash: \"{}\", groups: [readers]}}\n- {{username: erin, bcryptHash: \"{}\", groups: [readers, {}]}}\n",
         hash("carol-pw"),
         hash("dave-pw"),
+        hash("erin-pw"),
+        many.join(", "),
     );
     let users = users
         .lines()
