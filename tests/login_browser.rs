@@ -39,7 +39,8 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    async fn start() -> Self {
+    /// A browser session, with JavaScript on or off.
+    async fn start(javascript: bool) -> Self {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -79,7 +80,11 @@ impl Browser {
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": args,
+                    "prefs": {"profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 }},
+                },
             }}}))
             .send()
             .await
@@ -223,7 +228,7 @@ async fn a_person_signs_in_picks_a_role_and_lands_at_the_service_provider() {
     }
     let (h, _op) = started.expect("oidc-provider did not start (see tests/peers/js/oidc_op.mjs)");
     std::fs::write(&metadata, h.metadata("aws").await).unwrap();
-    let browser = Browser::start().await;
+    let browser = Browser::start(true).await;
 
     // The login URL offers the app's Connections.
     let relay = "https://console.aws.amazon.com/s3/home";
@@ -294,4 +299,47 @@ async fn a_person_signs_in_picks_a_role_and_lands_at_the_service_provider() {
     );
     assert_eq!(outcome["relay_state"], relay);
     assert_eq!(h.metric("rolegate_assertions_signed_total"), 1.0);
+}
+
+/// Without JavaScript the Response still reaches the service provider: the page's button posts
+/// the same form.
+#[tokio::test]
+async fn without_javascript_the_button_posts_the_response() {
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("idp.xml");
+    let result = work.path().join("result.json");
+    let sp = start_sp(&metadata, &result);
+    let acs = sp.ready["acs"].as_str().unwrap().to_owned();
+    // The OP is not needed here: carol signs in with a password.
+    let h = Harness::start(&resources("http://127.0.0.1:9", None, &acs)).await;
+    std::fs::write(&metadata, h.metadata("aws").await).unwrap();
+    let browser = Browser::start(false).await;
+    browser.goto(&format!("{}/samlp/aws", h.url)).await;
+    browser.click("a[href='/login/via/people']").await;
+    browser.type_into("#username", "carol").await;
+    browser.type_into("#password", "carol-pw").await;
+    browser.click("button[type=submit]").await;
+    // One role: the page with the form, which no script submits.
+    browser.find("form#saml").await;
+    // `<noscript>` content is parsed into elements only when scripting is off.
+    browser.find("noscript p").await;
+    assert!(
+        browser.url().await.starts_with(&h.url),
+        "{}",
+        browser.url().await
+    );
+    assert!(!result.exists(), "nothing reached the service provider yet");
+    browser.click("form#saml button[type=submit]").await;
+    browser.find("#outcome").await;
+    browser.quit().await;
+    let outcome: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(
+        outcome["ok"], true,
+        "the service provider refused: {outcome}"
+    );
+    assert_eq!(outcome["result"]["name_id"], "carol@example.test");
+    assert_eq!(
+        outcome["result"]["attributes"]["https://aws.amazon.com/SAML/Attributes/Role"],
+        json!([format!("{READER},{}", provider_arn())])
+    );
 }
