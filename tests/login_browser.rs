@@ -33,6 +33,20 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Close the session first (also when a test failed midway), so that chromedriver takes
+        // Chromium down with it; a killed chromedriver would leave the browser running.
+        use std::io::{Read as _, Write as _};
+        let address = self.base.trim_start_matches("http://").to_owned();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.set_read_timeout(Some(PATIENCE));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
