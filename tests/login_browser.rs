@@ -44,7 +44,8 @@ impl Drop for Browser {
                 self.session
             );
             if stream.write_all(request.as_bytes()).is_ok() {
-                let _ = stream.read_to_end(&mut Vec::new());
+                // The answer comes once the browser is closed; its first bytes are enough.
+                let _ = stream.read(&mut [0u8; 512]);
             }
         }
         let _ = self.driver.kill();
