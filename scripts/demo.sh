@@ -252,6 +252,38 @@ printf 'HTTP %s\n' "$code" | indent
 ok "refused with 403: nothing was signed, STS was never called"
 
 # ---------------------------------------------------------------------------------------
+step "10. A person: sign in at the login URL and pick up a SAMLResponse"
+say "Open $rolegate_url/samlp/aws in a browser and sign in as ada / demo-password"
+say "($config/50-people.yaml). Here curl plays the browser:"
+jar="$demo/person.cookies"
+rm -f "$jar"
+say "\$ curl $rolegate_url/samlp/aws   (-> /login/continue -> /login/via/people: the password form)"
+curl -s -c "$jar" -b "$jar" -L -o "$demo/person-form.html" "$rolegate_url/samlp/aws"
+grep -q 'type="password"' "$demo/person-form.html" || die "the login URL did not lead to the password form"
+say "\$ curl -X POST $rolegate_url/login/via/people -d username=ada -d password=...   (-> the auto-posting form)"
+code="$(curl -s -c "$jar" -b "$jar" -L -o "$demo/person-post.html" -w '%{http_code}' \
+  --data-urlencode username=ada --data-urlencode password=demo-password "$rolegate_url/login/via/people")"
+[ "$code" = 200 ] || die "sign-in answered $code"
+"$python" - "$demo/person-post.html" "$demo/person-assertion.b64" <<'EOF' | indent
+import base64, html, re, sys
+page = open(sys.argv[1]).read()
+action = re.search(r'<form id="saml" method="post" action="([^"]+)"', page).group(1)
+value = html.unescape(re.search(r'name="SAMLResponse" value="([^"]+)"', page).group(1))
+open(sys.argv[2], "w").write(value)
+xml = base64.b64decode(value).decode()
+print("form posts to:", html.unescape(action))
+print("NameID:", re.search(r"<saml:NameID[^>]*>([^<]+)<", xml).group(1))
+for name, v in re.findall(r'<saml:Attribute Name="([^"]+)"[^>]*><saml:AttributeValue>([^<]+)<', xml):
+    print(name.rsplit("/", 1)[-1] + ":", v)
+EOF
+say "\$ aws sts assume-role-with-saml --saml-assertion file://person-assertion.b64 ...   (what the console does)"
+person_arn="$(admin_aws sts assume-role-with-saml --role-arn "$role_arn" --principal-arn "$provider_arn" \
+  --saml-assertion "file://$demo/person-assertion.b64" --query AssumedRoleUser.Arn --output text)"
+say "    $person_arn"
+[ "$person_arn" = "arn:aws:sts::$account:assumed-role/$role_name/ada" ] || die "STS gave $person_arn"
+ok "ada signed in with a password and holds $person_arn"
+
+# ---------------------------------------------------------------------------------------
 step "Done"
 say "The pod never held an AWS key: rolegate verified its service-account token, signed a SAML"
 say "assertion and exchanged it with STS AssumeRoleWithSAML (an unsigned call)."

@@ -83,12 +83,17 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     let ready = Arc::new(AtomicBool::new(false));
     let index = Index::start(&client, &options.namespace);
     let (tls_tx, mut tls_rx) = tokio::sync::watch::channel(None);
+    let login = Arc::new(crate::login::LoginState::new(
+        options.namespace.clone(),
+        None,
+    ));
     {
-        let (store, keys, ready, namespace) = (
+        let (store, keys, ready, namespace, login) = (
             Arc::clone(&store),
             Arc::clone(&keys),
             Arc::clone(&ready),
             options.namespace.clone(),
+            Arc::clone(&login),
         );
         let tls_secret = match &options.tls {
             Some(TlsSource::Secret(name)) => Some(name.clone()),
@@ -106,6 +111,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
                 });
             }
             keys.replace(keys_from_secrets(&snapshot, &namespace));
+            login.set_key(crate::login::key_from_secrets(&snapshot, &namespace));
             store.replace(snapshot);
             ready.store(true, Ordering::Release);
         }));
@@ -125,6 +131,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         clock: Arc::new(SystemClock),
         public_url: options.public_url.clone(),
         ready,
+        login,
     };
     tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
     let app = router(state);
@@ -176,8 +183,11 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
 async fn serve_http(addr: SocketAddr, app: axum::Router) -> Result<(), ServerError> {
     let fail = |e| ServerError::Serve(addr, e);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::standalone::shutdown_signal())
-        .await
-        .map_err(fail)
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(crate::standalone::shutdown_signal())
+    .await
+    .map_err(fail)
 }

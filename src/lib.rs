@@ -13,6 +13,7 @@ pub mod dev;
 pub mod idp;
 pub mod keys;
 pub mod laptop;
+pub mod login;
 pub mod metrics;
 pub mod pki;
 pub mod policy;

@@ -75,6 +75,9 @@ pub enum ServeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The cookie key of people's sign-in cannot be read or made.
+    #[error("session key: {0}")]
+    SessionKey(String),
     /// The listener cannot be bound or serving failed.
     #[error("serving on {addr}: {source}")]
     Serve {
@@ -302,13 +305,23 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         clock: Arc::new(SystemClock),
         public_url: public_url.clone(),
         ready: Arc::new(AtomicBool::new(false)),
+        login: Arc::new(crate::login::LoginState::new(
+            options.namespace.clone(),
+            Some(
+                crate::login::key_from_state_dir(&options.state_dir)
+                    .map_err(ServeError::SessionKey)?,
+            ),
+        )),
     };
     tokio::spawn(sync_loop(options.clone(), state.clone()));
     tracing::info!(%addr, %public_url, "serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServeError::Serve { addr, source })
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|source| ServeError::Serve { addr, source })
 }
 
 /// Registers at start, then reloads and re-registers whenever the files change, and at least

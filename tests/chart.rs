@@ -104,6 +104,17 @@ fn the_chart_renders_both_workloads_with_their_rbac_and_the_generated_crds() {
         );
     }
 
+    // The key sealing sign-in cookies: one Secret every replica reads, labelled for the index.
+    let session = find(&docs, "Secret", rolegate::login::SESSION_SECRET);
+    assert_eq!(
+        session["metadata"]["labels"][rolegate::store::index::LOGIN_SECRET_LABEL],
+        "true"
+    );
+    let key = session["data"][rolegate::login::SESSION_KEY]
+        .as_str()
+        .unwrap();
+    assert!(key.len() >= 64, "a 48-character key, base64-encoded");
+
     let crds: Vec<&serde_json::Value> = docs
         .iter()
         .filter(|d| d["kind"] == "CustomResourceDefinition")

@@ -21,6 +21,10 @@ use super::SecretRef;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
+    /// What people see on the sign-in page ("Continue with …"). Defaults to the Connection's
+    /// name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// An OpenID Connect provider: browser login and id_token validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConnection>,

@@ -180,7 +180,30 @@ pub fn build_response(
     now: Timestamp,
     signer: &dyn Signer,
 ) -> Result<SignedResponse, SamlError> {
+    build_response_to(settings, content, ids, None, now, signer)
+}
+
+/// [`build_response`] answering an `AuthnRequest`: `in_response_to` (the request's ID) is set on
+/// the Response and on the bearer `SubjectConfirmationData`, as SP-initiated SSO requires.
+///
+/// # Errors
+/// Text XML cannot carry, or a failing signer.
+pub fn build_response_to(
+    settings: &AppSettings,
+    content: &AssertionContent<'_>,
+    ids: &DocumentIds,
+    in_response_to: Option<&str>,
+    now: Timestamp,
+    signer: &dyn Signer,
+) -> Result<SignedResponse, SamlError> {
     check_text("NameID", content.name_id)?;
+    if let Some(id) = in_response_to {
+        check_text("InResponseTo", id)?;
+    }
+    let answering = |e: Element| match in_response_to {
+        Some(id) => e.attr("InResponseTo", id),
+        None => e,
+    };
     for attribute in content.attributes {
         check_text("attribute name", &attribute.name)?;
         for value in &attribute.values {
@@ -219,11 +242,11 @@ pub fn build_response(
                     .child(
                         Element::new(SAML, "SubjectConfirmation")
                             .attr("Method", BEARER)
-                            .child(
+                            .child(answering(
                                 Element::new(SAML, "SubjectConfirmationData")
                                     .attr("NotOnOrAfter", expires.clone())
                                     .attr("Recipient", settings.recipient.clone()),
-                            ),
+                            )),
                     ),
             )
             .child(
@@ -242,13 +265,16 @@ pub fn build_response(
                     .child(Element::new(SAML, "AuthnContext").child(
                         Element::new(SAML, "AuthnContextClassRef").text(content.authn_context),
                     )),
-            )
-            .child(Element::new(SAML, "AttributeStatement").children(attributes));
+            );
+    // An AttributeStatement must hold at least one Attribute (saml-schema-assertion-2.0).
+    if !content.attributes.is_empty() {
+        assertion = assertion.child(Element::new(SAML, "AttributeStatement").children(attributes));
+    }
 
     if !settings.sign_response {
         signature::sign_enveloped(&mut assertion, &ids.assertion, 1, settings.digest, signer)?;
     }
-    let mut response = Element::new(SAMLP, "Response")
+    let mut response = answering(Element::new(SAMLP, "Response"))
         .attr("Destination", settings.recipient.clone())
         .attr("ID", ids.response.clone())
         .attr("IssueInstant", issued)

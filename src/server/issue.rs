@@ -15,6 +15,7 @@ use super::{ApiError, AppState, record};
 use crate::aws::{AssumeRequest, Sts, StsCredentials};
 use crate::crd::ConnectionKind;
 use crate::credentials::{CachedSession, CredentialCache, SessionKey};
+use crate::login::flow::claim_strings;
 use crate::policy::{self, RequestContext, RoleGrant, Subject};
 use crate::saml::{self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, Attribute, DocumentIds};
 use crate::store::Snapshot;
@@ -48,19 +49,6 @@ fn random_id() -> String {
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("_{hex}")
-}
-
-fn claim_strings(value: &serde_json::Value) -> Vec<String> {
-    match value {
-        serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        serde_json::Value::Number(n) => vec![n.to_string()],
-        serde_json::Value::Bool(b) => vec![b.to_string()],
-        _ => Vec::new(),
-    }
 }
 
 struct Person {

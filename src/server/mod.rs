@@ -2,6 +2,7 @@
 
 mod error;
 mod issue;
+pub mod login;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +58,8 @@ pub struct AppState {
     pub public_url: String,
     /// Set once resources and keys are loaded.
     pub ready: Arc<AtomicBool>,
+    /// People's sign-in: the cookie key and the wrong-password counts.
+    pub login: Arc<crate::login::LoginState>,
 }
 
 /// Request bodies larger than this are refused.
@@ -66,6 +69,17 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/samlp/metadata/{app}", get(metadata))
+        .route("/samlp/{app}", get(login::sso_get).post(login::sso_post))
+        .route(
+            "/login/continue",
+            get(login::continue_get).post(login::continue_post),
+        )
+        .route(
+            "/login/via/{connection}",
+            get(login::via_get).post(login::via_post),
+        )
+        .route("/login/callback", get(login::callback))
+        .route("/login/signout", get(login::signout))
         .route("/delegation", post(issue::delegation))
         .route("/v1/credentials", get(credentials))
         .route("/admission/pods", post(admit_pod))
@@ -105,7 +119,7 @@ pub async fn serve_tls_config(
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, config)?
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
 }
 

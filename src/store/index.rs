@@ -17,6 +17,10 @@ use tokio::sync::Notify;
 use super::Snapshot;
 use crate::crd::{Connection, IAMProvider, RoleMapping, SAMLApp};
 
+/// The label that makes a Secret of the operator namespace visible to the server besides the
+/// `kubernetes.io/tls` signing Secrets: the session key, OIDC client secrets and static users.
+pub const LOGIN_SECRET_LABEL: &str = "rolegate.dev/login";
+
 /// Readers of every watched kind.
 #[derive(Clone)]
 pub struct Index {
@@ -27,6 +31,7 @@ pub struct Index {
     namespaces: Store<Namespace>,
     secrets: Store<Secret>,
     service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    login_secrets: Store<Secret>,
     /// Notified on every change of any watched object.
     pub changed: Arc<Notify>,
 }
@@ -64,7 +69,8 @@ where
 }
 
 impl Index {
-    /// Starts the watches. Secrets are watched in the operator namespace only.
+    /// Starts the watches. Secrets are watched in the operator namespace only: those of type
+    /// `kubernetes.io/tls`, and those labelled [`LOGIN_SECRET_LABEL`].
     pub fn start(client: &Client, namespace: &str) -> Self {
         let changed = Arc::new(Notify::new());
         let config = watcher::Config::default;
@@ -82,6 +88,11 @@ impl Index {
             // Service accounts are many and only their annotations matter: an
             // `Api<PartialObjectMeta<_>>` watches metadata only.
             service_accounts: watch(Api::all(client.clone()), config(), Arc::clone(&changed)),
+            login_secrets: watch(
+                Api::namespaced(client.clone(), namespace),
+                config().labels(LOGIN_SECRET_LABEL),
+                Arc::clone(&changed),
+            ),
             changed,
         }
     }
@@ -96,6 +107,7 @@ impl Index {
             self.namespaces.wait_until_ready(),
             self.secrets.wait_until_ready(),
             self.service_accounts.wait_until_ready(),
+            self.login_secrets.wait_until_ready(),
         );
     }
 
@@ -136,6 +148,7 @@ impl Index {
                 .secrets
                 .state()
                 .iter()
+                .chain(self.login_secrets.state().iter())
                 .map(|s| {
                     (
                         (s.namespace().unwrap_or_default(), s.name_any()),

@@ -278,6 +278,7 @@ impl Harness {
             clock: Arc::new(SystemClock),
             public_url: url.clone(),
             ready: Arc::new(AtomicBool::new(true)),
+            login: Arc::new(rolegate::login::LoginState::ephemeral("rolegate")),
         };
         let app = router(state.clone());
         let tls_handle = axum_server::Handle::new();
@@ -298,7 +299,14 @@ impl Harness {
             None => {
                 std_listener.set_nonblocking(true).unwrap();
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+                tokio::spawn(async move {
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    )
+                    .await
+                    .unwrap()
+                })
             }
         };
         Self {

