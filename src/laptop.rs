@@ -197,17 +197,8 @@ pub fn check_id_token(
     Ok(exp)
 }
 
-/// A random URL-safe value with 256 bits of entropy (state, nonce, PKCE verifier).
 fn random_token() -> Result<String, LaptopError> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| LaptopError::Local("the system random source failed".into()))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// The PKCE `S256` challenge of `verifier` (RFC 7636).
-fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
+    crate::login::oidc::random_token().map_err(|e| LaptopError::Local(e.to_string()))
 }
 
 fn read_file(path: &Path) -> Option<String> {
@@ -403,7 +394,10 @@ impl Client {
             .append_pair("scope", &self.scope())
             .append_pair("state", &state)
             .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &pkce_challenge(&verifier))
+            .append_pair(
+                "code_challenge",
+                &crate::login::oidc::pkce_challenge(&verifier),
+            )
             .append_pair("code_challenge_method", "S256");
         let url = url.to_string();
         if !open_browser(&url, self.options.browser.as_deref()) {
@@ -412,7 +406,7 @@ impl Client {
         tell(&format!("rolegate: sign in at {url}"));
         let code = tokio::time::timeout(
             self.options.timeout,
-            wait_for_callback(listener, state.clone()),
+            wait_for_callback(listener, state.clone(), self.options.issuer.clone()),
         )
         .await
         .map_err(|_| {
@@ -602,11 +596,12 @@ fn id_token_of(answer: TokenAnswer) -> Result<String, LaptopError> {
         .ok_or_else(|| LaptopError::SignIn("the token response has no id_token".into()))
 }
 
-/// PURE: the authorization code of a callback's query, once its state is checked.
+/// PURE: the authorization code of a callback's query, once its state (and, when the provider
+/// names itself with RFC 9207's `iss`, its issuer) is checked.
 ///
 /// # Errors
-/// The provider's error, a state that is not this sign-in's, or no code.
-pub fn callback_code(query: &str, state: &str) -> Result<String, String> {
+/// The provider's error, a state that is not this sign-in's, another issuer, or no code.
+pub fn callback_code(query: &str, state: &str, issuer: &str) -> Result<String, String> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|_| "the callback query is unreadable")?;
     let get = |k: &str| {
@@ -622,11 +617,14 @@ pub fn callback_code(query: &str, state: &str) -> Result<String, String> {
             plain(get("error_description").unwrap_or_default())
         ));
     }
-    let same = get("state").is_some_and(|s| {
-        aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), state.as_bytes()).is_ok()
-    });
+    let same = get("state").is_some_and(|s| crate::login::oidc::same_secret(s, state));
     if !same {
         return Err("the callback's state is not this sign-in's".into());
+    }
+    if let Some(iss) = get("iss")
+        && iss.trim_end_matches('/') != issuer.trim_end_matches('/')
+    {
+        return Err(format!("the callback comes from issuer {:?}", plain(iss)));
     }
     get("code")
         .map(str::to_owned)
@@ -637,6 +635,7 @@ pub fn callback_code(query: &str, state: &str) -> Result<String, String> {
 async fn wait_for_callback(
     listener: tokio::net::TcpListener,
     state: String,
+    issuer: String,
 ) -> Result<String, LaptopError> {
     use axum::extract::RawQuery;
     use axum::response::Html;
@@ -644,9 +643,10 @@ async fn wait_for_callback(
     let app = axum::Router::new().route(
         "/callback",
         axum::routing::get(move |RawQuery(query): RawQuery| {
-            let (tx, state) = (tx.clone(), state.clone());
+            let (tx, state, issuer) = (tx.clone(), state.clone(), issuer.clone());
             async move {
-                let outcome = callback_code(query.as_deref().unwrap_or_default(), &state);
+                let outcome =
+                    callback_code(query.as_deref().unwrap_or_default(), &state, &issuer);
                 let page = match &outcome {
                     Ok(_) => "<!doctype html><title>rolegate</title><p>Signed in. You can close this tab and go back to the terminal.</p>".to_owned(),
                     Err(e) => format!("<!doctype html><title>rolegate</title><p>Sign-in failed: {}</p>", html_escape(e)),
@@ -803,18 +803,17 @@ mod tests {
 
     #[test]
     fn the_callback_must_carry_this_sign_ins_state() {
-        assert_eq!(callback_code("code=abc&state=s1", "s1").unwrap(), "abc");
-        assert!(
-            callback_code("code=abc&state=s2", "s1")
-                .unwrap_err()
-                .contains("state")
-        );
-        assert!(callback_code("code=abc", "s1").is_err());
-        let err = callback_code(
-            "error=access_denied&error_description=no%20way&state=s1",
-            "s1",
-        )
-        .unwrap_err();
+        let op = "http://127.0.0.1:9000";
+        assert_eq!(callback_code("code=abc&state=s1", "s1", op).unwrap(), "abc");
+        let with_iss = "code=abc&state=s1&iss=http%3A%2F%2F127.0.0.1%3A9000";
+        assert_eq!(callback_code(with_iss, "s1", op).unwrap(), "abc");
+        let err = callback_code("code=abc&state=s1&iss=https%3A%2F%2Fevil", "s1", op).unwrap_err();
+        assert!(err.contains("issuer"), "{err}");
+        let err = callback_code("code=abc&state=s2", "s1", op).unwrap_err();
+        assert!(err.contains("state"), "{err}");
+        assert!(callback_code("code=abc", "s1", op).is_err());
+        let denied = "error=access_denied&error_description=no%20way&state=s1";
+        let err = callback_code(denied, "s1", op).unwrap_err();
         assert_eq!(err, "the provider answered access_denied: no way");
     }
 
