@@ -58,7 +58,7 @@ pub enum LaptopError {
     #[error("sign-in failed: {0}")]
     SignIn(String),
     /// rolegate refused or failed the exchange.
-    #[error("rolegate refused: {0}")]
+    #[error("refused: {0}")]
     Delegation(String),
     /// The cache or CA file cannot be used.
     #[error("{0}: {1}")]

@@ -16,6 +16,8 @@ pub const ADMIN: &str = "arn:aws:iam::123456789012:role/admin";
 pub const READER: &str = "arn:aws:iam::123456789012:role/reader";
 pub const CLIENT_ID: &str = "rolegate";
 pub const CLIENT_SECRET: &str = "op-client-secret-for-tests-only";
+/// The public client `rolegate credentials` signs in with (PKCE, loopback redirect).
+pub const PUBLIC_CLIENT_ID: &str = "rolegate-cli";
 pub const WIKI_SP: &str = "https://wiki.example.test/sp";
 pub const WIKI_ACS: &str = "https://wiki.example.test/acs";
 
@@ -97,6 +99,14 @@ pub fn start_op(port: u16, callback: &str) -> Option<Peer> {
             "grant_types": ["authorization_code"],
             "response_types": ["code"],
             "token_endpoint_auth_method": "client_secret_basic",
+        }, {
+            // A native app on a laptop: any loopback port (RFC 8252), no secret, PKCE.
+            "client_id": PUBLIC_CLIENT_ID,
+            "application_type": "native",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
         }],
         "accounts": {
             "alice": {"password": "alice-pw", "claims": {"email": "alice@example.test", "email_verified": true, "name": "Alice Example", "groups": ["readers"]}},
@@ -205,6 +215,7 @@ spec:
   oidc:
     issuer: {op_issuer}
     clientId: {CLIENT_ID}
+    publicClientId: {PUBLIC_CLIENT_ID}
     clientSecretRef: {{name: op-client}}
     scopes: [openid, email, profile, groups]
 {mixup}---
