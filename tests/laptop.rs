@@ -121,10 +121,10 @@ impl Env {
 async fn opened_url(path: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(url) = std::fs::read_to_string(path) {
-            if !url.is_empty() {
-                return url;
-            }
+        if let Ok(url) = std::fs::read_to_string(path)
+            && !url.is_empty()
+        {
+            return url;
         }
         assert!(Instant::now() < deadline, "no browser was opened");
         tokio::time::sleep(Duration::from_millis(50)).await;
