@@ -262,3 +262,86 @@ async fn a_person_with_no_role_is_told_so_and_nothing_is_cached() {
         "{cached:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_browser_the_device_flow_signs_in_on_another_device() {
+    use tokio::io::AsyncBufReadExt as _;
+    let env = setup().await;
+    let mut command = env.credentials_command(READER);
+    command.extend(["--flow".to_owned(), "device".to_owned()]);
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The person reads the code from the terminal...
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let (url, code) = line
+        .strip_prefix("rolegate: sign in at ")
+        .and_then(|rest| rest.split_once(" (code "))
+        .unwrap_or_else(|| panic!("{line}"));
+    let code = code.trim_end_matches(')');
+    assert!(
+        url.starts_with(&format!("{}/device?user_code=", env.op_issuer)),
+        "{url}"
+    );
+
+    // ...and confirms it on another device: the provider's confirmation, then its sign-in page.
+    let mut phone = Agent::new();
+    let page = phone.get(url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let device = format!("{}/device", env.op_issuer);
+    let xsrf = form_value(&page.body, "xsrf").unwrap();
+    let page = phone
+        .post(&device, &[("xsrf", &xsrf), ("user_code", code)])
+        .await;
+    assert!(
+        page.body.contains(code),
+        "the confirmation shows the code: {}",
+        page.body
+    );
+    let xsrf = form_value(&page.body, "xsrf").unwrap();
+    let answer = phone
+        .post(
+            &device,
+            &[("xsrf", &xsrf), ("user_code", code), ("confirm", "yes")],
+        )
+        .await;
+    let next = reqwest::Url::parse(&device)
+        .unwrap()
+        .join(
+            answer
+                .location
+                .as_deref()
+                .unwrap_or_else(|| panic!("{}", answer.body)),
+        )
+        .unwrap()
+        .to_string();
+    let (interaction, page) = phone.follow(&next, |_| false).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let answer = phone
+        .post(
+            &interaction,
+            &[("login", "alice"), ("password", "alice-pw")],
+        )
+        .await;
+    assert!((300..400).contains(&answer.status), "{}", answer.body);
+    let resume = reqwest::Url::parse(&interaction)
+        .unwrap()
+        .join(answer.location.as_deref().unwrap())
+        .unwrap()
+        .to_string();
+    let (_, done) = phone.follow(&resume, |_| false).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{:?}", lines.next_line().await);
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["Version"], 1);
+    assert!(printed["AccessKeyId"].is_string() && printed["SessionToken"].is_string());
+    assert!(!env.url_file().exists(), "no browser was asked for");
+    assert_eq!(env.h.metric("rolegate_sts_calls_total"), 1.0);
+}

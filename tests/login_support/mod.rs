@@ -47,9 +47,11 @@ fn try_start(mut command: Command) -> Option<Peer> {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // Keep draining: a peer that writes to a closed pipe later (oidc-provider logs notices on
+    // stdout the first time a feature is used) would die of EPIPE.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     match serde_json::from_str(&line) {
         Ok(ready) => Some(Peer { child, ready }),
         Err(_) => {
@@ -104,7 +106,7 @@ pub fn start_op(port: u16, callback: &str) -> Option<Peer> {
             "client_id": PUBLIC_CLIENT_ID,
             "application_type": "native",
             "redirect_uris": ["http://127.0.0.1/callback"],
-            "grant_types": ["authorization_code"],
+            "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
             "response_types": ["code"],
             "token_endpoint_auth_method": "none",
         }],

@@ -30,7 +30,8 @@ const provider = new Provider(issuer, {
   },
   // Put the scope claims in the id_token too (rolegate reads the id_token, not userinfo).
   conformIdTokenClaims: false,
-  features: { devInteractions: { enabled: false } },
+  // The device flow is for `rolegate credentials --flow device` (a laptop without a browser).
+  features: { devInteractions: { enabled: false }, deviceFlow: { enabled: true } },
   async findAccount(_ctx, id) {
     const account = accounts[id];
     if (!account) return undefined;
