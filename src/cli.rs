@@ -157,12 +157,17 @@ pub struct ServeArgs {
     /// The MutatingWebhookConfiguration whose `caBundle` is kept; empty for none.
     #[arg(long, default_value = "rolegate")]
     pub webhook_configuration: String,
+    /// The credentials URI the Pod webhook injects: where the node agent listens
+    /// (`rolegate agent --listen`).
+    #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
+    pub credentials_uri: String,
 }
 
 impl ServeArgs {
     /// The options `serve` runs with.
     pub fn options(&self) -> crate::standalone::ServeOptions {
         crate::standalone::ServeOptions {
+            credentials_uri: self.credentials_uri.clone(),
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
             listen: self.listen,
@@ -202,12 +207,17 @@ pub struct ServerArgs {
     /// With TLS: serve TLS on this address and plain http (probes, an Ingress) on `--listen`.
     #[arg(long)]
     pub tls_listen: Option<SocketAddr>,
+    /// The credentials URI the Pod webhook injects: where the node agent listens
+    /// (`rolegate agent --listen`).
+    #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
+    pub credentials_uri: String,
 }
 
 impl ServerArgs {
     /// The options the server runs with.
     pub fn options(&self) -> crate::cluster::ServerOptions {
         crate::cluster::ServerOptions {
+            credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,
             public_url: self.public_url.clone(),

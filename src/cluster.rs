@@ -32,6 +32,8 @@ pub struct ServerOptions {
     pub review_ttl: Duration,
     /// Where the serving certificate comes from; `None` serves plain http.
     pub tls: Option<TlsSource>,
+    /// The credentials URI the Pod webhook injects (where the node agent listens).
+    pub credentials_uri: String,
     /// With `tls`: serve TLS here (node agents, the admission webhook) and plain http on
     /// `listen` (probes, an Ingress). Without it, `listen` serves TLS.
     pub tls_listen: Option<SocketAddr>,
@@ -132,6 +134,10 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         public_url: options.public_url.clone(),
         ready,
         login,
+        injection: Arc::new(crate::webhook::Injection {
+            credentials_uri: options.credentials_uri.clone(),
+            ..crate::webhook::Injection::default()
+        }),
     };
     tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
     let app = router(state);

@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub poll: Duration,
     /// How often IAM is compared with the desired metadata even without changes.
     pub resync: Duration,
+    /// The credentials URI the Pod webhook injects (where the node agent listens).
+    pub credentials_uri: String,
 }
 
 /// Why `serve` cannot start.
@@ -312,6 +314,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .map_err(ServeError::SessionKey)?,
             ),
         )),
+        injection: Arc::new(crate::webhook::Injection {
+            credentials_uri: options.credentials_uri.clone(),
+            ..crate::webhook::Injection::default()
+        }),
     };
     tokio::spawn(sync_loop(options.clone(), state.clone()));
     tracing::info!(%addr, %public_url, "serving");

@@ -177,6 +177,11 @@ fn pods_are_wired_to_the_agent_through_the_webhook_and_the_operator_ca() {
         args.contains("--tls-secret=rg-server-tls") && args.contains("--tls-listen=0.0.0.0:8443"),
         "{args}"
     );
+    // The webhook injects the address the agent listens on.
+    assert!(
+        args.contains("--credentials-uri=http://169.254.170.23/v1/credentials"),
+        "{args}"
+    );
 
     let agent = find(&docs, "DaemonSet", "rg-agent");
     let spec = &agent["spec"]["template"]["spec"];
@@ -227,6 +232,19 @@ fn pods_are_wired_to_the_agent_through_the_webhook_and_the_operator_ca() {
             .as_str()
             .unwrap()
             .contains("fd00:ec2::23/128")
+    );
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "agent.port=8099",
+    ]);
+    assert!(ok, "{err}");
+    let server = find(&docs, "Deployment", "rg-server");
+    let args = server["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--credentials-uri=http://169.254.170.23:8099/v1/credentials"),
+        "{args}"
     );
 }
 

@@ -60,6 +60,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// People's sign-in: the cookie key and the wrong-password counts.
     pub login: Arc<crate::login::LoginState>,
+    /// What the Pod webhook injects (the node agent's URI among it).
+    pub injection: Arc<crate::webhook::Injection>,
 }
 
 /// Request bodies larger than this are refused.
@@ -202,9 +204,8 @@ async fn admit_pod(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let snapshot = state.store.current();
-    let (review, message) =
-        crate::webhook::review(&body, &snapshot, &crate::webhook::Injection::default())
-            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let (review, message) = crate::webhook::review(&body, &snapshot, &state.injection)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     if message.starts_with("injected") {
         tracing::info!(%message, "admission");
     } else {

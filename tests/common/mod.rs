@@ -279,6 +279,7 @@ impl Harness {
             public_url: url.clone(),
             ready: Arc::new(AtomicBool::new(true)),
             login: Arc::new(rolegate::login::LoginState::ephemeral("rolegate")),
+            injection: Arc::new(rolegate::webhook::Injection::default()),
         };
         let app = router(state.clone());
         let tls_handle = axum_server::Handle::new();
