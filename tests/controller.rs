@@ -586,35 +586,124 @@ async fn samlapp_with_a_missing_secret_ref_says_so() {
 
 #[tokio::test]
 async fn connection_status_says_whether_the_spec_is_usable() {
-    for (spec, status, reason, event) in [
+    let users = |yaml: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "people", "namespace": "rolegate", "labels": {"rolegate.dev/login": "true"}},
+        "stringData": {"users.yaml": yaml}})
+    };
+    let hash = "$2b$04$0123456789012345678901uSmCu0wLPmWr0mH3SK6G95J1i1Sb7Ru";
+    let two = users(&format!(
+        "- {{username: carol, bcryptHash: \"{hash}\"}}\n- {{username: dave, bcryptHash: \"{hash}\"}}\n"
+    ));
+    let mut unlabelled = two.clone();
+    unlabelled["metadata"]["labels"] = json!({});
+    let static_spec = json!({"static": {"secretRef": {"name": "people"}}});
+    let people = "/api/v1/namespaces/rolegate/secrets/people";
+    // (spec, the Secret the reconcile reads, Ready, reason, what the message says)
+    let cases: Vec<(serde_json::Value, Option<Expect>, &str, &str, &str)> = vec![
         (
             json!({"kubernetes": {"audiences": ["rolegate"]}}),
+            None,
             "True",
             "Valid",
-            "Normal",
+            "TokenReview",
         ),
-        (json!({}), "False", "InvalidSpec", "Warning"),
+        (json!({}), None, "False", "InvalidSpec", "none of oidc, kubernetes and static"),
         (
             json!({"oidc": {"issuer": "http://idp.example", "clientId": "c"}}),
+            None,
             "False",
             "InvalidSpec",
-            "Warning",
+            "https://",
         ),
-    ] {
+        (
+            json!({"oidc": {"issuer": "http://127.0.0.1:5556", "clientId": "c"}}),
+            None,
+            "True",
+            "Valid",
+            "discovery",
+        ),
+        (
+            static_spec.clone(),
+            Some(Expect::get(people, two.clone())),
+            "True",
+            "Valid",
+            "2 users from Secret rolegate/people",
+        ),
+        (
+            static_spec.clone(),
+            Some(Expect::not_found(people)),
+            "False",
+            "SecretNotFound",
+            "does not exist",
+        ),
+        (
+            static_spec.clone(),
+            Some(Expect::get(people, unlabelled)),
+            "False",
+            "SecretNotLabelled",
+            "rolegate.dev/login=true",
+        ),
+        (
+            static_spec.clone(),
+            Some(Expect::get(
+                people,
+                users(&format!(
+                    "- {{username: carol, bcryptHash: \"{hash}\"}}\n- {{username: carol, bcryptHash: \"{hash}\"}}\n"
+                )),
+            )),
+            "False",
+            "InvalidUsers",
+            "listed twice",
+        ),
+        (
+            static_spec.clone(),
+            Some(Expect::get(
+                people,
+                users("- {username: carol, bcryptHash: hunter2}\n"),
+            )),
+            "False",
+            "InvalidUsers",
+            "not a bcrypt hash",
+        ),
+        (
+            static_spec.clone(),
+            Some(Expect::get(
+                people,
+                users("carol: {password: \"$2b$secretish\"}\n"),
+            )),
+            "False",
+            "InvalidUsers",
+            "is not a list of users",
+        ),
+        (
+            json!({"static": {"secretRef": {"name": "people", "namespace": "team-a"}}}),
+            None,
+            "False",
+            "SecretOutsideNamespace",
+            "operator namespace rolegate",
+        ),
+        (
+            json!({"oidc": {"issuer": "https://idp.example", "clientId": "c", "clientSecretRef": {"name": "people"}}}),
+            Some(Expect::get(people, two.clone())),
+            "False",
+            "SecretKeyMissing",
+            "no clientSecret",
+        ),
+    ];
+    for (spec, secret, status, reason, says) in cases {
         let connection = json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "Connection",
                                 "metadata": {"name": "k8s", "generation": 2}, "spec": spec});
         let (client, handle) = apiserver::client();
         let ctx = context(client);
-        let verifier = apiserver::scenario(
-            handle,
-            vec![
-                Expect::patch(
-                    "/apis/rolegate.dev/v1alpha1/connections/k8s/status",
-                    connection.clone(),
-                ),
-                Expect::event("default"),
-            ],
-        );
+        let mut calls: Vec<Expect> = secret.into_iter().collect();
+        let offset = calls.len();
+        calls.push(Expect::patch(
+            "/apis/rolegate.dev/v1alpha1/connections/k8s/status",
+            connection.clone(),
+        ));
+        calls.push(Expect::event("default"));
+        let verifier = apiserver::scenario(handle, calls);
         rolegate::controller::connection::reconcile(
             Arc::new(serde_json::from_value(connection).unwrap()),
             ctx,
@@ -623,14 +712,25 @@ async fn connection_status_says_whether_the_spec_is_usable() {
         .unwrap();
         let (seen, mut handle) = verifier.await.unwrap();
         apiserver::no_more(&mut handle).await;
-        let ready = &seen[0].body["status"]["conditions"][0];
+        let ready = &seen[offset].body["status"]["conditions"][0];
         assert_eq!(
             (ready["status"].as_str(), ready["reason"].as_str()),
             (Some(status), Some(reason)),
             "{ready}"
         );
-        assert_eq!(seen[0].body["status"]["observedGeneration"], 2);
-        assert_eq!(seen[1].body["type"], event);
+        let message = ready["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+        assert!(
+            !message.contains("$2b$"),
+            "no hash reaches the status: {message}"
+        );
+        assert_eq!(seen[offset].body["status"]["observedGeneration"], 2);
+        let event = if status == "True" {
+            "Normal"
+        } else {
+            "Warning"
+        };
+        assert_eq!(seen[offset + 1].body["type"], event);
     }
 }
 

@@ -265,14 +265,29 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     let connections = Controller::new(
         Api::<Connection>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        connection::reconcile,
-        connection::error_policy,
-        Arc::clone(&ctx),
-    )
-    .for_each(|_| async {});
+    );
+    let by_secret = connections.store();
+    let connections = connections
+        .watches(
+            Api::<Secret>::namespaced(client.clone(), &options.namespace),
+            watcher::Config::default().labels(crate::store::index::LOGIN_SECRET_LABEL),
+            move |secret| {
+                let name = secret.name_any();
+                by_secret
+                    .state()
+                    .into_iter()
+                    .filter(|c| super::connection::refers_to(c, &name))
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            connection::reconcile,
+            connection::error_policy,
+            Arc::clone(&ctx),
+        )
+        .for_each(|_| async {});
 
     let certificates = keep_certificates(
         client.clone(),
