@@ -608,7 +608,13 @@ async fn connection_status_says_whether_the_spec_is_usable() {
             "Valid",
             "TokenReview",
         ),
-        (json!({}), None, "False", "InvalidSpec", "none of oidc, kubernetes and static"),
+        (
+            json!({}),
+            None,
+            "False",
+            "InvalidSpec",
+            "none of oidc, kubernetes and static",
+        ),
         (
             json!({"oidc": {"issuer": "http://idp.example", "clientId": "c"}}),
             None,
