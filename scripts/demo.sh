@@ -92,6 +92,8 @@ mkdir -p "$demo/pod"
 moto_port="$(free_port)"
 rolegate_port="$(free_port)"
 while [ "$rolegate_port" = "$moto_port" ]; do rolegate_port="$(free_port)"; done
+agent_port="$(free_port)"
+while [ "$agent_port" = "$moto_port" ] || [ "$agent_port" = "$rolegate_port" ]; do agent_port="$(free_port)"; done
 moto_url="http://127.0.0.1:$moto_port"
 rolegate_url="http://127.0.0.1:$rolegate_port"
 # Never send the demo's local calls through a proxy.
@@ -110,6 +112,7 @@ ok "moto (IAM + STS) on $moto_url"
 AWS_ENDPOINT_URL="$moto_url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test NO_COLOR=1 \
   "$rolegate" serve --config "$config" --state-dir "$demo/state" --listen "127.0.0.1:$rolegate_port" \
+  --credentials-uri "http://127.0.0.1:$agent_port/v1/credentials" \
   >"$demo/rolegate.log" 2>&1 &
 rolegate_pid=$!
 pids+=("$rolegate_pid")
@@ -172,7 +175,46 @@ print(f"pod: {claims.get('kubernetes.io', {}).get('pod', {}).get('name')}")
 EOF
 ok "$demo/pod/token"
 
-# The pod's whole environment, as the rolegate webhook would inject it (plus the moto
+# ---------------------------------------------------------------------------------------
+step "5b. The admission webhook and the node agent"
+say "In a cluster the API server sends every new pod to POST /admission/pods; here curl does:"
+cat >"$demo/pod/review.json" <<EOF
+{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+ "request": {"uid": "demo-1", "namespace": "demo", "operation": "CREATE",
+             "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app-7d4b9c-x2x8q", "namespace": "demo"},
+                        "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "python:3.12"}]}}}}
+EOF
+say "\$ curl -X POST $rolegate_url/admission/pods -d @review.json"
+curl -fsS -X POST -H 'Content-Type: application/json' --data @"$demo/pod/review.json" \
+  "$rolegate_url/admission/pods" >"$demo/pod/review-answer.json" || die "the webhook did not answer"
+"$python" - "$demo/pod/review-answer.json" "http://127.0.0.1:$agent_port/v1/credentials" <<'EOF' | indent || die "the webhook did not inject the agent's URI"
+import base64, json, sys
+response = json.load(open(sys.argv[1]))["response"]
+print("allowed:", response["allowed"])
+patch = json.loads(base64.b64decode(response["patch"]))
+for op in patch:
+    value = op["value"]
+    if op["path"].endswith("/env"):
+        for var in value:
+            print(f'{op["op"]} env {var["name"]}={var["value"]}')
+    elif op["path"] == "/spec/volumes":
+        token = value[0]["projected"]["sources"][0]["serviceAccountToken"]
+        print(f'{op["op"]} volume {value[0]["name"]}: projected token, audience {token["audience"]}, {token["expirationSeconds"]} s')
+    else:
+        print(op["op"], op["path"])
+sys.exit(0 if sys.argv[2] in json.dumps(patch) else 1)
+EOF
+ok "the webhook injects the two variables and the token volume"
+
+# The node agent: on a node it listens on 169.254.170.23:80 (host network); here on loopback,
+# forwarding to rolegate (over TLS with the operator CA in a cluster; plain http here).
+NO_COLOR=1 "$rolegate" agent --listen "127.0.0.1:$agent_port" --server "$rolegate_url" >"$demo/agent.log" 2>&1 &
+agent_pid=$!
+pids+=("$agent_pid")
+wait_for "http://127.0.0.1:$agent_port/healthz" 200 "$agent_pid" "rolegate agent"
+ok "rolegate agent on http://127.0.0.1:$agent_port, the URI the webhook injected"
+
+# The pod's whole environment, as the rolegate webhook injects it (plus the moto
 # endpoint and region). Every other AWS_* setting is removed, and the shared config files
 # are hidden, so the credentials can only come from rolegate.
 # (AWS_DEFAULT_REGION too: botocore/awscli v1 read only that one.)
@@ -180,7 +222,7 @@ as_pod() {
   env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN \
       -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_ROLE_ARN -u AWS_WEB_IDENTITY_TOKEN_FILE \
       -u AWS_CONTAINER_CREDENTIALS_RELATIVE_URI -u AWS_CONTAINER_AUTHORIZATION_TOKEN \
-    AWS_CONTAINER_CREDENTIALS_FULL_URI="$rolegate_url/v1/credentials" \
+    AWS_CONTAINER_CREDENTIALS_FULL_URI="http://127.0.0.1:$agent_port/v1/credentials" \
     AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$demo/pod/token" \
     AWS_ENDPOINT_URL="$moto_url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
@@ -287,4 +329,4 @@ ok "ada signed in with a password and holds $person_arn"
 step "Done"
 say "The pod never held an AWS key: rolegate verified its service-account token, signed a SAML"
 say "assertion and exchanged it with STS AssumeRoleWithSAML (an unsigned call)."
-say "Logs: $demo/rolegate.log, $demo/moto.log   Config: $config/"
+say "Logs: $demo/rolegate.log, $demo/agent.log, $demo/moto.log   Config: $config/"
