@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::aws::Sts;
 use crate::aws::sdk::{AccessKeys, IamAccess, SdkSamlProviders, SdkSts};
-use crate::crd::IAMProvider;
+use crate::crd::{IAMProvider, SAMLApp};
 use crate::credentials::CredentialCache;
 use crate::idp::{AppKeys, KeyRing, app_metadata};
 use crate::keys::{KeyError, SigningKey};
@@ -108,8 +109,127 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())
 }
 
+/// The files of an app's state directory: the same entries as the controller's managed Secret.
+const STATE_FILES: [&str; 5] = ["tls.key", "tls.crt", "next.key", "next.crt", "retiring.crt"];
+/// The rotation instants (the managed Secret's annotations), as JSON.
+const ROTATION_FILE: &str = "rotation.json";
+
+/// The state directory of one app, read as the controller's managed Secret would hold it.
+fn read_state(dir: &Path) -> std::io::Result<Secret> {
+    let mut data = BTreeMap::new();
+    for file in STATE_FILES {
+        match std::fs::read(dir.join(file)) {
+            Ok(bytes) => {
+                data.insert(file.to_owned(), k8s_openapi::ByteString(bytes));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let annotations: BTreeMap<String, String> = match std::fs::read(dir.join(ROTATION_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Secret::default()
+    })
+}
+
+/// Replaces the state directory with `secret`'s entries in one step: the new state is written
+/// beside it and swapped in by renames, so a crash leaves the old state or the new, never a
+/// key beside another key's certificate.
+fn write_state(dir: &Path, secret: &Secret) -> std::io::Result<()> {
+    let staged = dir.with_extension("new");
+    let old = dir.with_extension("old");
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir_all(&staged)?;
+    for (file, value) in secret.data.iter().flatten() {
+        if !STATE_FILES.contains(&file.as_str()) {
+            continue;
+        }
+        let path = staged.join(file);
+        if file.ends_with(".key") {
+            write_private(&path, &String::from_utf8_lossy(&value.0))?;
+        } else {
+            std::fs::write(&path, &value.0)?;
+        }
+    }
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    if !annotations.is_empty() {
+        std::fs::write(
+            staged.join(ROTATION_FILE),
+            serde_json::to_vec_pretty(&annotations)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        )?;
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::rename(dir, &old)?;
+    std::fs::rename(&staged, dir)?;
+    std::fs::remove_dir_all(&old)
+}
+
+/// Finishes a swap a crash interrupted: the staged state is complete once the old one was moved
+/// aside.
+fn recover_state(dir: &Path) -> std::io::Result<()> {
+    let staged = dir.with_extension("new");
+    if !dir.exists() && staged.join("tls.key").exists() {
+        std::fs::rename(&staged, dir)?;
+    }
+    Ok(())
+}
+
+/// The keys of an app kept in the state directory, after the rotation step due at `now` (the
+/// controller's lifecycle: Next published a lead time before it signs, Retiring published a
+/// lead time after).
+fn rotate_state(
+    name: &str,
+    app: &SAMLApp,
+    dir: &Path,
+    now: Timestamp,
+) -> Result<AppKeys, ServeError> {
+    let secret = read_state(dir).map_err(state_io(dir))?;
+    let unusable = |reason: String| ServeError::Secret {
+        app: name.to_owned(),
+        reason: format!("state directory {}: {reason}", dir.display()),
+    };
+    let (keys, rotation) = crate::rotation::app_keys(&secret, name).map_err(unusable)?;
+    let lead = SignedDuration::from_hours(24 * i64::from(app.spec.signing.rotation_lead_days));
+    let step = crate::rotation::plan(&rotation, lead, now);
+    if step == crate::rotation::Step::Keep {
+        return Ok(keys);
+    }
+    let next = if step == crate::rotation::Step::PublishNext {
+        let settings = crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
+        let (_, pem) = SigningKey::generate(
+            &settings.issuer,
+            app.spec.signing.key_size,
+            app.spec.signing.validity_days,
+            now,
+        )
+        .map_err(|source| ServeError::Key {
+            app: name.to_owned(),
+            source,
+        })?;
+        Some((pem.key_pem, pem.cert_pem))
+    } else {
+        None
+    };
+    let updated = crate::rotation::apply(&secret, step, next, lead, now);
+    write_state(dir, &updated).map_err(state_io(dir))?;
+    let (keys, _) = crate::rotation::app_keys(&updated, name).map_err(unusable)?;
+    tracing::info!(app = %name, step = ?step, path = %dir.display(), "signing key rotation");
+    Ok(keys)
+}
+
 /// Loads every SAMLApp's key: from its `secretRef` Secret, else from the state directory,
-/// generating it there on first use.
+/// generating it there on first use and rotating it there when due.
 ///
 /// # Errors
 /// A missing or invalid Secret, an unusable key, or an unwritable state directory.
@@ -144,28 +264,26 @@ pub fn load_keys(
             continue;
         } else {
             let dir = state_dir.join(name);
+            recover_state(&dir).map_err(state_io(&dir))?;
+            if dir.join("tls.key").exists() {
+                ring.insert(name.clone(), rotate_state(name, app, &dir, now)?);
+                continue;
+            }
+            let settings = crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
+            let (key, pem) = SigningKey::generate(
+                &settings.issuer,
+                app.spec.signing.key_size,
+                app.spec.signing.validity_days,
+                now,
+            )
+            .map_err(key_error)?;
             let key_path = dir.join("tls.key");
             let cert_path = dir.join("tls.crt");
-            if key_path.exists() {
-                let key_pem = std::fs::read_to_string(&key_path).map_err(state_io(&key_path))?;
-                let cert_pem = std::fs::read_to_string(&cert_path).map_err(state_io(&cert_path))?;
-                SigningKey::from_pem(&key_pem, &cert_pem).map_err(key_error)?
-            } else {
-                let settings =
-                    crate::saml::AppSettings::from_app(app).map_err(ServeError::Settings)?;
-                let (key, pem) = SigningKey::generate(
-                    &settings.issuer,
-                    app.spec.signing.key_size,
-                    app.spec.signing.validity_days,
-                    now,
-                )
-                .map_err(key_error)?;
-                std::fs::create_dir_all(&dir).map_err(state_io(&dir))?;
-                write_private(&key_path, &pem.key_pem).map_err(state_io(&key_path))?;
-                std::fs::write(&cert_path, &pem.cert_pem).map_err(state_io(&cert_path))?;
-                tracing::info!(app = %name, fingerprint = key.fingerprint(), path = %dir.display(), "generated signing key");
-                key
-            }
+            std::fs::create_dir_all(&dir).map_err(state_io(&dir))?;
+            write_private(&key_path, &pem.key_pem).map_err(state_io(&key_path))?;
+            std::fs::write(&cert_path, &pem.cert_pem).map_err(state_io(&cert_path))?;
+            tracing::info!(app = %name, fingerprint = key.fingerprint(), path = %dir.display(), "generated signing key");
+            key
         };
         ring.insert(name.clone(), AppKeys::single(key));
     }
@@ -379,6 +497,20 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             }
         }
         if changed || last_sync.elapsed() >= options.resync {
+            if !changed {
+                // A rotation step may be due: Next published, promoted, or Retiring dropped.
+                match load_keys(
+                    &state.store.current(),
+                    &options.state_dir,
+                    &options.namespace,
+                    Timestamp::now(),
+                ) {
+                    Ok(keys) => state.keys.replace(keys),
+                    Err(e) => {
+                        tracing::error!(error = %e, "keys could not be reloaded; still signing with the previous ones")
+                    }
+                }
+            }
             register().await;
             last_sync = Instant::now();
         }

@@ -208,3 +208,86 @@ fn serve_refuses_an_invalid_config_with_the_file_named() {
     );
     assert!(!dir.path().join("state").exists(), "nothing was generated");
 }
+
+/// The state directory goes through the controller's rotation lifecycle on a pinned clock:
+/// Next published a lead time before it signs, then promoted with the old certificate still
+/// published as Retiring for a lead time, then dropped. The metadata carries both certificates
+/// through the switch.
+#[test]
+fn the_state_directory_rotates_its_signing_key_when_due() {
+    use rolegate::crd::CertificateState::{Active, Next, Retiring};
+    let config = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("app.yaml"),
+        "apiVersion: rolegate.dev/v1alpha1\nkind: SAMLApp\nmetadata: {name: aws}\nspec:\n  signing: {validityDays: 10, rotationLeadDays: 2}\n",
+    )
+    .unwrap();
+    let snapshot = rolegate::store::files::load_dir(config.path()).unwrap();
+    let t0 = jiff::Timestamp::from_second(1_790_000_000).unwrap();
+    let day = jiff::SignedDuration::from_hours(24);
+    let load = |now: jiff::Timestamp| {
+        let ring =
+            rolegate::standalone::load_keys(&snapshot, state.path(), "rolegate", now).unwrap();
+        let keys = ring.get("aws").unwrap().clone();
+        let states: Vec<_> = keys.published.iter().map(|(_, _, s)| *s).collect();
+        (keys, states)
+    };
+    let fingerprint = |keys: &rolegate::idp::AppKeys| keys.active.fingerprint().to_owned();
+
+    let (first, states) = load(t0);
+    assert_eq!(states, vec![Active]);
+    // Still more than two lead times left: nothing moves, and the key is the one on disk.
+    let (keys, states) = load(t0 + day * 5);
+    assert_eq!(
+        (fingerprint(&keys), states),
+        (fingerprint(&first), vec![Active])
+    );
+
+    // Four days left: a Next key is published but does not sign yet.
+    let (keys, states) = load(t0 + day * 6 + jiff::SignedDuration::from_hours(1));
+    assert_eq!(states, vec![Active, Next]);
+    assert_eq!(fingerprint(&keys), fingerprint(&first));
+    let metadata = rolegate::idp::app_metadata(
+        snapshot.apps.get("aws").unwrap(),
+        &keys,
+        "http://127.0.0.1:8080",
+    )
+    .unwrap();
+    assert_eq!(
+        metadata.matches("<ds:X509Certificate>").count(),
+        2,
+        "{metadata}"
+    );
+    let dir = state.path().join("aws");
+    assert!(dir.join("next.key").exists() && dir.join("rotation.json").exists());
+    use std::os::unix::fs::PermissionsExt as _;
+    for key in ["tls.key", "next.key"] {
+        let mode = std::fs::metadata(dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+
+    // A lead time later the Next key signs and the old certificate is Retiring.
+    let (promoted, states) = load(t0 + day * 8 + jiff::SignedDuration::from_hours(2));
+    assert_eq!(states, vec![Active, Retiring]);
+    assert_ne!(fingerprint(&promoted), fingerprint(&first));
+    assert!(!dir.join("next.key").exists());
+    // A restart reads the same state: no second rotation.
+    let (again, states) = load(t0 + day * 8 + jiff::SignedDuration::from_hours(3));
+    assert_eq!(
+        (fingerprint(&again), states),
+        (fingerprint(&promoted), vec![Active, Retiring])
+    );
+
+    // Another lead time later the Retiring certificate is dropped.
+    let (keys, states) = load(t0 + day * 10 + jiff::SignedDuration::from_hours(3));
+    assert_eq!(
+        (fingerprint(&keys), states),
+        (fingerprint(&promoted), vec![Active])
+    );
+    assert!(!dir.join("retiring.crt").exists());
+    assert!(!state.path().join("aws.new").exists() && !state.path().join("aws.old").exists());
+}
