@@ -138,25 +138,6 @@ pub struct ServeArgs {
     /// Seconds between comparisons with IAM that repair drift.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
-    /// Who issues the server's serving certificate: rolegate's own CA (`self-signed`), or
-    /// cert-manager (`external`: only the CA bundle ConfigMap is published).
-    #[arg(long, value_enum, default_value = "self-signed")]
-    pub certificates: crate::controller::certs::CertMode,
-    /// The server's Service, named by the serving certificate.
-    #[arg(long, default_value = "rolegate-server")]
-    pub server_service: String,
-    /// The `kubernetes.io/tls` Secret the server serves with.
-    #[arg(long, default_value = "rolegate-server-tls")]
-    pub serving_secret: String,
-    /// The Opaque Secret holding the operator CA (self-signed mode).
-    #[arg(long, default_value = "rolegate-ca")]
-    pub ca_secret: String,
-    /// The ConfigMap publishing the CA bundle (`ca.crt`) for node agents.
-    #[arg(long, default_value = "rolegate-ca")]
-    pub ca_configmap: String,
-    /// The MutatingWebhookConfiguration whose `caBundle` is kept; empty for none.
-    #[arg(long, default_value = "rolegate")]
-    pub webhook_configuration: String,
     /// The credentials URI the Pod webhook injects: where the node agent listens
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]

@@ -13,6 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::crd::OidcConnection;
+use crate::login::oidc::{Discovery, ProviderClient, authorize_url};
+
 /// How the person signs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Flow {
@@ -227,14 +230,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), LaptopError> {
 }
 
 #[derive(Debug, Deserialize)]
-struct Discovery {
-    issuer: String,
-    authorization_endpoint: Option<String>,
-    token_endpoint: String,
-    device_authorization_endpoint: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
 struct TokenAnswer {
     id_token: Option<String>,
     error: Option<String>,
@@ -313,26 +308,22 @@ impl Client {
     }
 
     async fn discover(&self) -> Result<Discovery, LaptopError> {
-        let issuer = self.options.issuer.trim_end_matches('/');
-        let url = format!("{issuer}/.well-known/openid-configuration");
-        let fail = |e: String| LaptopError::SignIn(format!("discovery at {url} failed: {e}"));
-        let discovery: Discovery = self
-            .http
-            .get(&url)
-            .send()
+        ProviderClient::default()
+            .discover(&self.options.issuer)
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| fail(e.without_url().to_string()))?
-            .json()
-            .await
-            .map_err(|e| fail(e.without_url().to_string()))?;
-        if discovery.issuer.trim_end_matches('/') != issuer {
-            return Err(LaptopError::SignIn(format!(
-                "the discovery document names issuer {:?}, not {issuer:?}",
-                plain(&discovery.issuer)
-            )));
+            .map_err(|e| LaptopError::SignIn(e.to_string()))
+    }
+
+    /// The Connection-shaped view of the options, for the login module's URL building.
+    fn connection(&self) -> OidcConnection {
+        OidcConnection {
+            issuer: self.options.issuer.clone(),
+            client_id: self.options.client_id.clone(),
+            client_secret_ref: None,
+            public_client_id: None,
+            scopes: self.options.scopes.clone(),
+            claims: crate::crd::ClaimNames::default(),
         }
-        Ok(discovery)
     }
 
     async fn token_request(
@@ -373,9 +364,6 @@ impl Client {
 
     /// The authorization code flow with PKCE, redirected to a loopback port (RFC 8252).
     async fn sign_in_with_browser(&self, discovery: &Discovery) -> Result<String, LaptopError> {
-        let authorize = discovery.authorization_endpoint.as_deref().ok_or_else(|| {
-            LaptopError::SignIn("the provider has no authorization_endpoint".into())
-        })?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.options.port))
             .await
             .map_err(|e| LaptopError::Local(format!("cannot listen on loopback: {e}")))?;
@@ -385,21 +373,15 @@ impl Client {
             .port();
         let redirect_uri = format!("http://127.0.0.1:{port}/callback");
         let (state, nonce, verifier) = (random_token()?, random_token()?, random_token()?);
-        let mut url = reqwest::Url::parse(authorize)
-            .map_err(|e| LaptopError::SignIn(format!("authorization_endpoint: {e}")))?;
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &self.options.client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("scope", &self.scope())
-            .append_pair("state", &state)
-            .append_pair("nonce", &nonce)
-            .append_pair(
-                "code_challenge",
-                &crate::login::oidc::pkce_challenge(&verifier),
-            )
-            .append_pair("code_challenge_method", "S256");
-        let url = url.to_string();
+        let url = authorize_url(
+            discovery,
+            &self.connection(),
+            &redirect_uri,
+            &state,
+            &nonce,
+            &verifier,
+        )
+        .map_err(|e| LaptopError::SignIn(e.to_string()))?;
         if !open_browser(&url, self.options.browser.as_deref()) {
             tell("rolegate: no browser could be opened.");
         }
@@ -415,19 +397,17 @@ impl Client {
                 self.options.timeout.as_secs()
             ))
         })??;
-        let answer = self
-            .token_request(
-                &discovery.token_endpoint,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", &redirect_uri),
-                    ("code_verifier", &verifier),
-                    ("client_id", &self.options.client_id),
-                ],
+        let id_token = ProviderClient::default()
+            .exchange(
+                discovery,
+                &self.options.client_id,
+                None,
+                &code,
+                &redirect_uri,
+                &verifier,
             )
-            .await?;
-        let id_token = id_token_of(answer)?;
+            .await
+            .map_err(|e| LaptopError::SignIn(e.to_string()))?;
         check_id_token(
             &id_token,
             &self.options.issuer,

@@ -65,6 +65,9 @@ pub struct Discovery {
     pub authorization_endpoint: String,
     /// `token_endpoint`.
     pub token_endpoint: String,
+    /// `device_authorization_endpoint` (RFC 8628), for `rolegate credentials --flow device`.
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<String>,
 }
 
 /// The authorization request URL.
@@ -270,6 +273,7 @@ mod tests {
             issuer: "https://op.test".into(),
             authorization_endpoint: "https://op.test/auth?tenant=1".into(),
             token_endpoint: "https://op.test/token".into(),
+            device_authorization_endpoint: None,
         };
         let connection = OidcConnection {
             issuer: "https://op.test".into(),
