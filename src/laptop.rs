@@ -307,6 +307,14 @@ impl Client {
         Ok(Self { http, options })
     }
 
+    async fn sign_in(&self) -> Result<String, LaptopError> {
+        let discovery = self.discover().await?;
+        match self.options.flow {
+            Flow::Browser => self.sign_in_with_browser(&discovery).await,
+            Flow::Device => self.sign_in_with_device(&discovery).await,
+        }
+    }
+
     async fn discover(&self) -> Result<Discovery, LaptopError> {
         ProviderClient::default()
             .discover(&self.options.issuer)
@@ -699,16 +707,6 @@ pub async fn credentials(options: Options) -> Result<ProcessCredentials, LaptopE
         serde_json::to_string(&credentials).map_err(|e| LaptopError::Local(e.to_string()))?;
     write_private(&cached_path, &json)?;
     Ok(credentials)
-}
-
-impl Client {
-    async fn sign_in(&self) -> Result<String, LaptopError> {
-        let discovery = self.discover().await?;
-        match self.options.flow {
-            Flow::Browser => self.sign_in_with_browser(&discovery).await,
-            Flow::Device => self.sign_in_with_device(&discovery).await,
-        }
-    }
 }
 
 #[cfg(test)]

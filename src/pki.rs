@@ -136,12 +136,7 @@ pub struct CertInfo {
 /// # Errors
 /// No certificate, or one that does not parse.
 pub fn inspect(pem_text: &str) -> Result<CertInfo, PkiError> {
-    let block = pem::parse_many(pem_text)
-        .map_err(|e| PkiError::Unreadable(e.to_string()))?
-        .into_iter()
-        .find(|p| p.tag() == "CERTIFICATE")
-        .ok_or_else(|| PkiError::Unreadable("no CERTIFICATE block".into()))?;
-    let der = block.contents().to_vec();
+    let der = first_der(pem_text)?;
     let (_, cert) =
         X509Certificate::from_der(&der).map_err(|e| PkiError::Unreadable(e.to_string()))?;
     let at = |t: i64| Timestamp::from_second(t).map_err(|e| PkiError::Unreadable(e.to_string()));
@@ -159,18 +154,28 @@ pub fn inspect(pem_text: &str) -> Result<CertInfo, PkiError> {
         not_before: at(cert.validity().not_before.timestamp())?,
         not_after: at(cert.validity().not_after.timestamp())?,
         dns_names,
-        der: der.clone(),
+        der,
     })
+}
+
+/// The DER of the first certificate in `pem_text`.
+fn first_der(pem_text: &str) -> Result<Vec<u8>, PkiError> {
+    pem::parse_many(pem_text)
+        .map_err(|e| PkiError::Unreadable(e.to_string()))?
+        .into_iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+        .ok_or_else(|| PkiError::Unreadable("no CERTIFICATE block".into()))
 }
 
 /// PURE: whether `leaf_pem` carries a valid signature by `ca_pem`'s key.
 pub fn signed_by(leaf_pem: &str, ca_pem: &str) -> bool {
-    let (Ok(leaf), Ok(ca)) = (inspect(leaf_pem), inspect(ca_pem)) else {
+    let (Ok(leaf), Ok(ca)) = (first_der(leaf_pem), first_der(ca_pem)) else {
         return false;
     };
     let (Ok((_, leaf)), Ok((_, ca))) = (
-        X509Certificate::from_der(&leaf.der),
-        X509Certificate::from_der(&ca.der),
+        X509Certificate::from_der(&leaf),
+        X509Certificate::from_der(&ca),
     ) else {
         return false;
     };

@@ -27,13 +27,19 @@ struct Setup {
     agent_url: String,
 }
 
+/// Serves `agent` on a loopback port; returns its URL.
+async fn serve_agent(agent: Agent) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    agent_url
+}
+
 async fn setup() -> Setup {
     let (ca, cert, key) = pki();
     let h = Harness::start_tls(&resources(&unique("agent"), false), &cert, &key).await;
     let agent = Agent::new(&h.url, Some(ca.as_bytes())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    let agent_url = serve_agent(agent).await;
     Setup { h, agent_url }
 }
 
@@ -177,9 +183,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let (other_ca, _, _) = pki();
     let h = Harness::start_tls(&resources(&unique("agent-ca"), false), &cert, &key).await;
     let agent = Agent::new(&h.url, Some(other_ca.as_bytes())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    let agent_url = serve_agent(agent).await;
     let (status, body) = get(&agent_url, &h.sa_token("team-a", "app")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "server_unreachable");
@@ -215,10 +219,7 @@ async fn eventually(agent_url: &str, token: &str, want: u16) -> serde_json::Valu
 
 async fn agent_trusting(server: &str, ca_pem: &str) -> (Agent, String) {
     let agent = Agent::new(server, Some(ca_pem.as_bytes())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_url = format!("http://{}", listener.local_addr().unwrap());
-    let served = agent.clone();
-    tokio::spawn(async move { axum::serve(listener, router(served)).await.unwrap() });
+    let agent_url = serve_agent(agent.clone()).await;
     (agent, agent_url)
 }
 
@@ -303,9 +304,7 @@ async fn with_the_server_down_cached_credentials_serve_until_they_expire_then_a_
     let agent = Agent::new(&h.url, Some(ca.as_bytes()))
         .unwrap()
         .with_clock(clock.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    let agent_url = serve_agent(agent).await;
 
     let token = h.sa_token("team-a", "app");
     let (status, first) = get(&agent_url, &token).await;

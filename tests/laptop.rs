@@ -135,24 +135,8 @@ async fn opened_url(path: &Path) -> String {
 /// loopback listener of `rolegate credentials`; returns its final page.
 async fn sign_in(url: &str, user: &str, password: &str) -> Answer {
     let mut browser = Agent::new();
-    let (interaction, page) = browser.follow(url, |_| false).await;
-    assert_eq!(
-        page.status, 200,
-        "the provider's sign-in page: {}",
-        page.body
-    );
-    let answer = browser
-        .post(&interaction, &[("login", user), ("password", password)])
-        .await;
-    assert!((300..400).contains(&answer.status), "{}", answer.body);
-    let next = reqwest::Url::parse(&interaction)
-        .unwrap()
-        .join(answer.location.as_deref().unwrap())
-        .unwrap()
-        .to_string();
-    let (landed, page) = browser.follow(&next, |_| false).await;
-    assert!(landed.contains("/callback?"), "{landed}");
-    page
+    let callback = op_sign_in_to(&mut browser, url, user, password, "/callback?").await;
+    browser.get(&callback).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,17 +294,7 @@ async fn without_a_browser_the_device_flow_signs_in_on_another_device() {
             &[("xsrf", &xsrf), ("user_code", code), ("confirm", "yes")],
         )
         .await;
-    let next = reqwest::Url::parse(&device)
-        .unwrap()
-        .join(
-            answer
-                .location
-                .as_deref()
-                .unwrap_or_else(|| panic!("{}", answer.body)),
-        )
-        .unwrap()
-        .to_string();
-    let (interaction, page) = phone.follow(&next, |_| false).await;
+    let (interaction, page) = phone.follow(&location(&device, &answer), |_| false).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let answer = phone
         .post(
@@ -329,12 +303,9 @@ async fn without_a_browser_the_device_flow_signs_in_on_another_device() {
         )
         .await;
     assert!((300..400).contains(&answer.status), "{}", answer.body);
-    let resume = reqwest::Url::parse(&interaction)
-        .unwrap()
-        .join(answer.location.as_deref().unwrap())
-        .unwrap()
-        .to_string();
-    let (_, done) = phone.follow(&resume, |_| false).await;
+    let (_, done) = phone
+        .follow(&location(&interaction, &answer), |_| false)
+        .await;
     assert_eq!(done.status, 200, "{}", done.body);
 
     let output = child.wait_with_output().await.unwrap();

@@ -390,6 +390,18 @@ pub fn form_value(page: &str, name: &str) -> Option<String> {
 /// Signs in at the OP's page of `authorize` (its URL) as `user`, and returns the redirect back
 /// to rolegate's callback, unfollowed.
 pub async fn op_sign_in(agent: &mut Agent, authorize: &str, user: &str, password: &str) -> String {
+    op_sign_in_to(agent, authorize, user, password, "/login/callback").await
+}
+
+/// [`op_sign_in`] for any client: returns the first redirect whose URL contains `callback`,
+/// unfollowed.
+pub async fn op_sign_in_to(
+    agent: &mut Agent,
+    authorize: &str,
+    user: &str,
+    password: &str,
+    callback: &str,
+) -> String {
     let (interaction, page) = agent.follow(authorize, |_| false).await;
     assert_eq!(page.status, 200, "OP sign-in page: {}", page.body);
     assert!(interaction.contains("/interaction/"), "{interaction}");
@@ -402,14 +414,23 @@ pub async fn op_sign_in(agent: &mut Agent, authorize: &str, user: &str, password
         answer.status,
         answer.body
     );
-    let next = reqwest::Url::parse(&interaction)
+    let next = location(&interaction, &answer);
+    let (landed, _) = agent.follow(&next, |u| u.contains(callback)).await;
+    assert!(landed.contains(callback), "{landed}");
+    landed
+}
+
+/// Where a redirect `answer` to a request for `base` points, as an absolute URL.
+pub fn location(base: &str, answer: &Answer) -> String {
+    let target = answer
+        .location
+        .as_deref()
+        .unwrap_or_else(|| panic!("not a redirect: {} {}", answer.status, answer.body));
+    reqwest::Url::parse(base)
         .unwrap()
-        .join(answer.location.as_deref().unwrap())
+        .join(target)
         .unwrap()
-        .to_string();
-    let (callback, _) = agent.follow(&next, |u| u.contains("/login/callback")).await;
-    assert!(callback.contains("/login/callback"), "{callback}");
-    callback
+        .to_string()
 }
 
 /// Replaces (or, with `None`, removes) query parameter `name` of `url`.
