@@ -1,6 +1,10 @@
 //! Identity tokens: JWTs verified against a Connection's JWKS (signature, `iss`, `aud`, `exp`,
-//! `nbf`). Unsigned and HMAC tokens are refused before any key is looked at. Keys are cached and
-//! refetched when a token names an unknown `kid`.
+//! `nbf`), or by TokenReview in a cluster. Unsigned and HMAC tokens are refused before any key is
+//! looked at, and every check that needs no key (issuer trusted by a Connection, expiry,
+//! audience) runs before any network I/O, so a forged token costs no fetch and no TokenReview.
+//! Keys are cached and refetched when a token names an unknown `kid`; an `oidc` issuer's keys
+//! are found through the login path's cached, hardened discovery. TokenReview calls are bounded
+//! in number in flight, and rejected tokens are remembered briefly by hash.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,9 +16,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::crd::{Connection, ConnectionKind};
+use crate::login::oidc::ProviderClient;
 use crate::store::Snapshot;
 use crate::tokenreview::TokenReviewer;
 
@@ -25,6 +30,12 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Clock skew tolerated on `nbf`.
 const NBF_LEEWAY_SECONDS: i64 = 30;
+/// At most this many TokenReview calls in flight by default; more wait for a slot.
+pub const REVIEW_CONCURRENCY: usize = 16;
+/// How long a token waits for a TokenReview slot before it is answered 503.
+const REVIEW_SLOT_WAIT: Duration = Duration::from_secs(5);
+/// How long a token the API server rejected is refused without asking again.
+const REJECTED_TTL: Duration = Duration::from_secs(30);
 
 /// Why a token is refused. Messages name the cause and never echo the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,14 +176,109 @@ struct CachedKeys {
     fetched: Option<Instant>,
 }
 
+/// Where a JWKS comes from. Only a URI the operator configured may be a local file; one named
+/// by a remote discovery document never is.
+#[derive(Debug, Clone, Copy)]
+enum KeySource<'a> {
+    /// A standalone `kubernetes` Connection's `jwksUri`.
+    Configured(&'a str),
+    /// The `jwks_uri` of an `oidc` issuer's discovery document, already checked to be https
+    /// (or http to loopback).
+    Discovered(&'a str),
+}
+
+impl KeySource<'_> {
+    const fn uri(&self) -> &str {
+        match self {
+            Self::Configured(uri) | Self::Discovered(uri) => uri,
+        }
+    }
+}
+
+/// Bounds TokenReview: slots in flight, and rejected tokens by SHA-256 (never the token).
+struct ReviewGuard {
+    slots: Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    slot_wait: Duration,
+    rejected: moka::future::Cache<[u8; 32], String>,
+}
+
+impl ReviewGuard {
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: Semaphore::new(slots.max(1)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            slot_wait: REVIEW_SLOT_WAIT,
+            rejected: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(REJECTED_TTL)
+                .build(),
+        }
+    }
+}
+
+/// Counts a token waiting for a review slot, until it has one or gives up (or its request is
+/// dropped).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for ReviewGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewGuard")
+            .field("free_slots", &self.slots.available_permits())
+            .field("rejected", &self.rejected.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Verifies tokens, caching each JWKS by URI.
 #[derive(Debug)]
 pub struct TokenVerifier {
-    http: reqwest::Client,
+    provider: ProviderClient,
     base_dir: PathBuf,
     refetch_interval: Duration,
     cache: Mutex<HashMap<String, Arc<Mutex<CachedKeys>>>>,
     reviewer: Option<Arc<dyn TokenReviewer>>,
+    guard: ReviewGuard,
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+    );
+    out
+}
+
+fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// `exp` in the future and `nbf` not ahead of `now`. Checked on the claims before the signature
+/// is (before any key is fetched or any review asked): these checks only ever refuse.
+fn check_times(claims: &serde_json::Value, now: Timestamp) -> Result<(), TokenError> {
+    let exp = time_claim(claims, "exp")?.ok_or(TokenError::Claim("exp"))?;
+    if exp <= now {
+        return Err(TokenError::Expired(exp));
+    }
+    if let Some(nbf) = time_claim(claims, "nbf")?
+        && nbf.as_second() > now.as_second() + NBF_LEEWAY_SECONDS
+    {
+        return Err(TokenError::NotYetValid(nbf));
+    }
+    Ok(())
 }
 
 fn b64_json(part: &str) -> Result<serde_json::Value, TokenError> {
@@ -229,10 +335,7 @@ fn trusted<'a>(connection: &'a Connection, issuer: &str, accept: Accept) -> Opti
             oidc_issuer: None,
             is_service_account: true,
         }),
-        ConnectionKind::Oidc(o)
-            if accept == Accept::Any
-                && o.issuer.trim_end_matches('/') == issuer.trim_end_matches('/') =>
-        {
+        ConnectionKind::Oidc(o) if accept == Accept::Any && same_issuer(&o.issuer, issuer) => {
             Some(Trusted {
                 name,
                 audiences: std::iter::once(o.client_id.clone())
@@ -250,17 +353,30 @@ fn trusted<'a>(connection: &'a Connection, issuer: &str, accept: Accept) -> Opti
 impl TokenVerifier {
     /// A verifier resolving `file:` JWKS URIs against `base_dir`.
     pub fn new(base_dir: PathBuf) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         Self {
-            http,
+            // A configured JWKS is read like a provider's: no redirect, a capped body.
+            provider: ProviderClient::default(),
             base_dir,
             refetch_interval: REFETCH_INTERVAL,
             cache: Mutex::new(HashMap::new()),
             reviewer: None,
+            guard: ReviewGuard::new(REVIEW_CONCURRENCY),
         }
+    }
+
+    /// At most `slots` TokenReview calls in flight; further tokens wait up to `wait` for one.
+    #[must_use]
+    pub fn with_review_slots(mut self, slots: usize, wait: Duration) -> Self {
+        self.guard = ReviewGuard::new(slots);
+        self.guard.slot_wait = wait;
+        self
+    }
+
+    /// How many tokens wait for a TokenReview slot right now.
+    pub fn reviews_waiting(&self) -> usize {
+        self.guard
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Service-account tokens are checked by TokenReview (in a cluster) instead of by JWKS.
@@ -280,8 +396,8 @@ impl TokenVerifier {
     /// Verifies `token` at `now` against the Connections of `snapshot`.
     ///
     /// # Errors
-    /// The first check that fails, in the order: size, shape, algorithm, issuer, key, signature,
-    /// expiry, audience, subject.
+    /// The first check that fails, in the order: size, shape, algorithm, issuer, expiry,
+    /// audience, then (with network I/O) key and signature or TokenReview, then subject.
     pub async fn verify(
         &self,
         token: &str,
@@ -331,11 +447,11 @@ impl TokenVerifier {
         if let Some(reviewer) = &self.reviewer {
             let oidc = accept == Accept::Any
                 && snapshot.connections.values().any(|c| {
-                    matches!(c.spec.kind(), Ok(ConnectionKind::Oidc(o)) if o.issuer.trim_end_matches('/') == issuer.trim_end_matches('/'))
+                    matches!(c.spec.kind(), Ok(ConnectionKind::Oidc(o)) if same_issuer(&o.issuer, &issuer))
                 });
             if !oidc {
                 return self
-                    .review(reviewer.as_ref(), token, issuer, snapshot)
+                    .review(reviewer.as_ref(), token, &claims, issuer, snapshot, now)
                     .await;
             }
         }
@@ -351,10 +467,33 @@ impl TokenVerifier {
             .find(|c| c.audiences.iter().any(|a| token_audiences.contains(a)))
             .or_else(|| candidates.first())
             .ok_or_else(|| TokenError::UntrustedIssuer(issuer.chars().take(200).collect()))?;
+        // Everything that needs no key is checked before any key is fetched.
+        check_times(&claims, now)?;
+        if !connection
+            .audiences
+            .iter()
+            .any(|a| token_audiences.contains(a))
+        {
+            return Err(TokenError::WrongAudience {
+                audience: token_audiences.join(",").chars().take(200).collect(),
+                connection: connection.name.to_owned(),
+            });
+        }
 
-        let jwks_uri = match (&connection.jwks_uri, connection.oidc_issuer) {
-            (Some(uri), _) => uri.clone(),
-            (None, Some(oidc)) => self.discover_jwks_uri(connection.name, oidc).await?,
+        let discovered;
+        let source = match (&connection.jwks_uri, connection.oidc_issuer) {
+            (Some(uri), _) => KeySource::Configured(uri),
+            (None, Some(oidc)) => {
+                discovered = self
+                    .provider
+                    .jwks_uri(oidc)
+                    .await
+                    .map_err(|reason| TokenError::Jwks {
+                        connection: connection.name.to_owned(),
+                        reason,
+                    })?;
+                KeySource::Discovered(&discovered)
+            }
             (None, None) => {
                 return Err(TokenError::Jwks {
                     connection: connection.name.to_owned(),
@@ -363,7 +502,7 @@ impl TokenVerifier {
             }
         };
         let key = self
-            .key_for(connection.name, &jwks_uri, header.kid.as_deref())
+            .key_for(connection.name, source, header.kid.as_deref())
             .await?;
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false;
@@ -382,25 +521,6 @@ impl TokenVerifier {
             other => TokenError::Malformed(format!("{other:?}")),
         })?;
 
-        let exp = time_claim(&claims, "exp")?.ok_or(TokenError::Claim("exp"))?;
-        if exp <= now {
-            return Err(TokenError::Expired(exp));
-        }
-        if let Some(nbf) = time_claim(&claims, "nbf")?
-            && nbf.as_second() > now.as_second() + NBF_LEEWAY_SECONDS
-        {
-            return Err(TokenError::NotYetValid(nbf));
-        }
-        if !connection
-            .audiences
-            .iter()
-            .any(|a| token_audiences.contains(a))
-        {
-            return Err(TokenError::WrongAudience {
-                audience: token_audiences.join(",").chars().take(200).collect(),
-                connection: connection.name.to_owned(),
-            });
-        }
         let subject = claims
             .get("sub")
             .and_then(|s| s.as_str())
@@ -426,24 +546,34 @@ impl TokenVerifier {
     }
 
     /// The cluster path: the API server authenticates the token for the audiences of the
-    /// `kubernetes` Connections.
+    /// `kubernetes` Connections. Only a token that could pass is sent: one whose issuer a
+    /// `kubernetes` Connection trusts (its `issuer`, when set), unexpired, for one of their
+    /// audiences, with a service-account subject, and not rejected in the last moments. At most
+    /// a bounded number of reviews are in flight.
     async fn review(
         &self,
         reviewer: &dyn TokenReviewer,
         token: &str,
+        claims: &serde_json::Value,
         issuer: String,
         snapshot: &Snapshot,
+        now: Timestamp,
     ) -> Result<VerifiedToken, TokenError> {
+        let untrusted = || TokenError::UntrustedIssuer(issuer.chars().take(200).collect());
+        // A Connection without `issuer` trusts whatever issuer the API server does.
         let connections: Vec<(&str, &Vec<String>)> = snapshot
             .connections
             .values()
             .filter_map(|c| match c.spec.kind() {
-                Ok(ConnectionKind::Kubernetes(k)) => {
+                Ok(ConnectionKind::Kubernetes(k))
+                    if k.issuer.as_deref().is_none_or(|i| same_issuer(i, &issuer)) =>
+                {
                     Some((c.metadata.name.as_deref().unwrap_or_default(), &k.audiences))
                 }
                 _ => None,
             })
             .collect();
+        let token_audiences = audiences(claims);
         let mut audiences: Vec<String> = connections
             .iter()
             .flat_map(|(_, a)| a.iter().cloned())
@@ -451,15 +581,57 @@ impl TokenVerifier {
         audiences.sort();
         audiences.dedup();
         if audiences.is_empty() {
-            return Err(TokenError::UntrustedIssuer(
-                issuer.chars().take(200).collect(),
+            return Err(untrusted());
+        }
+        check_times(claims, now)?;
+        if !audiences.iter().any(|a| token_audiences.contains(a)) {
+            return Err(TokenError::WrongAudience {
+                audience: token_audiences.join(",").chars().take(200).collect(),
+                connection: connections
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .ok_or(TokenError::Claim("sub"))?;
+        if !subject.starts_with("system:serviceaccount:") {
+            return Err(TokenError::NotServiceAccount(
+                subject.chars().take(200).collect(),
             ));
         }
-        let reviewed = reviewer
-            .review(token, &audiences)
-            .await
-            .map_err(TokenError::ReviewUnavailable)?
-            .map_err(TokenError::Rejected)?;
+        let hash = sha256(token);
+        if let Some(reason) = self.guard.rejected.get(&hash).await {
+            return Err(TokenError::Rejected(reason));
+        }
+        let reviewed = {
+            let slot = {
+                let _waiting = Waiting::new(&self.guard.waiting);
+                tokio::time::timeout(self.guard.slot_wait, self.guard.slots.acquire()).await
+            };
+            let _slot = match slot {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) | Err(_) => {
+                    return Err(TokenError::ReviewUnavailable(
+                        "too many token reviews are in flight; try again".into(),
+                    ));
+                }
+            };
+            reviewer
+                .review(token, &audiences)
+                .await
+                .map_err(TokenError::ReviewUnavailable)?
+        };
+        let reviewed = match reviewed {
+            Ok(reviewed) => reviewed,
+            Err(reason) => {
+                self.guard.rejected.insert(hash, reason.clone()).await;
+                return Err(TokenError::Rejected(reason));
+            }
+        };
         let (connection, _) = connections
             .iter()
             .find(|(_, a)| a.iter().any(|x| reviewed.audiences.contains(x)))
@@ -493,36 +665,14 @@ impl TokenVerifier {
         Ok(verified)
     }
 
-    async fn discover_jwks_uri(
-        &self,
-        connection: &str,
-        issuer: &str,
-    ) -> Result<String, TokenError> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let fail = |reason: String| TokenError::Jwks {
-            connection: connection.to_owned(),
-            reason,
+    async fn fetch(&self, source: KeySource<'_>) -> Result<JwkSet, String> {
+        let uri = match source {
+            KeySource::Discovered(uri) => {
+                let bytes = self.provider.get(uri).await?;
+                return serde_json::from_slice(&bytes).map_err(|e| format!("not a JWKS: {e}"));
+            }
+            KeySource::Configured(uri) => uri,
         };
-        let doc: serde_json::Value = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| fail(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        doc.get("jwks_uri")
-            .and_then(|u| u.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| fail("discovery document has no jwks_uri".into()))
-    }
-
-    async fn fetch(&self, uri: &str) -> Result<JwkSet, String> {
         let bytes = if let Some(path) = uri.strip_prefix("file://") {
             tokio::fs::read(path)
                 .await
@@ -533,16 +683,7 @@ impl TokenVerifier {
                 .await
                 .map_err(|e| format!("{}: {e}", path.display()))?
         } else if uri.starts_with("https://") || uri.starts_with("http://") {
-            self.http
-                .get(uri)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| e.to_string())?
-                .bytes()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_vec()
+            self.provider.get(uri).await?
         } else {
             return Err(format!("{uri:?} is not an http(s):// or file: URI"));
         };
@@ -552,9 +693,10 @@ impl TokenVerifier {
     async fn key_for(
         &self,
         connection: &str,
-        uri: &str,
+        source: KeySource<'_>,
         kid: Option<&str>,
     ) -> Result<DecodingKey, TokenError> {
+        let uri = source.uri();
         let entry = {
             let mut cache = self.cache.lock().await;
             Arc::clone(cache.entry(uri.to_owned()).or_insert_with(|| {
@@ -581,7 +723,7 @@ impl TokenVerifier {
             .fetched
             .is_none_or(|t| t.elapsed() >= self.refetch_interval);
         if may_fetch {
-            let fetched = self.fetch(uri).await;
+            let fetched = self.fetch(source).await;
             cached.fetched = Some(Instant::now());
             match fetched {
                 Ok(set) => cached.keys = Some(Arc::new(set)),

@@ -1,8 +1,12 @@
 //! The OpenID Connect authorization code flow with PKCE: random state, nonce and verifier
-//! (pure), and the two calls to the provider (discovery and the token exchange). The id_token is
-//! verified by [`crate::tokens::TokenVerifier`], which already knows the issuer's JWKS.
+//! (pure), and the calls to the provider (discovery, the token exchange, the JWKS). The id_token
+//! is verified by [`crate::tokens::TokenVerifier`], which reads the issuer's keys through the
+//! same [`ProviderClient`], so sign-in and `/delegation` share one hardened discovery: https only
+//! (plain http to loopback), the document must name the issuer asked, no redirect is followed,
+//! every body is capped, and outcomes are cached (failures briefly).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use base64::Engine as _;
@@ -33,14 +37,28 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
+/// The most bytes read from a provider for one document (discovery, JWKS, token response).
+pub const MAX_PROVIDER_BODY_BYTES: usize = 1024 * 1024;
+/// How long a discovery document is reused.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a failed discovery is remembered, so a flood of tokens naming a broken provider
+/// costs one fetch per interval, not one per token.
+pub const DISCOVERY_FAILURE_TTL: Duration = Duration::from_secs(10);
+
 /// Whether rolegate talks to `issuer` at all: https, or plain http only on loopback (for local
 /// providers and tests), where nothing can listen in.
 ///
 /// # Errors
 /// Another scheme, or plain http to a host that is not loopback.
 pub fn check_issuer(issuer: &str) -> Result<(), LoginError> {
-    let url = reqwest::Url::parse(issuer)
-        .map_err(|e| LoginError::Provider(format!("issuer {issuer:?} is not a URL: {e}")))?;
+    check_url("issuer", issuer).map_err(LoginError::Provider)
+}
+
+/// Whether rolegate fetches `url`, named as `what` in the error: https, or plain http to a
+/// loopback host. Nothing else, `file:` least of all.
+fn check_url(what: &str, url: &str) -> Result<(), String> {
+    let shown = clean(url);
+    let url = reqwest::Url::parse(url).map_err(|e| format!("{what} {shown:?} is not a URL: {e}"))?;
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"
         || host
@@ -50,9 +68,9 @@ pub fn check_issuer(issuer: &str) -> Result<(), LoginError> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(LoginError::Provider(format!(
-            "issuer {issuer:?} must be an https:// URL"
-        ))),
+        _ => Err(format!(
+            "{what} {shown:?} must be an https:// URL (or http:// to a loopback address)"
+        )),
     }
 }
 
@@ -68,6 +86,9 @@ pub struct Discovery {
     /// `device_authorization_endpoint` (RFC 8628), for `rolegate credentials --flow device`.
     #[serde(default)]
     pub device_authorization_endpoint: Option<String>,
+    /// `jwks_uri`: where the id_token signing keys are.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
 }
 
 /// The authorization request URL.
@@ -105,20 +126,73 @@ pub fn authorize_url(
     Ok(url.into())
 }
 
-/// Talks to OpenID providers.
-#[derive(Debug, Clone)]
+/// A discovery outcome as cached: the document, or why there is none.
+type Discovered = Result<Arc<Discovery>, String>;
+
+/// Keeps documents for their TTL and failures for a shorter one.
+struct DiscoveryExpiry {
+    ok: Duration,
+    failed: Duration,
+}
+
+impl moka::Expiry<String, Discovered> for DiscoveryExpiry {
+    fn expire_after_create(
+        &self,
+        _issuer: &String,
+        value: &Discovered,
+        _created: Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_ok() { self.ok } else { self.failed })
+    }
+}
+
+/// Talks to OpenID providers. Clones share one discovery cache.
+#[derive(Clone)]
 pub struct ProviderClient {
     http: reqwest::Client,
+    discovery: moka::future::Cache<String, Discovered>,
+}
+
+impl std::fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderClient")
+            .field("cached_discoveries", &self.discovery.entry_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ProviderClient {
     fn default() -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self { http }
+        Self::with_discovery_ttl(DISCOVERY_TTL, DISCOVERY_FAILURE_TTL)
+    }
+}
+
+/// Reads at most [`MAX_PROVIDER_BODY_BYTES`] of a 2xx response. A redirect is an error: the
+/// client never follows one, to another scheme, host or a local file least of all.
+async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt as _;
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(format!("answered {status}; redirects are not followed"));
+    }
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    let too_large = || format!("the body is larger than {MAX_PROVIDER_BODY_BYTES} bytes");
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PROVIDER_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let body = reqwest::Body::from(response);
+    match http_body_util::Limited::new(body, MAX_PROVIDER_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(format!("the body was cut off: {e}")),
     }
 }
 
@@ -139,34 +213,93 @@ fn clean(text: &str) -> String {
 }
 
 impl ProviderClient {
-    /// Reads `<issuer>/.well-known/openid-configuration` and checks that it names `issuer`.
+    /// A client keeping discovery documents for `ok` and failed discoveries for `failed`.
+    pub fn with_discovery_ttl(ok: Duration, failed: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            discovery: moka::future::Cache::builder()
+                .max_capacity(1024)
+                .expire_after(DiscoveryExpiry { ok, failed })
+                .build(),
+        }
+    }
+
+    /// `<issuer>/.well-known/openid-configuration`, checked to name `issuer`. Outcomes are
+    /// cached per issuer (failures briefly), and concurrent callers share one fetch. Callers
+    /// ask only for issuers a Connection names.
     ///
     /// # Errors
-    /// An unreachable provider, a malformed document, or another issuer.
+    /// An issuer that is not https (or http to loopback), an unreachable provider, a redirect,
+    /// an oversized or malformed document, or one naming another issuer.
     pub async fn discover(&self, issuer: &str) -> Result<Discovery, LoginError> {
         check_issuer(issuer)?;
+        let key = issuer.trim_end_matches('/').to_owned();
+        self.discovery
+            .get_with_by_ref(&key, self.fetch_discovery(issuer))
+            .await
+            .map(|d| (*d).clone())
+            .map_err(LoginError::Provider)
+    }
+
+    async fn fetch_discovery(&self, issuer: &str) -> Discovered {
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let fail = |e: String| LoginError::Provider(format!("discovery at {url} failed: {e}"));
-        let discovery: Discovery = self
+        let fail = |e: String| format!("discovery at {} failed: {e}", clean(&url));
+        let response = self
             .http
             .get(&url)
             .send()
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| fail(e.without_url().to_string()))?
-            .json()
-            .await
             .map_err(|e| fail(e.without_url().to_string()))?;
+        let body = read_body(response).await.map_err(fail)?;
+        let discovery: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("not a discovery document: {e}")))?;
         if discovery.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
-            return Err(LoginError::Provider(format!(
-                "the discovery document names issuer {:?}, not {issuer:?}",
-                clean(&discovery.issuer)
-            )));
+            return Err(format!(
+                "the discovery document names issuer {:?}, not {:?}",
+                clean(&discovery.issuer),
+                clean(issuer)
+            ));
         }
-        Ok(discovery)
+        Ok(Arc::new(discovery))
+    }
+
+    /// The `jwks_uri` of `issuer`'s discovery document, when it is https (or http to
+    /// loopback): a remote document never points rolegate at a local file.
+    ///
+    /// # Errors
+    /// Any failure of [`Self::discover`], and a missing or unacceptable `jwks_uri`.
+    pub async fn jwks_uri(&self, issuer: &str) -> Result<String, String> {
+        let discovery = self.discover(issuer).await.map_err(|e| match e {
+            LoginError::Provider(reason) => reason,
+            other => other.to_string(),
+        })?;
+        let uri = discovery
+            .jwks_uri
+            .ok_or_else(|| "the discovery document has no jwks_uri".to_owned())?;
+        check_url("the discovery document's jwks_uri", &uri)?;
+        Ok(uri)
+    }
+
+    /// GETs `url` without following redirects and reads at most [`MAX_PROVIDER_BODY_BYTES`].
+    ///
+    /// # Errors
+    /// Transport errors, a non-2xx answer (a redirect included) or an oversized body.
+    pub async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        read_body(response).await
     }
 
     /// Exchanges an authorization code for the id_token. The client authenticates with HTTP
@@ -207,12 +340,16 @@ impl ProviderClient {
             ))
         })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            LoginError::Provider(format!(
-                "the token response was cut off: {}",
-                e.without_url()
-            ))
-        })?;
+        let body = {
+            use http_body_util::BodyExt as _;
+            http_body_util::Limited::new(reqwest::Body::from(response), MAX_PROVIDER_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    LoginError::Provider(format!("the token response cannot be read: {e}"))
+                })?
+                .to_bytes()
+        };
         if !status.is_success() {
             return Err(match serde_json::from_slice::<TokenErrorResponse>(&body) {
                 Ok(e) => LoginError::CodeRefused {
@@ -274,6 +411,7 @@ mod tests {
             authorization_endpoint: "https://op.test/auth?tenant=1".into(),
             token_endpoint: "https://op.test/token".into(),
             device_authorization_endpoint: None,
+            jwks_uri: None,
         };
         let connection = OidcConnection {
             issuer: "https://op.test".into(),

@@ -405,6 +405,9 @@ async fn delegate(
             format!("target {target:?} is not a SAMLApp"),
         ));
     }
+    if !token.is_service_account {
+        check_id_token(&token, &snapshot, target, client_id)?;
+    }
     let session = state
         .issuer
         .for_token(
@@ -433,4 +436,79 @@ async fn delegate(
         "NameQualifier": c.name_qualifier,
     }))
     .into_response())
+}
+
+/// What the sign-in path demands of an id_token beyond its audience, and what naming a person
+/// by email demands:
+/// - OpenID Connect Core §3.1.3.7: a token with several audiences carries `azp`, and an `azp`
+///   must be the client asking (`client_id`);
+/// - when the Connection's subject claim, or the NameID probe the SAMLApp `target` would use,
+///   is the email, the provider must not say `email_verified: false`, or anyone who can type
+///   an address into the provider becomes its owner.
+fn check_id_token(
+    token: &VerifiedToken,
+    snapshot: &Snapshot,
+    target: &str,
+    client_id: &str,
+) -> Result<(), ApiError> {
+    let shown = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(200).collect() };
+    match token.claims.get("azp") {
+        None if token.audiences.len() > 1 => {
+            return Err(ApiError::unauthorized(
+                "invalid_client",
+                format!(
+                    "the token has {} audiences and no azp; client_id {client_id:?} must be its authorized party",
+                    token.audiences.len()
+                ),
+            ));
+        }
+        None => {}
+        Some(serde_json::Value::String(azp)) if azp == client_id => {}
+        Some(serde_json::Value::String(azp)) => {
+            return Err(ApiError::unauthorized(
+                "invalid_client",
+                format!(
+                    "client_id {client_id:?} is not the token's authorized party (azp {:?})",
+                    shown(azp)
+                ),
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::unauthorized(
+                "invalid_token",
+                "token claim \"azp\" is missing or not of the right type",
+            ));
+        }
+    }
+    let Some(ConnectionKind::Oidc(o)) = snapshot
+        .connections
+        .get(&token.connection)
+        .and_then(|c| c.spec.kind().ok())
+    else {
+        return Ok(());
+    };
+    let is_email = |claim: &str| claim == o.claims.email || claim == "email";
+    let probe = snapshot.apps.get(target).and_then(|app| {
+        app.spec
+            .name_identifier_probes
+            .iter()
+            .find(|claim| token.claims.get(*claim).and_then(|v| v.as_str()).is_some())
+    });
+    let named_by = if is_email(&o.claims.subject) {
+        Some(&o.claims.subject)
+    } else {
+        probe.filter(|claim| is_email(claim))
+    };
+    let unverified = match token.claims.get("email_verified") {
+        Some(serde_json::Value::Bool(verified)) => !verified,
+        Some(serde_json::Value::String(verified)) => verified.eq_ignore_ascii_case("false"),
+        _ => false,
+    };
+    match named_by {
+        Some(claim) if unverified => Err(ApiError::forbidden(format!(
+            "connection {:?} names this person by the {claim:?} claim, and the identity provider says that email is not verified (email_verified is false)",
+            token.connection
+        ))),
+        _ => Ok(()),
+    }
 }
