@@ -484,14 +484,14 @@ impl TokenVerifier {
         let source = match (&connection.jwks_uri, connection.oidc_issuer) {
             (Some(uri), _) => KeySource::Configured(uri),
             (None, Some(oidc)) => {
-                discovered = self
-                    .provider
-                    .jwks_uri(oidc)
-                    .await
-                    .map_err(|reason| TokenError::Jwks {
-                        connection: connection.name.to_owned(),
-                        reason,
-                    })?;
+                discovered =
+                    self.provider
+                        .jwks_uri(oidc)
+                        .await
+                        .map_err(|reason| TokenError::Jwks {
+                            connection: connection.name.to_owned(),
+                            reason,
+                        })?;
                 KeySource::Discovered(&discovered)
             }
             (None, None) => {

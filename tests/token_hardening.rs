@@ -265,7 +265,12 @@ async fn forged_tokens_cost_no_discovery_fetch() {
         "invalid_token",
         "token is not a well-formed JWT: 1 dot-separated parts, a JWS has 3",
     );
-    let response = delegate(&h, &op.token(json!({"iss": "https://evil.example", "sub": "alice", "aud": "web"})), "web").await;
+    let response = delegate(
+        &h,
+        &op.token(json!({"iss": "https://evil.example", "sub": "alice", "aud": "web"})),
+        "web",
+    )
+    .await;
     assert_refused(
         &h,
         &response,
@@ -285,7 +290,12 @@ async fn forged_tokens_cost_no_discovery_fetch() {
         "{}",
         response.1
     );
-    let response = delegate(&h, &op.token(json!({"sub": "alice", "aud": "vault"})), "vault").await;
+    let response = delegate(
+        &h,
+        &op.token(json!({"sub": "alice", "aud": "vault"})),
+        "vault",
+    )
+    .await;
     assert_refused(
         &h,
         &response,
@@ -319,7 +329,8 @@ async fn one_discovery_serves_many_tokens() {
     }
     assert_eq!(op.fetches(), (1, 1), "one discovery and one JWKS for all");
 
-    let (status, body) = delegate(&h, &op.token(json!({"sub": "alice", "aud": "web"})), "web").await;
+    let (status, body) =
+        delegate(&h, &op.token(json!({"sub": "alice", "aud": "web"})), "web").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(op.fetches(), (1, 1), "the genuine token reuses both");
 }
@@ -358,7 +369,10 @@ async fn redirects_are_not_followed() {
     // The target of the redirect is a correct issuer; following it would succeed.
     let elsewhere = Op::start(Doc::Good, false).await;
     let op = Op::start(
-        Doc::Redirect(format!("{}/.well-known/openid-configuration", elsewhere.url)),
+        Doc::Redirect(format!(
+            "{}/.well-known/openid-configuration",
+            elsewhere.url
+        )),
         false,
     )
     .await;
@@ -374,10 +388,7 @@ async fn redirects_are_not_followed() {
     // The same for a jwks_uri that redirects (to the correct issuer's keys).
     let moving = Op::start(Doc::Redirect(format!("{}/jwks", elsewhere.url)), false).await;
     let op = Op::start(
-        Doc::JwksUri(format!(
-            "{}/.well-known/openid-configuration",
-            moving.url
-        )),
+        Doc::JwksUri(format!("{}/.well-known/openid-configuration", moving.url)),
         false,
     )
     .await;
@@ -633,7 +644,11 @@ async fn a_rejected_token_is_remembered_by_hash() {
             "token was not authenticated by the Kubernetes API: token has been invalidated",
         );
     }
-    assert_eq!(reviewer.calls.load(Ordering::SeqCst), 1, "one review for five");
+    assert_eq!(
+        reviewer.calls.load(Ordering::SeqCst),
+        1,
+        "one review for five"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -648,12 +663,16 @@ async fn token_reviews_in_flight_are_bounded() {
     let requests: Vec<_> = (0..6)
         .map(|i| {
             let h = Arc::clone(&h);
-            tokio::spawn(async move { h.credentials(&h.sa_token("team-a", &format!("app{i}")), None).await })
+            tokio::spawn(async move {
+                h.credentials(&h.sa_token("team-a", &format!("app{i}")), None)
+                    .await
+            })
         })
         .collect();
     // Two are under review; the other four wait for a slot and never reach the reviewer.
     tokio::time::timeout(Duration::from_secs(30), async {
-        while reviewer.in_flight.load(Ordering::SeqCst) < 2 || h.state.verifier.reviews_waiting() < 4
+        while reviewer.in_flight.load(Ordering::SeqCst) < 2
+            || h.state.verifier.reviews_waiting() < 4
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

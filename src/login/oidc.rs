@@ -58,7 +58,8 @@ pub fn check_issuer(issuer: &str) -> Result<(), LoginError> {
 /// loopback host. Nothing else, `file:` least of all.
 fn check_url(what: &str, url: &str) -> Result<(), String> {
     let shown = clean(url);
-    let url = reqwest::Url::parse(url).map_err(|e| format!("{what} {shown:?} is not a URL: {e}"))?;
+    let url =
+        reqwest::Url::parse(url).map_err(|e| format!("{what} {shown:?} is not a URL: {e}"))?;
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"
         || host
