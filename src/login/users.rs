@@ -294,7 +294,7 @@ impl Drop for Reservation {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn users() -> Vec<StaticUser> {
