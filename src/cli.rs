@@ -132,6 +132,12 @@ pub struct ServeArgs {
     /// Namespace that Secret references without a namespace point into.
     #[arg(long, default_value = "rolegate")]
     pub namespace: String,
+    /// Proxies in front of the sign-in pages (CIDRs or addresses, comma-separated, such as the
+    /// Ingress controller's pod network) whose `X-Forwarded-For` names the client that wrong
+    /// passwords are counted against: the right-most hop that is not one of them. Without any,
+    /// the TCP peer is the client.
+    #[arg(long, env = "ROLEGATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::login::client::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds between checks of the config directory for changes.
     #[arg(long, default_value_t = 2)]
     pub poll_seconds: u64,
@@ -159,6 +165,7 @@ impl ServeArgs {
             listen: self.listen,
             public_url: self.public_url.clone(),
             namespace: self.namespace.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
             poll: Duration::from_secs(self.poll_seconds.max(1)),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
         }
@@ -177,6 +184,12 @@ pub struct ServerArgs {
     /// Base URL the server is reached at (metadata and login URLs).
     #[arg(long)]
     pub public_url: String,
+    /// Proxies in front of the sign-in pages (CIDRs or addresses, comma-separated, such as the
+    /// Ingress controller's pod network) whose `X-Forwarded-For` names the client that wrong
+    /// passwords are counted against: the right-most hop that is not one of them. Without any,
+    /// the TCP peer is the client.
+    #[arg(long, env = "ROLEGATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::login::client::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a TokenReview outcome is reused.
     #[arg(long, default_value_t = 30)]
     pub token_review_ttl_seconds: u64,
@@ -212,6 +225,7 @@ impl ServerArgs {
             namespace: self.namespace.clone(),
             listen: self.listen,
             public_url: self.public_url.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
             review_ttl: Duration::from_secs(self.token_review_ttl_seconds.max(1)),
             tls: match (&self.tls_secret, &self.tls_cert, &self.tls_key) {
                 (Some(secret), _, _) => Some(crate::cluster::TlsSource::Secret(secret.clone())),

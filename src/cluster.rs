@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Base URL the server is reached at.
     pub public_url: String,
+    /// Proxies whose `X-Forwarded-For` names a sign-in's client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long a TokenReview outcome is reused.
     pub review_ttl: Duration,
     /// Where the serving certificate comes from; `None` serves plain http.
@@ -90,6 +92,9 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     let login = Arc::new(crate::login::LoginState::new(
         options.namespace.clone(),
         None,
+    ));
+    login.set_trusted_proxies(crate::login::client::TrustedProxies::new(
+        options.trusted_proxies.clone(),
     ));
     {
         let (store, keys, ready, namespace, login) = (

@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     /// Namespace that Secret references without a namespace point into.
     pub namespace: String,
+    /// Proxies whose `X-Forwarded-For` names a sign-in's client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How often the config directory is checked for changes.
     pub poll: Duration,
     /// How often IAM is compared with the desired metadata even without changes.
@@ -440,6 +442,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             ..crate::webhook::Injection::default()
         }),
     };
+    state
+        .login
+        .set_trusted_proxies(crate::login::client::TrustedProxies::new(
+            options.trusted_proxies.clone(),
+        ));
     tokio::spawn(sync_loop(options.clone(), state.clone()));
     tracing::info!(%addr, %public_url, "serving");
     axum::serve(

@@ -183,9 +183,13 @@ async fn oidc_sign_in_picks_a_role_and_posts_a_response_aws_accepts() {
         picker.body
     );
     assert_eq!(signed(h), 0.0, "nothing is signed before a role is chosen");
+    let csrf = form_value(&picker.body, "csrf").unwrap();
 
     let post = agent
-        .post(&format!("{}/login/continue", h.url), &[("role", &reader)])
+        .post(
+            &format!("{}/login/continue", h.url),
+            &[("role", &reader), ("csrf", &csrf)],
+        )
         .await;
     assert_eq!(post.status, 200, "{}", post.body);
     assert!(post.body.contains(&format!("action=\"{AWS_ACS}\"")));
@@ -221,10 +225,13 @@ async fn oidc_sign_in_picks_a_role_and_posts_a_response_aws_accepts() {
     let answer = agent
         .post(
             &format!("{}/login/continue", h.url),
-            &[(
-                "role",
-                &format!("arn:aws:iam::{ACCOUNT}:role/root,{}", provider_arn()),
-            )],
+            &[
+                (
+                    "role",
+                    &format!("arn:aws:iam::{ACCOUNT}:role/root,{}", provider_arn()),
+                ),
+                ("csrf", &csrf),
+            ],
         )
         .await;
     assert_refused(&answer, 403, "not mapped to you");
@@ -741,4 +748,488 @@ async fn what_a_cookie_cannot_hold_is_refused_plainly() {
     let answer = agent.get(&url).await;
     assert_refused(&answer, 400, "RelayState is too long");
     assert_eq!(signed(&env.h), 0.0);
+}
+
+/// The server with the sign-in resources but no OpenID provider: enough for passwords.
+async fn static_only() -> Harness {
+    Harness::start(&resources("http://127.0.0.1:9", None, AWS_ACS)).await
+}
+
+/// An agent at `address` that carries on the sign-in whose flow cookie is `flow`, with
+/// `X-Forwarded-For: forwarded` if given.
+fn carrying(flow: &str, address: &str, forwarded: Option<&str>) -> Agent {
+    let mut agent = Agent::from_address(address);
+    agent
+        .cookies
+        .insert("rolegate_flow".into(), flow.to_owned());
+    if let Some(forwarded) = forwarded {
+        agent
+            .headers
+            .insert("x-forwarded-for".into(), forwarded.to_owned());
+    }
+    agent
+}
+
+/// Opens a sign-in to `aws` and returns its flow cookie.
+async fn flow_cookie(h: &Harness) -> String {
+    let mut agent = Agent::new();
+    let answer = agent.get(&format!("{}/samlp/aws", h.url)).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    agent.cookies["rolegate_flow"].clone()
+}
+
+async fn password(agent: &mut Agent, h: &Harness, user: &str, password: &str) -> Answer {
+    agent
+        .post(
+            &format!("{}/login/via/people", h.url),
+            &[("username", user), ("password", password)],
+        )
+        .await
+}
+
+/// Finding 3: the check and the count were apart, with bcrypt in between, so a burst all passed
+/// the check. Now each attempt is reserved first: exactly the allowance reaches bcrypt.
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_gets_exactly_the_limit_through_to_bcrypt() {
+    let h = static_only().await;
+    let flow = flow_cookie(&h).await;
+    let burst = 30;
+    let answers = futures::future::join_all((0..burst).map(|_| {
+        let (h, flow) = (&h, flow.clone());
+        async move {
+            let mut agent = carrying(&flow, "127.0.0.40", None);
+            password(&mut agent, h, "dave", "guess").await
+        }
+    }))
+    .await;
+    let checked = answers.iter().filter(|a| a.status == 401).count();
+    assert_eq!(
+        checked,
+        rolegate::login::users::MAX_FAILURES,
+        "statuses: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for answer in answers.iter().filter(|a| a.status != 401) {
+        assert_refused(
+            answer,
+            429,
+            "Too many wrong passwords for this user from your address; try again after",
+        );
+    }
+    assert!(
+        answers.iter().all(|a| a
+            .set_cookies
+            .iter()
+            .all(|c| !c.contains("rolegate_session="))),
+        "no session from a burst"
+    );
+    // And the right password now waits out the window too.
+    let mut agent = carrying(&flow, "127.0.0.40", None);
+    let answer = password(&mut agent, &h, "dave", "dave-pw").await;
+    assert_refused(&answer, 429, "Too many wrong passwords");
+    assert_eq!(signed(&h), 0.0);
+}
+
+/// Finding 3: guessing one person's password from many addresses is bounded too.
+#[tokio::test]
+async fn a_user_is_locked_out_across_addresses() {
+    use rolegate::login::users::{MAX_FAILURES, MAX_FAILURES_PER_USER};
+    let h = static_only().await;
+    let flow = flow_cookie(&h).await;
+    // Each address stays under its own limit for dave.
+    let per_address = MAX_FAILURES - 1;
+    for i in 0..MAX_FAILURES_PER_USER {
+        let address = format!("127.0.1.{}", 1 + i / per_address);
+        let mut agent = carrying(&flow, &address, None);
+        let answer = password(&mut agent, &h, "dave", "guess").await;
+        assert_refused(&answer, 401, "The username or password is wrong.");
+    }
+    let mut fresh = carrying(&flow, "127.0.2.1", None);
+    let answer = password(&mut fresh, &h, "dave", "dave-pw").await;
+    assert_refused(
+        &answer,
+        429,
+        "Too many wrong passwords for this user; try again after",
+    );
+    assert!(!fresh.cookies.contains_key("rolegate_session"));
+    // Others, from that address, are not affected.
+    let answer = password(&mut fresh, &h, "carol", "carol-pw").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+}
+
+/// Finding 3: `X-Forwarded-For` from a client that is not a trusted proxy changes nothing.
+#[tokio::test]
+async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+    let h = static_only().await;
+    let flow = flow_cookie(&h).await;
+    for i in 0..rolegate::login::users::MAX_FAILURES {
+        let mut agent = carrying(&flow, "127.0.3.1", Some(&format!("203.0.113.{i}")));
+        let answer = password(&mut agent, &h, "dave", "guess").await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    let mut agent = carrying(&flow, "127.0.3.1", Some("203.0.113.200"));
+    let answer = password(&mut agent, &h, "dave", "dave-pw").await;
+    assert_refused(
+        &answer,
+        429,
+        "Too many wrong passwords for this user from your address",
+    );
+}
+
+/// Finding 3: behind an Ingress every request comes from the proxy; with the proxy trusted, one
+/// person's wrong passwords no longer lock out everyone behind it, and a client cannot escape
+/// its count by prepending addresses of its own.
+#[tokio::test]
+async fn forwarded_for_is_honoured_from_a_trusted_proxy() {
+    let h = static_only().await;
+    h.state
+        .login
+        .set_trusted_proxies(rolegate::login::client::TrustedProxies::new(vec![
+            "127.0.4.1/32".parse().unwrap(),
+        ]));
+    let flow = flow_cookie(&h).await;
+    let ingress = |forwarded: &str| carrying(&flow, "127.0.4.1", Some(forwarded));
+    for _ in 0..rolegate::login::users::MAX_FAILURES {
+        let answer = password(&mut ingress("203.0.113.7"), &h, "dave", "guess").await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    for forwarded in ["203.0.113.7", "203.0.113.99, 203.0.113.7"] {
+        let answer = password(&mut ingress(forwarded), &h, "dave", "dave-pw").await;
+        assert_refused(
+            &answer,
+            429,
+            "Too many wrong passwords for this user from your address",
+        );
+    }
+    let mut other = ingress("203.0.113.8");
+    let answer = password(&mut other, &h, "dave", "dave-pw").await;
+    assert_eq!(
+        answer.status, 303,
+        "another client behind the proxy: {}",
+        answer.body
+    );
+    assert!(other.cookies.contains_key("rolegate_session"));
+}
+
+/// Finding 3: an IPv6 client is counted per /64, so hopping through its own block gains nothing.
+#[tokio::test]
+async fn ipv6_clients_are_counted_per_64() {
+    let h = static_only().await;
+    h.state
+        .login
+        .set_trusted_proxies(rolegate::login::client::TrustedProxies::new(vec![
+            "127.0.5.1/32".parse().unwrap(),
+        ]));
+    let flow = flow_cookie(&h).await;
+    let ingress = |forwarded: &str| carrying(&flow, "127.0.5.1", Some(forwarded));
+    for i in 0..rolegate::login::users::MAX_FAILURES {
+        let client = format!("2001:db8:1:2::{:x}", i + 1);
+        let answer = password(&mut ingress(&client), &h, "dave", "guess").await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    let answer = password(&mut ingress("2001:db8:1:2:ffff::1"), &h, "dave", "dave-pw").await;
+    assert_refused(
+        &answer,
+        429,
+        "Too many wrong passwords for this user from your address",
+    );
+    let answer = password(&mut ingress("[2001:db8:1:3::1]:443"), &h, "dave", "dave-pw").await;
+    assert_eq!(answer.status, 303, "another /64: {}", answer.body);
+}
+
+/// Finding 3: bcrypt work is bounded; past the queue a password is refused at once with a 503
+/// that says why, and is not counted against anyone.
+#[tokio::test]
+async fn too_many_password_checks_at_once_are_refused_with_503() {
+    let h = static_only().await;
+    let flow = flow_cookie(&h).await;
+    let queue = std::sync::Arc::clone(&h.state.login.password_queue);
+    let all = u32::try_from(queue.available_permits()).unwrap();
+    let held = queue.try_acquire_many_owned(all).unwrap();
+    let mut agent = carrying(&flow, "127.0.6.1", None);
+    let answer = password(&mut agent, &h, "dave", "guess").await;
+    assert_refused(
+        &answer,
+        503,
+        "Too many sign-ins are being checked at once; try again in a moment.",
+    );
+    drop(held);
+    let answer = password(&mut agent, &h, "dave", "dave-pw").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let attempt = rolegate::login::users::Attempt {
+        connection: "people".into(),
+        user: "dave".into(),
+        address: "127.0.6.1".into(),
+    };
+    assert_eq!(
+        h.state
+            .login
+            .attempts
+            .failures(&attempt, jiff::Timestamp::now()),
+        0
+    );
+}
+
+/// A `tracing` writer into a buffer the test reads.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Finding 12: what someone typed as a username (often a password, here with a line break that
+/// would forge a log line) never reaches the log; a short hash of it does.
+#[tokio::test]
+async fn a_typed_username_never_reaches_the_log() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The server runs on this test's thread (a current-thread runtime), so it logs here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = static_only().await;
+    let flow = flow_cookie(&h).await;
+    let typed = "Tr0ub4dor&3-hunter2\nERROR rolegate: forged line";
+    let mut agent = carrying(&flow, "127.0.7.1", None);
+    let answer = password(&mut agent, &h, typed, "correct horse battery").await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("wrong password"))
+        .unwrap_or_else(|| panic!("no wrong-password line in:\n{text}"));
+    let hash = rolegate::login::users::log_name(typed);
+    assert!(line.contains(&format!("user_hash={hash}")), "{line}");
+    for secret in ["hunter2", "Tr0ub4dor", "forged line", "correct horse"] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} reached the log:\n{text}"
+        );
+    }
+}
+
+/// Finding 11: over https the cookies are `__Host-` (Secure, Path=/, no Domain), and a cookie of
+/// the bare name, which a sibling host or a plain-http page could plant, is not read.
+#[tokio::test]
+async fn over_https_the_cookies_are_host_only() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    let h = static_only().await;
+    let mut state = h.state.clone();
+    state.public_url = "https://rolegate.example.test".into();
+    let app = rolegate::server::router(state);
+    let call = |request: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let cookies: Vec<String> = response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, cookies, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    let (status, cookies, _) = call(
+        Request::get("/samlp/aws")
+            .header("sec-fetch-site", "none")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let [flow_set] = cookies.as_slice() else {
+        panic!("{cookies:?}")
+    };
+    assert!(flow_set.starts_with("__Host-rolegate_flow="), "{flow_set}");
+    for part in ["; Path=/;", "; HttpOnly;", "; SameSite=Lax;", "; Secure"] {
+        assert!(flow_set.contains(part), "{flow_set}");
+    }
+    assert!(
+        !flow_set.to_ascii_lowercase().contains("domain"),
+        "{flow_set}"
+    );
+    let value = flow_set
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    let continue_with = |cookie: String| {
+        Request::get("/login/continue")
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, body) = call(continue_with(format!("rolegate_flow={value}"))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("This sign-in has expired or was not started here"),
+        "{body}"
+    );
+    let (status, _, body) = call(continue_with(format!("__Host-rolegate_flow={value}"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("href=\"/login/via/people\""), "{body}");
+    // The session cookie is named the same way.
+    let login = Request::post("/login/via/people")
+        .header("cookie", format!("__Host-rolegate_flow={value}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("username=carol&password=carol-pw"))
+        .unwrap();
+    let (status, cookies, body) = call(login).await;
+    assert_eq!(status, 303, "{body}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-rolegate_session=") && c.ends_with("; Secure")),
+        "{cookies:?}"
+    );
+    assert_eq!(signed(&h), 0.0);
+}
+
+/// Finding 11: the role picker's POST must carry the session's CSRF token; without it, or with
+/// another session's, it is a clear 403 and nothing is signed.
+#[tokio::test]
+async fn the_role_post_needs_the_sessions_csrf_token() {
+    let h = static_only().await;
+    let reader = format!("{READER},{}", provider_arn());
+    let mut agent = Agent::new();
+    let answer = static_sign_in(&mut agent, &h, "aws", "carol", "carol-pw").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let mut other = Agent::new();
+    static_sign_in(&mut other, &h, "aws", "dave", "dave-pw").await;
+    // dave's token is a real one, of another session.
+    other
+        .headers
+        .insert("sec-fetch-site".into(), "cross-site".into());
+    other.get(&format!("{}/samlp/aws", h.url)).await;
+    let page = other.get(&format!("{}/login/continue", h.url)).await;
+    let daves = form_value(&page.body, "csrf").unwrap();
+    let url = format!("{}/login/continue", h.url);
+    for form in [
+        vec![("role", reader.as_str())],
+        vec![("role", reader.as_str()), ("csrf", "")],
+        vec![("role", reader.as_str()), ("csrf", "forged")],
+        vec![("role", reader.as_str()), ("csrf", daves.as_str())],
+        vec![("confirm", "yes"), ("csrf", daves.as_str())],
+    ] {
+        let answer = agent.post(&url, &form).await;
+        assert_refused(
+            &answer,
+            403,
+            "This form did not come from your sign-in page (its CSRF token is missing or wrong)",
+        );
+    }
+    assert_eq!(signed(&h), 0.0);
+}
+
+/// Finding 11: a sign-in link on another site (or from a client that does not say where it
+/// comes from) no longer posts a Response at once: one deliberate click on rolegate's own page
+/// does. A link the person opens themselves still goes straight through.
+#[tokio::test]
+async fn a_cross_site_sign_in_link_needs_one_click() {
+    let h = static_only().await;
+    let reader = format!("{READER},{}", provider_arn());
+    let mut agent = Agent::new();
+    static_sign_in(&mut agent, &h, "aws", "carol", "carol-pw").await;
+    let relay = "https://console.aws.amazon.com/iam/home";
+    let link = format!(
+        "{}/samlp/aws?{}",
+        h.url,
+        serde_urlencoded::to_string([("RelayState", relay)]).unwrap()
+    );
+    let mut signed_so_far = 0.0;
+    for site in [Some("cross-site"), Some("same-site"), None] {
+        match site {
+            Some(site) => agent.headers.insert("sec-fetch-site".into(), site.into()),
+            None => agent.headers.remove("sec-fetch-site"),
+        };
+        let answer = agent.get(&link).await;
+        assert_eq!(answer.status, 303, "{}", answer.body);
+        let page = agent.get(&format!("{}/login/continue", h.url)).await;
+        assert_eq!(page.status, 200, "{site:?}: {}", page.body);
+        assert!(page.body.contains("Continue to aws?"), "{}", page.body);
+        assert!(!page.body.contains("SAMLResponse") && !page.body.contains("<script"));
+        assert_eq!(
+            signed(&h),
+            signed_so_far,
+            "nothing is signed before the click"
+        );
+        assert_eq!(
+            form_value(&page.body, "role").as_deref(),
+            Some(reader.as_str())
+        );
+        let csrf = form_value(&page.body, "csrf").unwrap();
+        let post = agent
+            .post(
+                &format!("{}/login/continue", h.url),
+                &[("role", &reader), ("csrf", &csrf), ("confirm", "yes")],
+            )
+            .await;
+        assert_eq!(post.status, 200, "{}", post.body);
+        assert!(
+            form_value(&post.body, "SAMLResponse").is_some(),
+            "{}",
+            post.body
+        );
+        assert_eq!(form_value(&post.body, "RelayState").as_deref(), Some(relay));
+        signed_so_far += 1.0;
+        assert_eq!(signed(&h), signed_so_far);
+    }
+    // An app without roles: the click carries no role.
+    agent
+        .headers
+        .insert("sec-fetch-site".into(), "cross-site".into());
+    agent.get(&format!("{}/samlp/wiki", h.url)).await;
+    let page = agent.get(&format!("{}/login/continue", h.url)).await;
+    assert!(page.body.contains("Continue to wiki?"), "{}", page.body);
+    assert_eq!(form_value(&page.body, "role"), None);
+    let csrf = form_value(&page.body, "csrf").unwrap();
+    let post = agent
+        .post(
+            &format!("{}/login/continue", h.url),
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert!(
+        form_value(&post.body, "SAMLResponse").is_some(),
+        "{}",
+        post.body
+    );
+    // Opened by the person themselves, or from rolegate's own pages: straight through.
+    for site in ["none", "same-origin"] {
+        agent.headers.insert("sec-fetch-site".into(), site.into());
+        agent.get(&link).await;
+        let post = agent.get(&format!("{}/login/continue", h.url)).await;
+        assert!(
+            form_value(&post.body, "SAMLResponse").is_some(),
+            "{site}: {}",
+            post.body
+        );
+    }
 }

@@ -25,6 +25,11 @@ pub struct Flow {
     /// The pending OpenID Connect redirect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcPending>,
+    /// Started by an IdP-initiated GET that came from another site (or from a client that
+    /// does not say): the Response is posted only after the person clicks to continue, so a
+    /// link elsewhere cannot sign them in to the app with a RelayState of its choosing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
 }
 
 /// What the callback must match.
@@ -59,6 +64,10 @@ pub struct Identity {
     /// Claims by name (strings and lists of strings), for NameID probes and attribute mappings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, Vec<String>>,
+    /// The token the session's forms carry back (CSRF), drawn when the session cookie is made;
+    /// empty in a session from before it existed, whose posts are refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub csrf: String,
 }
 
 /// Protocol claims that say nothing about the person and are not kept in the session.
@@ -146,6 +155,7 @@ pub fn identity_from_claims(
         name: one(&names.name),
         groups,
         claims: kept,
+        csrf: String::new(),
     })
 }
 

@@ -3,11 +3,13 @@
 //!
 //! Nothing of a sign-in is kept in server memory: the flow (app, RelayState, AuthnRequest, OIDC
 //! state, nonce and PKCE verifier) and the session (the signed-in identity) are sealed into two
-//! HttpOnly, SameSite=Lax cookies with a key every replica shares. Only the count of wrong
-//! passwords is per replica. The handlers are in `crate::server::login`; this module holds the
+//! HttpOnly, SameSite=Lax cookies with a key every replica shares (named `__Host-…` over https,
+//! so that no other host or plain-http page can plant them). Only the count of wrong passwords is
+//! per replica. The handlers are in `crate::server::login`; this module holds the
 //! pure parts and the one error type.
 
 pub mod authn_request;
+pub mod client;
 pub mod flow;
 pub mod oidc;
 pub mod pages;
@@ -16,6 +18,8 @@ pub mod users;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +33,9 @@ pub const FLOW_COOKIE: &str = "rolegate_flow";
 pub const SESSION_COOKIE: &str = "rolegate_session";
 /// How long a sign-in may take, from opening the login URL to the callback.
 pub const FLOW_SECONDS: i64 = 600;
+/// The prefix of both cookies' names over https: the browser then keeps them only if they are
+/// Secure, for Path=/ and without Domain, set by this very host.
+pub const HOST_PREFIX: &str = "__Host-";
 /// How long a session lasts before the person signs in again.
 pub const SESSION_SECONDS: i64 = 3600;
 /// In a cluster: the Secret (in the operator namespace) whose `session.key` seals the cookies.
@@ -48,17 +55,64 @@ pub struct LoginState {
     pub provider: oidc::ProviderClient,
     /// Wrong passwords, per replica.
     pub attempts: users::Attempts,
+    trusted_proxies: RwLock<Arc<client::TrustedProxies>>,
+    /// bcrypt checks running at once (as many as there are cores).
+    pub password_checks: Arc<Semaphore>,
+    /// bcrypt checks running or waiting for a core; one more is refused with 503.
+    pub password_queue: Arc<Semaphore>,
 }
+
+/// bcrypt checks that may wait for a core, besides those running.
+const WAITING_PASSWORD_CHECKS: usize = 32;
 
 impl LoginState {
     /// Sign-in with `key` sealing cookies (`None`: sign-in answers 503 until a key is set).
     pub fn new(namespace: impl Into<String>, key: Option<CookieKey>) -> Self {
+        let running = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Self {
             key: RwLock::new(key.map(Arc::new)),
             namespace: namespace.into(),
             provider: oidc::ProviderClient::default(),
             attempts: users::Attempts::default(),
+            trusted_proxies: RwLock::default(),
+            password_checks: Arc::new(Semaphore::new(running)),
+            password_queue: Arc::new(Semaphore::new(running + WAITING_PASSWORD_CHECKS)),
         }
+    }
+
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub fn trusted_proxies(&self) -> Arc<client::TrustedProxies> {
+        match self.trusted_proxies.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Sets the proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub fn set_trusted_proxies(&self, proxies: client::TrustedProxies) {
+        let proxies = Arc::new(proxies);
+        match self.trusted_proxies.write() {
+            Ok(mut g) => *g = proxies,
+            Err(p) => *p.into_inner() = proxies,
+        }
+    }
+
+    /// A turn at bcrypt: waits for a core while few wait, and is refused while many do, so
+    /// that a flood of passwords neither queues without bound nor starves the runtime.
+    ///
+    /// # Errors
+    /// [`LoginError::Busy`] when the queue is full.
+    pub async fn password_turn(
+        &self,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), LoginError> {
+        let queued = Arc::clone(&self.password_queue)
+            .try_acquire_owned()
+            .map_err(|_| LoginError::Busy)?;
+        let running = Arc::clone(&self.password_checks)
+            .acquire_owned()
+            .await
+            .map_err(|_| LoginError::Busy)?;
+        Ok((queued, running))
     }
 
     /// Sign-in with a random key that lives as long as the process (tests, single replicas).
@@ -132,8 +186,20 @@ pub fn key_from_secrets(snapshot: &crate::store::Snapshot, namespace: &str) -> O
         .ok()
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, path `/`, Secure over https. `None` clears.
-pub fn set_cookie(name: &str, value: Option<&str>, max_age: i64, secure: bool) -> String {
+/// The name cookie `base` goes by: `__Host-base` over https, `base` over plain http (where
+/// browsers refuse the prefix).
+pub fn cookie_name(base: &str, secure: bool) -> String {
+    if secure {
+        format!("{HOST_PREFIX}{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// A `Set-Cookie` value for cookie `base`: HttpOnly, SameSite=Lax, path `/`, no Domain, and over
+/// https Secure with the `__Host-` name. `None` clears.
+pub fn set_cookie(base: &str, value: Option<&str>, max_age: i64, secure: bool) -> String {
+    let name = cookie_name(base, secure);
     let secure = if secure { "; Secure" } else { "" };
     match value {
         Some(v) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"),
@@ -221,8 +287,25 @@ pub enum LoginError {
     #[error("{0}")]
     NoRole(String),
     /// Too many wrong passwords.
-    #[error("too many wrong passwords for this user from your address; try again after {0}")]
-    TooManyAttempts(String),
+    #[error("too many wrong passwords {}; try again after {until}", match limit {
+        users::Limit::UserAddress => "for this user from your address",
+        users::Limit::User => "for this user",
+        users::Limit::Address => "from your address",
+    })]
+    TooManyAttempts {
+        /// The limit reached.
+        limit: users::Limit,
+        /// When to try again, as shown.
+        until: String,
+    },
+    /// Too many passwords are being checked at once.
+    #[error("too many sign-ins are being checked at once; try again in a moment")]
+    Busy,
+    /// A form post without this session's CSRF token, or with another.
+    #[error(
+        "this form did not come from your sign-in page (its CSRF token is missing or wrong); open your app's sign-in link again"
+    )]
+    Csrf,
     /// Not configured or not ready.
     #[error("sign-in is unavailable: {0}")]
     Unavailable(String),
@@ -244,10 +327,10 @@ impl LoginError {
             | Self::CodeRefused { .. }
             | Self::Request(_) => StatusCode::BAD_REQUEST,
             Self::Token(_) | Self::NonceMismatch => StatusCode::UNAUTHORIZED,
-            Self::NotAllowed(_) | Self::NoRole(_) => StatusCode::FORBIDDEN,
-            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotAllowed(_) | Self::NoRole(_) | Self::Csrf => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Provider(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -268,7 +351,9 @@ impl LoginError {
             Self::NotAllowed(_) => "not_allowed",
             Self::Request(_) => "saml_request",
             Self::NoRole(_) => "no_role",
-            Self::TooManyAttempts(_) => "rate_limited",
+            Self::TooManyAttempts { .. } => "rate_limited",
+            Self::Busy => "busy",
+            Self::Csrf => "csrf",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -287,7 +372,7 @@ impl LoginError {
     fn title(&self) -> &'static str {
         match self {
             Self::NoRole(_) => "No role for you here",
-            Self::TooManyAttempts(_) => "Too many attempts",
+            Self::TooManyAttempts { .. } | Self::Busy => "Too many attempts",
             Self::NotFound(_) => "Not found",
             Self::Unavailable(_) | Self::Provider(_) | Self::Internal(_) => {
                 "Sign-in is unavailable"
@@ -349,6 +434,11 @@ impl IntoResponse for LoginError {
         )
             .into_response();
         page_headers(&mut response, "'none'", false);
+        if matches!(self, Self::Busy) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -364,11 +454,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cookies_are_http_only_lax_and_secure_over_https() {
+    fn cookies_are_http_only_lax_and_host_only_secure_over_https() {
         let c = set_cookie(SESSION_COOKIE, Some("abc"), 60, true);
         assert_eq!(
             c,
-            "rolegate_session=abc; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+            "__Host-rolegate_session=abc; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+        );
+        assert!(!c.contains("Domain"));
+        assert_eq!(
+            set_cookie(SESSION_COOKIE, Some("abc"), 60, false),
+            "rolegate_session=abc; Path=/; HttpOnly; SameSite=Lax; Max-Age=60"
         );
         assert!(set_cookie(FLOW_COOKIE, None, 0, false).contains("Max-Age=0"));
         assert_eq!(

@@ -124,8 +124,16 @@ pub struct RoleOption {
     pub detail: String,
 }
 
-/// The role picker.
-pub fn role_picker(app: &str, who: &str, action: &str, roles: &[RoleOption]) -> String {
+/// The hidden field that carries the session's CSRF token back.
+fn csrf_field(csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(csrf)
+    )
+}
+
+/// The role picker; its form carries the session's `csrf` token.
+pub fn role_picker(app: &str, who: &str, action: &str, roles: &[RoleOption], csrf: &str) -> String {
     let items: String = roles
         .iter()
         .enumerate()
@@ -144,12 +152,57 @@ pub fn role_picker(app: &str, who: &str, action: &str, roles: &[RoleOption]) -> 
         "Choose a role",
         &format!(
             "<h1>Choose a role</h1><p class=\"muted\">Signed in as <strong>{}</strong> to <strong>{}</strong></p>\
-<form method=\"post\" action=\"{}\"><fieldset style=\"border:0;padding:0;margin:0\"><legend class=\"muted\">Roles mapped to you</legend>{items}</fieldset>\
+<form method=\"post\" action=\"{}\">{}<fieldset style=\"border:0;padding:0;margin:0\"><legend class=\"muted\">Roles mapped to you</legend>{items}</fieldset>\
 <p><button class=\"primary\" type=\"submit\">Continue</button></p></form>\
 <p class=\"muted\">Not you? <a href=\"/login/signout\">Sign in as someone else</a></p>",
             escape(who),
             escape(app),
-            escape(action)
+            escape(action),
+            csrf_field(csrf)
+        ),
+    )
+}
+
+/// "Continue to `app`?": shown instead of posting the Response at once when the sign-in was
+/// started from another site. One click posts `role` (if the app takes one) with the session's
+/// `csrf` token; nothing is signed before it.
+pub fn confirm(
+    app: &str,
+    who: &str,
+    action: &str,
+    role: Option<&RoleOption>,
+    csrf: &str,
+) -> String {
+    let (role_field, as_role) = role.map_or_else(
+        || (String::new(), String::new()),
+        |r| {
+            (
+                format!(
+                    "<input type=\"hidden\" name=\"role\" value=\"{}\">",
+                    escape(&r.value)
+                ),
+                format!(
+                    " as <strong>{}</strong> <span class=\"muted\">({})</span>",
+                    escape(&r.name),
+                    escape(&r.detail)
+                ),
+            )
+        },
+    );
+    layout(
+        "Continue to your app",
+        &format!(
+            "<h1>Continue to {}?</h1><p class=\"muted\">Signed in as <strong>{}</strong></p>\
+<p>A link from another site opened this sign-in. Continue only if you meant to sign in to \
+<strong>{}</strong>{as_role}.</p>\
+<form method=\"post\" action=\"{}\">{}{role_field}<input type=\"hidden\" name=\"confirm\" value=\"yes\">\
+<p><button class=\"primary\" type=\"submit\">Continue</button></p></form>\
+<p class=\"muted\">Not you? <a href=\"/login/signout\">Sign in as someone else</a></p>",
+            escape(app),
+            escape(who),
+            escape(app),
+            escape(action),
+            csrf_field(csrf)
         ),
     )
 }
@@ -230,6 +283,21 @@ mod tests {
     }
 
     #[test]
+    fn the_confirmation_posts_the_role_and_token_without_a_script() {
+        let role = RoleOption {
+            value: "arn:r,arn:p".into(),
+            name: "reader".into(),
+            detail: "Account 1".into(),
+        };
+        let page = confirm("aws", "carol", "/login/continue", Some(&role), "t0k");
+        assert!(page.contains("name=\"role\" value=\"arn:r,arn:p\""));
+        assert!(page.contains("name=\"csrf\" value=\"t0k\""));
+        assert!(page.contains("<button class=\"primary\" type=\"submit\">Continue</button>"));
+        assert!(!page.contains("<script") && !page.contains("SAMLResponse"));
+        assert!(!confirm("wiki", "carol", "/login/continue", None, "t").contains("name=\"role\""));
+    }
+
+    #[test]
     fn pages_are_labelled_for_assistive_technology() {
         let page = password_form("aws", "/login/people", "al\"ice", Some("Wrong password"));
         assert!(page.contains("<html lang=\"en\">"));
@@ -245,7 +313,9 @@ mod tests {
                 name: "admin".into(),
                 detail: "123".into(),
             }],
+            "tok<en>",
         );
+        assert!(page.contains("name=\"csrf\" value=\"tok&lt;en&gt;\""));
         assert!(page.contains("<legend"));
         assert!(page.contains("<label class=\"role\" for=\"role0\">"));
     }

@@ -17,7 +17,7 @@ use crate::login::flow::{self, Flow, Identity, OidcPending, RoleStep};
 use crate::login::pages::{self, Choice, RoleOption};
 use crate::login::{
     CLIENT_SECRET_KEY, FLOW_COOKIE, FLOW_SECONDS, LoginError, SESSION_COOKIE, SESSION_SECONDS,
-    later, oidc, page_headers, random_id, set_cookie, users,
+    client, cookie_name, later, oidc, page_headers, random_id, set_cookie, users,
 };
 use crate::saml::{self, AppSettings, AssertionContent, DocumentIds};
 use crate::store::{Snapshot, secret_value};
@@ -29,20 +29,29 @@ const MAX_COOKIE_BYTES: usize = 3800;
 /// The longest RelayState carried through (AWS passes console URLs in it).
 const MAX_RELAY_STATE: usize = 2048;
 
-/// The client's address, when the server was started with connect info.
+/// The key the client's wrong passwords are counted under: its address (through trusted
+/// proxies' `X-Forwarded-For`), an IPv6 one per /64; `unknown` without connect info.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(Self("unknown".to_owned()));
+        };
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = client::client_ip(peer.0.ip(), &forwarded, &state.login.trusted_proxies());
+        Ok(Self(client::address_key(ip)))
     }
 }
 
@@ -87,18 +96,21 @@ fn url(state: &AppState, path: &str) -> String {
     format!("{}{path}", state.public_url.trim_end_matches('/'))
 }
 
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// Cookie `base` as this server names it (`__Host-base` over https: a cookie of the bare name,
+/// which any subdomain or plain-http page could have planted, is not read).
+fn cookie_value<'h>(state: &AppState, headers: &'h HeaderMap, base: &str) -> Option<&'h str> {
+    let name = cookie_name(base, secure(state));
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|h| crate::login::cookie(h, name))
+        .find_map(|h| crate::login::cookie(h, &name))
         .filter(|v| !v.is_empty())
 }
 
 fn open_flow(state: &AppState, headers: &HeaderMap, now: Timestamp) -> Result<Flow, LoginError> {
     let key = state.login.key()?;
-    let sealed = cookie_value(headers, FLOW_COOKIE).ok_or(LoginError::NoFlow)?;
+    let sealed = cookie_value(state, headers, FLOW_COOKIE).ok_or(LoginError::NoFlow)?;
     Ok(key.open(FLOW_COOKIE, sealed, now)?)
 }
 
@@ -109,7 +121,7 @@ fn open_session(
     now: Timestamp,
 ) -> Result<Option<Identity>, LoginError> {
     let key = state.login.key()?;
-    let Some(sealed) = cookie_value(headers, SESSION_COOKIE) else {
+    let Some(sealed) = cookie_value(state, headers, SESSION_COOKIE) else {
         return Ok(None);
     };
     match key.open(SESSION_COOKIE, sealed, now) {
@@ -144,6 +156,9 @@ fn session_cookie(
 ) -> Result<String, LoginError> {
     let key = state.login.key()?;
     let expires = later(now, SESSION_SECONDS);
+    let mut identity = identity.clone();
+    identity.csrf = oidc::random_token()?;
+    let identity = &identity;
     let mut sealed = key.seal(SESSION_COOKIE, identity, expires)?;
     if sealed.len() > MAX_COOKIE_BYTES {
         // Browsers drop larger cookies silently; keep only what names the person.
@@ -260,11 +275,22 @@ pub struct SsoParams {
     relay_state: Option<String>,
 }
 
+/// Whether a request says it comes from this site, or from the person themselves (a typed URL, a
+/// bookmark): `Sec-Fetch-Site` of `same-origin` or `none`. Another site, and a client that does
+/// not say, are not.
+fn same_origin(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
+        Some("same-origin" | "none")
+    )
+}
+
 fn begin(
     state: &AppState,
     app_name: &str,
     params: SsoParams,
     post: bool,
+    confirm: bool,
 ) -> Result<Page, LoginError> {
     let now = state.clock.now();
     let snapshot = state.store.current();
@@ -294,6 +320,9 @@ fn begin(
     let flow = Flow {
         app: app_name.to_owned(),
         relay_state,
+        // Only IdP-initiated sign-ins are held for a click; an SP's AuthnRequest names its
+        // own ACS, checked above.
+        confirm: confirm && request.is_none(),
         request,
         oidc: None,
     };
@@ -301,12 +330,15 @@ fn begin(
 }
 
 /// `GET /samlp/{app}`: IdP-initiated sign-in, or SP-initiated with the HTTP-Redirect binding.
+/// An IdP-initiated one from another site ends in a click to continue rather than an
+/// auto-submitted Response.
 pub async fn sso_get(
     State(state): State<AppState>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     Query(params): Query<SsoParams>,
 ) -> Response {
-    let result = begin(&state, &app, params, false);
+    let result = begin(&state, &app, params, false, !same_origin(&headers));
     finish(&state, "/samlp/{app}", result)
 }
 
@@ -321,21 +353,39 @@ pub async fn sso_post(
             "the POST carries no SAMLRequest".into(),
         ))
     } else {
-        begin(&state, &app, params, true)
+        begin(&state, &app, params, true, false)
     };
     finish(&state, "/samlp/{app}", result)
 }
 
-/// The picker's answer.
-#[derive(Debug, Default, Deserialize)]
+/// The answer of the role picker or of the click to continue.
+#[derive(Default, Deserialize)]
 pub struct RoleForm {
     role: Option<String>,
+    #[serde(default)]
+    csrf: String,
+    confirm: Option<String>,
+}
+
+impl std::fmt::Debug for RoleForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleForm")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a person posted: the role chosen (none when the app takes no role), and the form's
+/// CSRF token.
+struct Posted<'f> {
+    role: Option<&'f str>,
+    csrf: &'f str,
 }
 
 async fn advance(
     state: &AppState,
     headers: &HeaderMap,
-    chosen: Option<&str>,
+    posted: Option<Posted<'_>>,
 ) -> Result<Page, LoginError> {
     let now = state.clock.now();
     let flow = open_flow(state, headers, now)?;
@@ -344,9 +394,23 @@ async fn advance(
     let (app, _) = app(&snapshot, &flow.app)?;
     let allowed = person_connections(app, &snapshot);
     if let Some(identity) = session.filter(|i| allowed.contains(&i.connection)) {
-        return role_page(state, &snapshot, &flow, &identity, chosen, now);
+        if let Some(posted) = &posted {
+            // The form must come from a page this session was shown (sealed, HttpOnly: no
+            // other site can read or forge it).
+            if identity.csrf.is_empty() || !oidc::same_secret(posted.csrf, &identity.csrf) {
+                return Err(LoginError::Csrf);
+            }
+        }
+        return role_page(
+            state,
+            &snapshot,
+            &flow,
+            &identity,
+            posted.map(|p| p.role),
+            now,
+        );
     }
-    if chosen.is_some() {
+    if posted.is_some() {
         return Err(LoginError::NoFlow);
     }
     match allowed.as_slice() {
@@ -376,38 +440,55 @@ async fn advance(
     }
 }
 
+fn role_option(grant: &crate::policy::RoleGrant) -> RoleOption {
+    RoleOption {
+        value: flow::role_value(grant),
+        name: grant
+            .session
+            .role_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or(&grant.session.role_arn)
+            .to_owned(),
+        detail: format!(
+            "Account {}",
+            grant.session.role_arn.split(':').nth(4).unwrap_or_default()
+        ),
+    }
+}
+
+/// The next page for a signed-in person. `posted` is `Some` after a form of theirs (with its
+/// CSRF token already checked), holding the role chosen, if any.
 fn role_page(
     state: &AppState,
     snapshot: &Snapshot,
     flow: &Flow,
     identity: &Identity,
-    chosen: Option<&str>,
+    posted: Option<Option<&str>>,
     now: Timestamp,
 ) -> Result<Page, LoginError> {
-    let grant = match flow::role_step(&flow.app, identity, snapshot, chosen) {
+    let who = identity.email.as_deref().unwrap_or(&identity.user);
+    let grant = match flow::role_step(&flow.app, identity, snapshot, posted.flatten()) {
         RoleStep::NoRole(message) => return Err(LoginError::NoRole(message)),
         RoleStep::NotYours(message) => return Err(LoginError::NotAllowed(message)),
         RoleStep::Pick(grants) => {
-            let roles: Vec<RoleOption> = grants
-                .iter()
-                .map(|g| RoleOption {
-                    value: flow::role_value(g),
-                    name: g
-                        .session
-                        .role_arn
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or(&g.session.role_arn)
-                        .to_owned(),
-                    detail: format!(
-                        "Account {}",
-                        g.session.role_arn.split(':').nth(4).unwrap_or_default()
-                    ),
-                })
-                .collect();
-            let who = identity.email.as_deref().unwrap_or(&identity.user);
+            let roles: Vec<RoleOption> = grants.iter().map(role_option).collect();
             return Ok(Page::html(
-                pages::role_picker(&flow.app, who, "/login/continue", &roles),
+                pages::role_picker(&flow.app, who, "/login/continue", &roles, &identity.csrf),
+                "'self'",
+                false,
+            ));
+        }
+        RoleStep::Issue(grant) if flow.confirm && posted.is_none() => {
+            let role = grant.as_ref().map(role_option);
+            return Ok(Page::html(
+                pages::confirm(
+                    &flow.app,
+                    who,
+                    "/login/continue",
+                    role.as_ref(),
+                    &identity.csrf,
+                ),
                 "'self'",
                 false,
             ));
@@ -498,15 +579,22 @@ pub async fn continue_get(State(state): State<AppState>, headers: HeaderMap) -> 
     finish(&state, "/login/continue", result)
 }
 
-/// `POST /login/continue`: the role picker's answer.
+/// `POST /login/continue`: the role picker's answer, or the click to continue; either carries
+/// the session's CSRF token.
 pub async fn continue_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<RoleForm>,
 ) -> Response {
-    let result = match form.role.as_deref().filter(|r| !r.is_empty()) {
-        Some(role) => advance(&state, &headers, Some(role)).await,
-        None => Err(LoginError::BadRequest("choose a role".into())),
+    let role = form.role.as_deref().filter(|r| !r.is_empty());
+    let result = if role.is_some() || form.confirm.as_deref() == Some("yes") {
+        let posted = Posted {
+            role,
+            csrf: &form.csrf,
+        };
+        advance(&state, &headers, Some(posted)).await
+    } else {
+        Err(LoginError::BadRequest("choose a role".into()))
     };
     finish(&state, "/login/continue", result)
 }
@@ -574,7 +662,7 @@ pub struct PasswordForm {
 impl std::fmt::Debug for PasswordForm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordForm")
-            .field("username", &self.username)
+            .field("username", &users::log_name(&self.username))
             .finish_non_exhaustive()
     }
 }
@@ -603,31 +691,43 @@ async fn password(
             "enter a username and a password".into(),
         ));
     }
-    let key = (connection.to_owned(), username.clone(), client.to_owned());
-    let address = (
-        connection.to_owned(),
-        users::ANY_USER.to_owned(),
-        client.to_owned(),
-    );
-    let attempts = &state.login.attempts;
-    attempts
-        .check(&key, users::MAX_FAILURES, now)
-        .and_then(|()| attempts.check(&address, users::MAX_FAILURES_PER_ADDRESS, now))
-        .map_err(|until| LoginError::TooManyAttempts(until.strftime("%H:%M:%S UTC").to_string()))?;
     let secret = snapshot
         .secret(&s.secret_ref, &state.login.namespace)
         .ok_or_else(|| missing_secret("users", &s.secret_ref.name))?;
     let list =
         users::users_from_secret(secret, &s.secret_ref.name).map_err(LoginError::Unavailable)?;
+    let turn = state.login.password_turn().await?;
+    let attempt = users::Attempt {
+        connection: connection.to_owned(),
+        user: username.clone(),
+        address: client.to_owned(),
+    };
+    // Reserved before bcrypt runs, so concurrent attempts cannot all pass the limit; settled in
+    // the blocking task, so a client that hangs up still has its attempt counted.
+    let reservation = state
+        .login
+        .attempts
+        .reserve(&attempt, now)
+        .map_err(|refused| LoginError::TooManyAttempts {
+            limit: refused.limit,
+            until: refused.until.strftime("%H:%M:%S UTC").to_string(),
+        })?;
     let (name, password) = (username.clone(), form.password);
-    let user =
-        tokio::task::spawn_blocking(move || users::authenticate(&list, &name, &password).cloned())
-            .await
-            .map_err(|e| LoginError::Internal(e.to_string()))?;
+    let user = tokio::task::spawn_blocking(move || {
+        let user = users::authenticate(&list, &name, &password).cloned();
+        match &user {
+            Some(_) => reservation.succeed(),
+            None => reservation.fail(),
+        }
+        drop(turn);
+        user
+    })
+    .await
+    .map_err(|e| LoginError::Internal(e.to_string()))?;
     let Some(user) = user else {
-        attempts.fail(key, now);
-        attempts.fail(address, now);
-        tracing::info!(connection, user = %username, client, "wrong password");
+        // Never the typed name itself: it may be a password, or carry forged log lines.
+        let user = users::log_name(&username);
+        tracing::info!(connection, user_hash = %user, client, "wrong password");
         let mut page = Page::html(
             pages::password_form(
                 &flow.app,
@@ -641,7 +741,6 @@ async fn password(
         *page.response.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     };
-    attempts.succeed(&key);
     let mut claims = std::collections::BTreeMap::new();
     claims.insert("sub".to_owned(), vec![user.username.clone()]);
     claims.insert("username".to_owned(), vec![user.username.clone()]);
@@ -661,6 +760,7 @@ async fn password(
         name: user.name.clone(),
         groups: user.groups.clone(),
         claims,
+        csrf: String::new(),
     };
     tracing::info!(connection, user = %identity.user, "signed in with a password");
     Ok(Page::redirect("/login/continue").cookie(session_cookie(state, &identity, now)?))

@@ -270,10 +270,14 @@ pub struct Answer {
 }
 
 /// A client that keeps cookies by name (every server here is on 127.0.0.1, where browsers share
-/// cookies across ports too) and never follows redirects by itself.
+/// cookies across ports too) and never follows redirects by itself. Like a browser whose person
+/// opened the login URL themselves, it sends `Sec-Fetch-Site: none`; change or remove that in
+/// `headers` to act as a link from another site, or as a client that does not say.
 pub struct Agent {
     http: reqwest::Client,
     pub cookies: BTreeMap<String, String>,
+    /// Sent with every request.
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Agent {
@@ -290,6 +294,7 @@ impl Agent {
                 .build()
                 .unwrap(),
             cookies: BTreeMap::new(),
+            headers: [("sec-fetch-site".to_owned(), "none".to_owned())].into(),
         }
     }
 
@@ -305,6 +310,9 @@ impl Agent {
         let mut request = request;
         if !self.cookies.is_empty() {
             request = request.header("Cookie", self.cookie_header());
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
