@@ -151,12 +151,17 @@ pub struct ServeArgs {
     /// Limits of every listener.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
+    /// no such tag.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 impl ServeArgs {
     /// The options `serve` runs with.
     pub fn options(&self) -> crate::standalone::ServeOptions {
         crate::standalone::ServeOptions {
+            cluster_name: self.cluster_name.clone(),
             credentials_uri: self.credentials_uri.clone(),
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
@@ -211,12 +216,17 @@ pub struct ServerArgs {
     /// Limits of every listener.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
+    /// no such tag.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 impl ServerArgs {
     /// The options the server runs with.
     pub fn options(&self) -> crate::cluster::ServerOptions {
         crate::cluster::ServerOptions {
+            cluster_name: self.cluster_name.clone(),
             credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,
