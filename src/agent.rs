@@ -1,7 +1,9 @@
 //! `rolegate agent`: the node-local credentials endpoint that SDKs in pods reach over plain
 //! http on a link-local address. It forwards to `rolegate server` over TLS (verifying the
 //! operator CA), caches per (token, role) until shortly before expiry, coalesces concurrent
-//! misses, and keeps serving cached credentials while the server is away.
+//! misses, and keeps serving cached credentials while the server is away (unreachable, or
+//! answering 5xx). A refusal (401, 403, any other 4xx but 408 and 429) is not an outage: it
+//! drops the cached credentials and reaches the SDK as the server gave it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +102,19 @@ struct Upstream {
     body: serde_json::Value,
 }
 
+impl Upstream {
+    /// The server refused the token or the role, rather than failing to answer: 401, 403 and
+    /// the other client errors, except a timed-out (408) or throttled (429) request, which say
+    /// nothing about the caller.
+    fn is_refusal(&self) -> bool {
+        self.status.is_client_error()
+            && !matches!(
+                self.status,
+                StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+            )
+    }
+}
+
 impl IntoResponse for Upstream {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
@@ -115,6 +130,8 @@ pub struct AgentOptions {
     pub server: String,
     /// PEM CA that signed the server's certificate; without it, https is refused.
     pub ca_file: Option<PathBuf>,
+    /// What each listener allows a client.
+    pub limits: crate::server::Limits,
 }
 
 /// The agent's shared state.
@@ -129,6 +146,8 @@ pub struct Agent {
     stale: Counter,
     misses: Counter,
     upstream_errors: Counter,
+    refusals: Counter,
+    connections_refused: Counter,
 }
 
 impl std::fmt::Debug for Agent {
@@ -202,7 +221,9 @@ impl Agent {
     pub fn new(server: &str, ca_pem: Option<&[u8]>) -> Result<Self, AgentError> {
         let http = client(server, ca_pem)?;
         let mut registry = Registry::with_prefix("rolegate_agent");
-        let (hits, misses, upstream_errors, stale) = (
+        let (hits, misses, upstream_errors, stale, refusals, connections_refused) = (
+            Counter::default(),
+            Counter::default(),
             Counter::default(),
             Counter::default(),
             Counter::default(),
@@ -224,6 +245,16 @@ impl Agent {
             "Forwarded requests that failed",
             upstream_errors.clone(),
         );
+        registry.register(
+            "refusals_evicted",
+            "Refreshes the server refused (401, 403, other 4xx): the cached credentials were dropped",
+            refusals.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed because the listener was at its connection cap",
+            connections_refused.clone(),
+        );
         Ok(Self {
             http: Arc::new(std::sync::RwLock::new(http)),
             server: server.trim_end_matches('/').to_owned(),
@@ -237,6 +268,8 @@ impl Agent {
             stale,
             misses,
             upstream_errors,
+            refusals,
+            connections_refused,
         })
     }
 
@@ -291,11 +324,24 @@ impl Agent {
         })?;
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body: serde_json::Value = response.json().await.map_err(|e| unreachable(&e))?;
         if !status.is_success() {
             self.upstream_errors.inc();
+            // The server answers OAuth-style JSON; something in between (a proxy, a listener
+            // without the route) may not: the SDK still gets JSON it can print.
+            let body = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .filter(|b| b["error"].is_string())
+                .unwrap_or_else(|| {
+                    serde_json::json!({
+                        "error": if status.is_server_error() { "server_error" } else { "invalid_request" },
+                        "error_description": format!("rolegate server answered {status}"),
+                    })
+                });
             return Err(Upstream { status, body });
         }
+        let body: serde_json::Value = response.json().await.map_err(|e| unreachable(&e))?;
         let credentials: ContainerCredentials =
             serde_json::from_value(body).map_err(|e| unreachable(&e))?;
         Ok(Cached {
@@ -306,8 +352,9 @@ impl Agent {
     }
 
     /// Credentials for `token` and `role`: from the cache while fresh; from the server when
-    /// missing or due for a refresh (concurrent misses share one request); and, when the server
-    /// fails a refresh, the cached credentials until they expire.
+    /// missing or due for a refresh (concurrent misses share one request); when the server
+    /// cannot be reached or fails a refresh (5xx), the cached credentials until they expire;
+    /// when it refuses one (a 4xx such as 401 or 403), its refusal, with nothing left cached.
     async fn credentials(
         &self,
         token: &str,
@@ -340,6 +387,16 @@ impl Agent {
         };
         let now = self.clock.now();
         match previous {
+            Some(_) if error.is_refusal() => {
+                // The entry was dropped before the refresh and is not put back: the next request
+                // asks the server again and never gets these credentials.
+                self.refusals.inc();
+                tracing::info!(
+                    status = error.status.as_u16(),
+                    "the server refused a refresh; cached credentials dropped"
+                );
+                Err(error)
+            }
             Some(old) if old.valid(now) => {
                 // Serve what is cached until it expires; ask the server again in a while, not on
                 // every request.
@@ -456,22 +513,29 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             }
         });
     }
-    let mut servers = tokio::task::JoinSet::new();
+    let limits = options
+        .limits
+        .clone()
+        .counting(agent.connections_refused.clone());
+    let handle = crate::server::listener::shutdown_on_signal();
+    let mut listeners = Vec::new();
     for addr in options.listen.iter().copied() {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| AgentError::Serve(addr, e))?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| AgentError::Serve(addr, e))?;
+        listeners.push((addr, listener));
+    }
+    let mut servers = tokio::task::JoinSet::new();
+    for (addr, listener) in listeners {
         tracing::info!(listen = %addr, server = %options.server, "agent serving");
-        let app = router(agent.clone());
+        let (app, limits, handle) = (router(agent.clone()), limits.clone(), handle.clone());
         servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(crate::standalone::shutdown_signal())
+            crate::server::listener::serve(listener, app, None, &limits, handle)
                 .await
                 .map_err(|e| AgentError::Serve(addr, e))
         });
     }
     while let Some(done) = servers.join_next().await {
         if let Ok(Err(e)) = done {
+            handle.shutdown();
             return Err(e);
         }
     }

@@ -123,10 +123,16 @@ pub struct ServeArgs {
     /// Where generated signing keys are kept between runs.
     #[arg(long, default_value = ".rolegate-state")]
     pub state_dir: PathBuf,
-    /// Listen address.
+    /// Listen address: the workload endpoints, /metrics, health and the metadata, and the
+    /// sign-in pages too unless `--public-listen` is given.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Base URL the server is reached at (metadata and login URLs); defaults to http://LISTEN.
+    /// A second listener for what people and an Ingress reach: only the sign-in pages, the
+    /// metadata and health.
+    #[arg(long, env = "ROLEGATE_PUBLIC_LISTEN")]
+    pub public_listen: Option<SocketAddr>,
+    /// Base URL the server is reached at (metadata and login URLs); defaults to
+    /// http://PUBLIC_LISTEN, else http://LISTEN.
     #[arg(long)]
     pub public_url: Option<String>,
     /// Namespace that Secret references without a namespace point into.
@@ -148,6 +154,9 @@ pub struct ServeArgs {
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
     pub credentials_uri: String,
+    /// Limits of every listener.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
     /// no such tag.
     #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
@@ -163,6 +172,8 @@ impl ServeArgs {
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
             listen: self.listen,
+            public_listen: self.public_listen,
+            limits: self.limits.limits(crate::server::Limits::server()),
             public_url: self.public_url.clone(),
             namespace: self.namespace.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
@@ -178,9 +189,14 @@ pub struct ServerArgs {
     /// The operator's namespace, where the signing Secrets are.
     #[arg(long, env = "POD_NAMESPACE", default_value = "rolegate")]
     pub namespace: String,
-    /// Listen address.
+    /// Listen address: the workload endpoints, /metrics, health and the metadata, and the
+    /// sign-in pages too unless `--public-listen` is given.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// A second, plain-http listener for what an Ingress exposes: only the sign-in pages, the
+    /// metadata and health.
+    #[arg(long, env = "ROLEGATE_PUBLIC_LISTEN")]
+    pub public_listen: Option<SocketAddr>,
     /// Base URL the server is reached at (metadata and login URLs).
     #[arg(long)]
     pub public_url: String,
@@ -210,6 +226,9 @@ pub struct ServerArgs {
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
     pub credentials_uri: String,
+    /// Limits of every listener.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
     /// no such tag.
     #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
@@ -224,6 +243,8 @@ impl ServerArgs {
             credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,
+            public_listen: self.public_listen,
+            limits: self.limits.limits(crate::server::Limits::server()),
             public_url: self.public_url.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             review_ttl: Duration::from_secs(self.token_review_ttl_seconds.max(1)),
@@ -256,6 +277,42 @@ pub struct AgentArgs {
     /// BENCHMARKS.md; more trade CPU for throughput on busy nodes.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Limits of every listener.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What each listener allows a client (`--listen`, `--public-listen`, `--tls-listen`, the
+/// agent's).
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Seconds a client has to send a request's headers (and its first request, or its TLS
+    /// handshake, after connecting); slower clients are disconnected.
+    #[arg(long, env = "ROLEGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request may take, its body included, before it is answered 408.
+    #[arg(long, env = "ROLEGATE_REQUEST_TIMEOUT_SECONDS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
+    /// Connections each listener holds open at once; one more is closed as soon as it is
+    /// accepted [default: 4096 for the server, 1024 for the agent].
+    #[arg(long, env = "ROLEGATE_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+}
+
+impl LimitArgs {
+    /// The limits these flags set, over `defaults` for what they leave out.
+    pub fn limits(&self, defaults: crate::server::Limits) -> crate::server::Limits {
+        crate::server::Limits::new(
+            Duration::from_secs(self.header_read_timeout_seconds),
+            Duration::from_secs(self.request_timeout_seconds),
+            self.max_connections.map_or(defaults.max_connections, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+        )
+    }
 }
 
 /// `rolegate controller` options.

@@ -13,7 +13,8 @@ use crate::aws::sdk::SdkSts;
 use crate::credentials::CredentialCache;
 use crate::idp::{KeyRing, keys_from_secrets};
 use crate::metrics::Metrics;
-use crate::server::{AppState, Issuer, SystemClock, router};
+use crate::server::listener::{serve as serve_on, shutdown_on_signal};
+use crate::server::{AppState, Issuer, SystemClock, internal_router, public_router, router};
 use crate::store::SharedSnapshot;
 use crate::store::index::{Index, follow};
 use crate::tokenreview::KubeTokenReviewer;
@@ -26,8 +27,13 @@ pub struct ServerOptions {
     pub cluster_name: Option<String>,
     /// The operator namespace, where the signing Secrets are.
     pub namespace: String,
-    /// Listen address.
+    /// Listen address: everything, or without the sign-in pages when `public_listen` is set.
     pub listen: SocketAddr,
+    /// Where only the sign-in pages, the metadata and health are served (plain http, for an
+    /// Ingress).
+    pub public_listen: Option<SocketAddr>,
+    /// What each listener allows a client.
+    pub limits: crate::server::Limits,
     /// Base URL the server is reached at.
     pub public_url: String,
     /// Proxies whose `X-Forwarded-For` names a sign-in's client.
@@ -39,7 +45,7 @@ pub struct ServerOptions {
     /// The credentials URI the Pod webhook injects (where the node agent listens).
     pub credentials_uri: String,
     /// With `tls`: serve TLS here (node agents, the admission webhook) and plain http on
-    /// `listen` (probes, an Ingress). Without it, `listen` serves TLS.
+    /// `listen` (probes, metrics). Without it, `listen` serves TLS.
     pub tls_listen: Option<SocketAddr>,
 }
 
@@ -147,61 +153,96 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             ..crate::webhook::Injection::default()
         }),
     };
-    tracing::info!(addr = %options.listen, public_url = %options.public_url, tls = options.tls.is_some(), "serving");
-    let app = router(state);
-    let Some(source) = &options.tls else {
-        return serve_http(options.listen, app).await;
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|e| ServerError::Serve(addr, e))
     };
-    let tls_addr = options.tls_listen.unwrap_or(options.listen);
-    let tls_fail = |e| ServerError::Serve(tls_addr, e);
-    let listener = std::net::TcpListener::bind(tls_addr).map_err(tls_fail)?;
-    let plain = match options.tls_listen {
-        Some(_) => Some(tokio::spawn(serve_http(options.listen, app.clone()))),
-        None => None,
+    let tls_addr = options
+        .tls
+        .as_ref()
+        .map(|_| options.tls_listen.unwrap_or(options.listen));
+    // Every address is bound before anything is served, so a bad one fails the start.
+    let tls_listener = tls_addr.map(bind).transpose()?;
+    let plain_listener = match (&options.tls, options.tls_listen) {
+        (None, _) | (Some(_), Some(_)) => Some((options.listen, bind(options.listen)?)),
+        (Some(_), None) => None,
     };
-    let (cert, key) = match source {
-        TlsSource::Files(cert, key) => (
-            std::fs::read(cert).map_err(tls_fail)?,
-            std::fs::read(key).map_err(tls_fail)?,
-        ),
-        TlsSource::Secret(name) => {
-            tracing::info!(secret = %name, "waiting for the serving certificate");
-            let first = tls_rx
-                .wait_for(Option::is_some)
+    let public_listener = options
+        .public_listen
+        .map(|addr| bind(addr).map(|l| (addr, l)))
+        .transpose()?;
+    // The sign-in pages move to the public listener when there is one.
+    let app = match options.public_listen {
+        Some(_) => internal_router(state.clone()),
+        None => router(state.clone()),
+    };
+    let limits_for = |listener: &'static str| {
+        let refused = state
+            .metrics
+            .connections_refused
+            .get_or_create(&vec![("listener", listener.to_owned())])
+            .clone();
+        options.limits.clone().counting(refused)
+    };
+    let handle = shutdown_on_signal();
+    let mut servers = tokio::task::JoinSet::new();
+    tracing::info!(public_url = %options.public_url, "serving");
+    if let Some((addr, listener)) = public_listener {
+        tracing::info!(%addr, "serving the sign-in pages and the metadata (public)");
+        let (app, limits, handle) = (
+            public_router(state.clone()),
+            limits_for("public"),
+            handle.clone(),
+        );
+        servers.spawn(async move {
+            serve_on(listener, app, None, &limits, handle)
                 .await
-                .map_err(|_| tls_fail(std::io::Error::other("the watch index stopped")))?
-                .clone();
-            first.ok_or_else(|| tls_fail(std::io::Error::other("no serving certificate")))?
+                .map_err(|e| ServerError::Serve(addr, e))
+        });
+    }
+    if let Some((addr, listener)) = plain_listener {
+        tracing::info!(%addr, "serving plain http");
+        let (app, limits, handle) = (app.clone(), limits_for("http"), handle.clone());
+        servers.spawn(async move {
+            serve_on(listener, app, None, &limits, handle)
+                .await
+                .map_err(|e| ServerError::Serve(addr, e))
+        });
+    }
+    if let (Some(source), Some(tls_addr), Some(listener)) = (&options.tls, tls_addr, tls_listener) {
+        let tls_fail = move |e| ServerError::Serve(tls_addr, e);
+        let (cert, key) = match source {
+            TlsSource::Files(cert, key) => (
+                std::fs::read(cert).map_err(tls_fail)?,
+                std::fs::read(key).map_err(tls_fail)?,
+            ),
+            TlsSource::Secret(name) => {
+                tracing::info!(secret = %name, "waiting for the serving certificate");
+                let first = tls_rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| tls_fail(std::io::Error::other("the watch index stopped")))?
+                    .clone();
+                first.ok_or_else(|| tls_fail(std::io::Error::other("no serving certificate")))?
+            }
+        };
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
+            .await
+            .map_err(tls_fail)?;
+        tokio::spawn(crate::server::reload_tls(config.clone(), tls_rx));
+        tracing::info!(addr = %tls_addr, "serving TLS");
+        let (limits, handle) = (limits_for("tls"), handle.clone());
+        servers.spawn(async move {
+            serve_on(listener, app, Some(config), &limits, handle)
+                .await
+                .map_err(tls_fail)
+        });
+    }
+    // The first listener to fail stops the server; on a signal they all drain and end.
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            handle.shutdown();
+            return Err(e);
         }
-    };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
-        .await
-        .map_err(tls_fail)?;
-    tokio::spawn(crate::server::reload_tls(config.clone(), tls_rx));
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        crate::standalone::shutdown_signal().await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
-    tracing::info!(addr = %tls_addr, "serving TLS");
-    crate::server::serve_tls_config(listener, app, config, handle)
-        .await
-        .map_err(tls_fail)?;
-    if let Some(plain) = plain {
-        plain.abort();
     }
     Ok(())
-}
-
-async fn serve_http(addr: SocketAddr, app: axum::Router) -> Result<(), ServerError> {
-    let fail = |e| ServerError::Serve(addr, e);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(crate::standalone::shutdown_signal())
-    .await
-    .map_err(fail)
 }

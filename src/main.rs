@@ -46,6 +46,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 listen: args.listen,
                 server: args.server,
                 ca_file: args.ca_file,
+                limits: args.limits.limits(rolegate::server::Limits::agent()),
             };
             rolegate::agent::run(options).await?;
         }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub http_responses: Family<Labels, Counter>,
     /// IAM registrations, by provider and action.
     pub registrations: Family<Labels, Counter>,
+    /// Connections closed for being over a listener's cap, by listener.
+    pub connections_refused: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +51,7 @@ impl Metrics {
             token_rejections: Family::default(),
             http_responses: Family::default(),
             registrations: Family::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -86,6 +89,11 @@ impl Metrics {
             "iam_registrations",
             "IAM SAML provider registrations",
             m.registrations.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed because their listener was at its connection cap",
+            m.connections_refused.clone(),
         );
         Self { registry, ..m }
     }

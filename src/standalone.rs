@@ -19,7 +19,8 @@ use crate::idp::{AppKeys, KeyRing, app_metadata};
 use crate::keys::{KeyError, SigningKey};
 use crate::metrics::Metrics;
 use crate::registration;
-use crate::server::{AppState, Issuer, SystemClock, router};
+use crate::server::listener::{serve as serve_on, shutdown_on_signal};
+use crate::server::{AppState, Issuer, SystemClock, internal_router, public_router, router};
 use crate::store::files::{LoadError, dir_fingerprint, load_dir};
 use crate::store::{SharedSnapshot, Snapshot};
 use crate::tokens::TokenVerifier;
@@ -33,9 +34,14 @@ pub struct ServeOptions {
     pub config: PathBuf,
     /// Where generated signing keys are kept between runs.
     pub state_dir: PathBuf,
-    /// Listen address.
+    /// Listen address: everything, or without the sign-in pages when `public_listen` is set.
     pub listen: SocketAddr,
-    /// Base URL this server is reached at; defaults to `http://<listen>`.
+    /// Where only the sign-in pages, the metadata and health are served.
+    pub public_listen: Option<SocketAddr>,
+    /// What each listener allows a client.
+    pub limits: crate::server::Limits,
+    /// Base URL this server is reached at; defaults to `http://<public_listen>`, else
+    /// `http://<listen>`.
     pub public_url: Option<String>,
     /// Namespace that Secret references without a namespace point into.
     pub namespace: String,
@@ -401,20 +407,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         "loaded {}",
         options.config.display()
     );
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Serve {
-            addr: options.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Serve {
-        addr: options.listen,
-        source,
-    })?;
+    let bind = |addr: SocketAddr| {
+        let serve_error = |source| ServeError::Serve { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(serve_error)?;
+        let local = listener.local_addr().map_err(serve_error)?;
+        Ok::<_, ServeError>((local, listener))
+    };
+    let (addr, listener) = bind(options.listen)?;
+    let public = options.public_listen.map(bind).transpose()?;
     let public_url = options
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("http://{}", public.as_ref().map_or(addr, |(a, _)| *a)));
     let sts: Arc<dyn Sts> = Arc::new(SdkSts::new(None).await);
     let store = Arc::new(SharedSnapshot::new(snapshot));
     let state = AppState {
@@ -448,14 +452,55 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             options.trusted_proxies.clone(),
         ));
     tokio::spawn(sync_loop(options.clone(), state.clone()));
+    let limits_for = |listener: &'static str| {
+        let refused = state
+            .metrics
+            .connections_refused
+            .get_or_create(&vec![("listener", listener.to_owned())])
+            .clone();
+        options.limits.clone().counting(refused)
+    };
+    let handle = shutdown_on_signal();
+    let mut servers = tokio::task::JoinSet::new();
+    // The sign-in pages move to the public listener when there is one.
+    let app = match &public {
+        Some(_) => internal_router(state.clone()),
+        None => router(state.clone()),
+    };
+    if let Some((public_addr, listener)) = public {
+        tracing::info!(addr = %public_addr, "serving the sign-in pages and the metadata (public)");
+        let (app, limits, handle) = (
+            public_router(state.clone()),
+            limits_for("public"),
+            handle.clone(),
+        );
+        servers.spawn(async move {
+            serve_on(listener, app, None, &limits, handle)
+                .await
+                .map_err(|source| ServeError::Serve {
+                    addr: public_addr,
+                    source,
+                })
+        });
+    }
     tracing::info!(%addr, %public_url, "serving");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|source| ServeError::Serve { addr, source })
+    let limits = limits_for("http");
+    servers.spawn({
+        let handle = handle.clone();
+        async move {
+            serve_on(listener, app, None, &limits, handle)
+                .await
+                .map_err(|source| ServeError::Serve { addr, source })
+        }
+    });
+    // The first listener to fail stops the server; on a signal they all drain and end.
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            handle.shutdown();
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Registers at start, then reloads and re-registers whenever the files change, and at least

@@ -365,3 +365,169 @@ async fn with_the_server_down_cached_credentials_serve_until_they_expire_then_a_
     );
     assert!(body.get("AccessKeyId").is_none());
 }
+
+/// Rewrites the server's resources as a change of its config directory (or of the cluster)
+/// would: `edit` turns the current YAML into the new one.
+fn change_resources(h: &Harness, edit: impl FnOnce(String) -> String) {
+    let config = h.dir.path().join("config");
+    let path = config.join("resources.yaml");
+    let yaml = edit(std::fs::read_to_string(&path).unwrap());
+    std::fs::write(&path, yaml).unwrap();
+    h.state
+        .store
+        .replace(rolegate::store::files::load_dir(&config).unwrap());
+}
+
+/// An agent on a pinned clock in front of `server` (`ca` for https).
+async fn agent_at(server: &str, ca: Option<&str>) -> (String, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(
+        jiff::Timestamp::now().as_second(),
+    )));
+    let agent = Agent::new(server, ca.map(str::as_bytes))
+        .unwrap()
+        .with_clock(clock.clone());
+    (serve_agent(agent).await, clock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_drops_the_cached_credentials_and_reaches_the_sdk_as_is() {
+    let (ca, cert, key) = pki();
+    let mut h = Harness::start_tls(&resources(&unique("agent-refused"), false), &cert, &key).await;
+    let (agent_url, clock) = agent_at(&h.url, Some(&ca)).await;
+    // Two tokens of team-a/app (the kubelet's current and next one), each cached by the agent.
+    let (first, second) = (h.sa_token("team-a", "app"), another_token(&h));
+    let (status, cached) = get(&agent_url, &first).await;
+    assert_eq!(status, 200, "{cached}");
+    assert_eq!(get(&agent_url, &second).await.0, 200);
+    let expiration: jiff::Timestamp = cached["Expiration"].as_str().unwrap().parse().unwrap();
+    // From here on every request is due for a refresh.
+    clock.set(expiration - jiff::SignedDuration::from_secs(60));
+
+    // The Connection stops accepting the token's audience: the server answers 401, and the
+    // agent hands the SDK exactly that, not the credentials it holds.
+    change_resources(&h, |yaml| {
+        yaml.replace("audiences: [rolegate]", "audiences: [elsewhere]")
+    });
+    let (status, body) = get(&agent_url, &second).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(
+        body["error_description"],
+        "token audience \"rolegate\" is not accepted by connection \"k8s\""
+    );
+    assert!(body.get("AccessKeyId").is_none(), "{body}");
+
+    // The RoleMapping no longer names the service account: 403, passed through.
+    change_resources(&h, |yaml| {
+        yaml.replace("audiences: [elsewhere]", "audiences: [rolegate]")
+            .replace(
+                "subjects: [{kind: ServiceAccount, name: app}, {kind: ServiceAccount, name: multi}]",
+                "subjects: [{kind: ServiceAccount, name: multi}]",
+            )
+    });
+    let (status, body) = get(&agent_url, &first).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "access_denied");
+    assert_eq!(
+        body["error_description"],
+        "no RoleMapping names service account team-a/app"
+    );
+    assert!(body.get("AccessKeyId").is_none(), "{body}");
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_refusals_evicted_total").await,
+        2.0
+    );
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_stale_served_total").await,
+        0.0
+    );
+
+    // Nothing of either is left: with the server gone, the agent has no credentials to hand
+    // out for them (an outage serves only what is still cached).
+    h.stop().await;
+    for token in [&first, &second] {
+        let (status, body) = get(&agent_url, token).await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["error"], "server_unreachable");
+        assert!(body.get("AccessKeyId").is_none(), "{body}");
+    }
+}
+
+/// What sits between the agent and the server (a load balancer, a replica that crashed): it
+/// forwards to `server` until `failing` is set, then answers 500 with a plain-text body.
+async fn failing_in_front_of(server: &str) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (server, flag) = (server.to_owned(), Arc::clone(&failing));
+    let app = axum::Router::new().route(
+        "/v1/credentials",
+        axum::routing::get(move |headers: HeaderMap, uri: Uri| {
+            let (server, failing) = (server.clone(), Arc::clone(&flag));
+            async move {
+                if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "upstream crashed").into_response();
+                }
+                let answer = reqwest::Client::new()
+                    .get(format!("{server}{uri}"))
+                    .header("Authorization", headers["authorization"].as_bytes())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                (status, answer.bytes().await.unwrap()).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, failing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_500_is_an_outage_and_the_cached_credentials_are_served() {
+    let h = Harness::start(&resources(&unique("agent-500"), false)).await;
+    let (front, failing) = failing_in_front_of(&h.url).await;
+    let (agent_url, clock) = agent_at(&front, None).await;
+    let token = h.sa_token("team-a", "app");
+    let (status, cached) = get(&agent_url, &token).await;
+    assert_eq!(status, 200, "{cached}");
+    let expiration: jiff::Timestamp = cached["Expiration"].as_str().unwrap().parse().unwrap();
+
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    clock.set(expiration - jiff::SignedDuration::from_secs(60));
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!(
+        (status, &body["AccessKeyId"]),
+        (200, &cached["AccessKeyId"])
+    );
+    // Past the retry interval the server is asked again, fails again, and the credentials are
+    // still served until they expire.
+    clock.set(expiration - jiff::SignedDuration::from_secs(45));
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!(
+        (status, &body["AccessKeyId"]),
+        (200, &cached["AccessKeyId"])
+    );
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_upstream_errors_total").await,
+        2.0
+    );
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_refusals_evicted_total").await,
+        0.0
+    );
+    // Expired: the SDK gets the failure, in JSON it can print, never expired credentials.
+    clock.set(expiration + jiff::SignedDuration::from_secs(1));
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "server_error");
+    assert_eq!(
+        body["error_description"],
+        format!(
+            "rolegate server answered 500 Internal Server Error (the cached credentials expired at {expiration})"
+        )
+    );
+    assert!(body.get("AccessKeyId").is_none());
+}

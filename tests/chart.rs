@@ -290,3 +290,139 @@ fn cert_manager_mode_issues_the_serving_certificate_and_injects_the_ca() {
     );
     assert!(!docs.iter().any(|d| d["kind"] == "Issuer"));
 }
+
+/// The server Deployment's container.
+fn server_container(docs: &[serde_json::Value]) -> &serde_json::Value {
+    &find(docs, "Deployment", "rg-server")["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn the_ingress_routes_only_to_the_public_listener() {
+    let (ok, docs, err) = render(&["--set", "publicURL=https://rolegate.example.com"]);
+    assert!(ok, "{err}");
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Ingress"),
+        "the Ingress is off by default"
+    );
+    // The public listener is its own container port and Service port.
+    let container = server_container(&docs);
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--listen=0.0.0.0:8080",
+        "--public-listen=0.0.0.0:8081",
+        "--tls-listen=0.0.0.0:8443",
+        "--header-read-timeout-seconds=10",
+        "--request-timeout-seconds=30",
+        "--max-connections=4096",
+    ] {
+        assert!(args.contains(&want), "{want} missing from {args:?}");
+    }
+    let public_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "public")
+        .expect("a container port named public");
+    assert_eq!(public_port["containerPort"], 8081);
+    let service = find(&docs, "Service", "rg-server");
+    let ports = service["spec"]["ports"].as_array().unwrap();
+    let names: Vec<(&str, &str)> = ports
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["targetPort"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("http", "http"), ("https", "https"), ("public", "public")]
+    );
+    // The webhook and the agents use the internal TLS port, never the public one.
+    let hook = &find(&docs, "MutatingWebhookConfiguration", "rg")["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["service"]["port"], 443);
+    let agent = &find(&docs, "DaemonSet", "rg-agent")["spec"]["template"]["spec"]["containers"][0];
+    let agent_args = agent["args"].to_string();
+    assert!(
+        agent_args.contains("--server=https://rg-server.rolegate.svc:443"),
+        "{agent_args}"
+    );
+    assert!(
+        agent_args.contains("--max-connections=1024"),
+        "{agent_args}"
+    );
+
+    let ingress_backends = |docs: &[serde_json::Value]| -> Vec<(String, String, String)> {
+        let ingress = find(docs, "Ingress", "rg-server");
+        let rules = ingress["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0]["host"], "rolegate.example.com",
+            "the publicURL's host"
+        );
+        rules[0]["http"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let backend = &p["backend"]["service"];
+                assert_eq!(backend["name"], "rg-server");
+                assert!(
+                    backend["port"].get("number").is_none(),
+                    "ports are named, so they follow the Service"
+                );
+                (
+                    p["path"].as_str().unwrap().to_owned(),
+                    p["pathType"].as_str().unwrap().to_owned(),
+                    backend["port"]["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.className=nginx",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        ingress_backends(&docs),
+        [("/".to_owned(), "Prefix".to_owned(), "public".to_owned())]
+    );
+    assert_eq!(
+        find(&docs, "Ingress", "rg-server")["spec"]["ingressClassName"],
+        "nginx"
+    );
+
+    // Routing /delegation out too is a separate, explicit choice: that one exact path to the
+    // internal port, everything else still to the public one.
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.delegation=true",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        ingress_backends(&docs),
+        [
+            (
+                "/delegation".to_owned(),
+                "Exact".to_owned(),
+                "http".to_owned()
+            ),
+            ("/".to_owned(), "Prefix".to_owned(), "public".to_owned()),
+        ]
+    );
+}

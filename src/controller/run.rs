@@ -75,7 +75,16 @@ async fn serve_metrics(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready));
-    if let Err(e) = axum::serve(listener, app).await {
+    // The listeners' default limits (header-read and request timeouts, a connection cap).
+    let limits = crate::server::Limits::server();
+    let served = match listener.into_std() {
+        Ok(listener) => {
+            crate::server::listener::serve(listener, app, None, &limits, axum_server::Handle::new())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "metrics server stopped");
     }
 }

@@ -1,7 +1,9 @@
-//! The HTTP surface: `router(state) -> Router` with thin handlers over the policy and SAML core.
+//! The HTTP surface: `router(state) -> Router` (and its internal and public halves) with thin
+//! handlers over the policy and SAML core.
 
 mod error;
 mod issue;
+pub mod listener;
 pub mod login;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use serde::Deserialize;
 
 pub use error::ApiError;
 pub use issue::{IssuedSession, Issuer};
+pub use listener::Limits;
 
 use crate::idp::{KeyRing, app_metadata};
 use crate::metrics::Metrics;
@@ -67,10 +70,18 @@ pub struct AppState {
 /// Request bodies larger than this are refused.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The router of `rolegate server` and `rolegate serve`.
-pub fn router(state: AppState) -> Router {
+/// What every listener serves: health, and the IdP metadata (public by nature: IAM and relying
+/// parties read it).
+fn common_routes() -> Router<AppState> {
     Router::new()
         .route("/samlp/metadata/{app}", get(metadata))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+}
+
+/// People's sign-in: the pages their browsers reach, through an Ingress.
+fn sign_in_routes() -> Router<AppState> {
+    Router::new()
         .route("/samlp/{app}", get(login::sso_get).post(login::sso_post))
         .route(
             "/login/continue",
@@ -82,18 +93,49 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/login/callback", get(login::callback))
         .route("/login/signout", get(login::signout))
+}
+
+/// What workloads and the cluster reach: credentials, delegation, the Pod webhook, metrics.
+fn workload_routes() -> Router<AppState> {
+    Router::new()
         .route("/delegation", post(issue::delegation))
         .route("/v1/credentials", get(credentials))
         .route("/admission/pods", post(admit_pod))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// Serves `app` over TLS on `listener` with the PEM certificate chain and key, until `handle`
-/// shuts it down.
+/// The router of a listener that serves everything: `--listen` when no `--public-listen` is
+/// given (standalone mode's one address).
+pub fn router(state: AppState) -> Router {
+    finish(
+        common_routes()
+            .merge(sign_in_routes())
+            .merge(workload_routes()),
+        state,
+    )
+}
+
+/// The router of `--listen` beside a `--public-listen`: the workload endpoints
+/// (`/v1/credentials`, `/delegation`, `/admission/pods`), `/metrics`, health and the metadata;
+/// no sign-in page.
+pub fn internal_router(state: AppState) -> Router {
+    finish(common_routes().merge(workload_routes()), state)
+}
+
+/// The router of `--public-listen`, what an Ingress exposes: the sign-in pages, the metadata and
+/// health; every workload endpoint and `/metrics` answer 404.
+pub fn public_router(state: AppState) -> Router {
+    finish(common_routes().merge(sign_in_routes()), state)
+}
+
+/// Serves `app` over TLS on `listener` with the PEM certificate chain and key, within the
+/// server's default [`Limits`], until `handle` shuts it down.
 ///
 /// # Errors
 /// An unusable certificate or key, or a failing listener.
@@ -108,7 +150,8 @@ pub async fn serve_tls(
     serve_tls_config(listener, app, config, handle).await
 }
 
-/// Serves `app` over TLS with `config`, which [`reload_tls`] may swap while serving.
+/// Serves `app` over TLS with `config`, which [`reload_tls`] may swap while serving, within the
+/// server's default [`Limits`].
 ///
 /// # Errors
 /// The listener failed.
@@ -118,11 +161,7 @@ pub async fn serve_tls_config(
     config: axum_server::tls_rustls::RustlsConfig,
     handle: axum_server::Handle<std::net::SocketAddr>,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, config)?
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .await
+    listener::serve(listener, app, Some(config), &Limits::server(), handle).await
 }
 
 /// A PEM certificate chain and its key.
