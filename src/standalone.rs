@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub resync: Duration,
     /// The credentials URI the Pod webhook injects (where the node agent listens).
     pub credentials_uri: String,
+    /// This installation's name in the `rolegate.dev/owner` tag of the IAM SAML providers it
+    /// registers.
+    pub cluster_name: String,
 }
 
 /// Why `serve` cannot start.
@@ -313,12 +316,14 @@ pub fn iam_access(
     Ok(IamAccess::for_provider(provider, keys))
 }
 
-/// Registers every IAMProvider of `snapshot`; failures are logged and counted, not fatal.
+/// Registers every IAMProvider of `snapshot` as owned by `cluster`; failures (a provider that
+/// is not ours included) are logged and counted, not fatal.
 pub async fn register_all(
     snapshot: &Snapshot,
     keys: &KeyRing,
     public_url: &str,
     namespace: &str,
+    cluster: &str,
     metrics: &Metrics,
 ) {
     for (name, provider) in &snapshot.providers {
@@ -334,7 +339,8 @@ pub async fn register_all(
             let metadata = app_metadata(app, &app_keys, public_url).map_err(|e| e.to_string())?;
             let access = iam_access(provider, snapshot, namespace)?;
             let iam = SdkSamlProviders::new(&access).await;
-            registration::register(provider, &metadata, &iam)
+            let owner = registration::owner(cluster, name);
+            registration::register(provider, &metadata, &owner, &iam)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -458,6 +464,7 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             &state.keys,
             &state.public_url,
             &options.namespace,
+            &options.cluster_name,
             &state.metrics,
         )
         .await;
