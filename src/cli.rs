@@ -142,11 +142,12 @@ pub struct ServeArgs {
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
     pub credentials_uri: String,
-    /// This installation's name in the `rolegate.dev/owner` tag that marks the IAM SAML
-    /// providers it registers (and may update or delete). Give each installation sharing an AWS
-    /// account its own.
-    #[arg(long, default_value = "standalone", value_parser = cluster_name)]
-    pub cluster_name: String,
+    /// The installation's name: sent on every session as the `rolegate-cluster` tag (absent
+    /// sends no such tag), and in the `rolegate.dev/owner` tag that marks the IAM SAML
+    /// providers it registers and may update or delete (absent: `standalone`). Give each
+    /// installation sharing an AWS account its own.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME", value_parser = cluster_name)]
+    pub cluster_name: Option<String>,
 }
 
 /// A cluster name that fits the ownership tag.
@@ -158,6 +159,7 @@ impl ServeArgs {
     /// The options `serve` runs with.
     pub fn options(&self) -> crate::standalone::ServeOptions {
         crate::standalone::ServeOptions {
+            cluster_name: self.cluster_name.clone(),
             credentials_uri: self.credentials_uri.clone(),
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
@@ -166,7 +168,6 @@ impl ServeArgs {
             namespace: self.namespace.clone(),
             poll: Duration::from_secs(self.poll_seconds.max(1)),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
-            cluster_name: self.cluster_name.clone(),
         }
     }
 }
@@ -203,12 +204,17 @@ pub struct ServerArgs {
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
     pub credentials_uri: String,
+    /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
+    /// no such tag.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 impl ServerArgs {
     /// The options the server runs with.
     pub fn options(&self) -> crate::cluster::ServerOptions {
         crate::cluster::ServerOptions {
+            cluster_name: self.cluster_name.clone(),
             credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,

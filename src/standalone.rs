@@ -27,6 +27,8 @@ use crate::tokens::TokenVerifier;
 /// Options of `rolegate serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// The cluster's name for the `rolegate-cluster` session tag.
+    pub cluster_name: Option<String>,
     /// Directory of CR YAML files.
     pub config: PathBuf,
     /// Where generated signing keys are kept between runs.
@@ -43,9 +45,6 @@ pub struct ServeOptions {
     pub resync: Duration,
     /// The credentials URI the Pod webhook injects (where the node agent listens).
     pub credentials_uri: String,
-    /// This installation's name in the `rolegate.dev/owner` tag of the IAM SAML providers it
-    /// registers.
-    pub cluster_name: String,
 }
 
 /// Why `serve` cannot start.
@@ -426,6 +425,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         issuer: Arc::new(Issuer {
             sts,
             cache: CredentialCache::default(),
+            cluster: options.cluster_name.clone(),
         }),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),
@@ -464,7 +464,7 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             &state.keys,
             &state.public_url,
             &options.namespace,
-            &options.cluster_name,
+            options.cluster_name.as_deref().unwrap_or("standalone"),
             &state.metrics,
         )
         .await;

@@ -23,6 +23,8 @@ fn provider(name: &str) -> IAMProvider {
             adopt: false,
             allowed_namespaces: None,
             allowed_roles: vec![],
+            allowed_session_names: None,
+            session_tags: None,
         },
     );
     p.metadata.generation = Some(2);
