@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs a command with a moto server (the AWS emulator from the peers venv) on a free loopback
+# Runs a command with a moto server (the AWS emulator from the peers venv, with the IAM SAML
+# provider tag calls it lacks added by tests/peers/moto_server.py) on a free loopback
 # port, exported as ROLEGATE_TEST_MOTO, and stops moto afterwards whatever happens.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${ROLEGATE_PEERS:-$repo/.peers}/venv"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="${TMPDIR:-/tmp}/rolegate-moto-$port.log"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+"$venv/bin/python" "$repo/tests/peers/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -157,10 +157,17 @@ pub struct ServeArgs {
     /// Limits of every listener.
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
-    /// no such tag.
-    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    /// The installation's name: sent on every session as the `rolegate-cluster` tag (absent
+    /// sends no such tag), and in the `rolegate.dev/owner` tag that marks the IAM SAML
+    /// providers it registers and may update or delete (absent: `standalone`). Give each
+    /// installation sharing an AWS account its own.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME", value_parser = cluster_name)]
     pub cluster_name: Option<String>,
+}
+
+/// A cluster name that fits the ownership tag.
+fn cluster_name(value: &str) -> Result<String, String> {
+    crate::registration::check_cluster_name(value).map(|()| value.to_owned())
 }
 
 impl ServeArgs {
@@ -352,12 +359,54 @@ pub struct ControllerArgs {
     /// The MutatingWebhookConfiguration whose `caBundle` is kept; empty for none.
     #[arg(long, default_value = "rolegate")]
     pub webhook_configuration: String,
+    /// The namespace whose Secrets only the controller may read: the operator CA, and the
+    /// IAMProvider `credentials.secretRef` access keys (refused anywhere else). Default: the
+    /// operator namespace with `-controller` appended.
+    #[arg(long)]
+    pub secrets_namespace: Option<String>,
+    /// This cluster's name in the `rolegate.dev/owner` tag that marks the IAM SAML providers it
+    /// owns. Default: the UID of the `kube-system` Namespace, which differs between clusters.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME", value_parser = cluster_name)]
+    pub cluster_name: Option<String>,
+    /// Seconds the leader Lease is held after each renewal; a standby takes it over after that.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds the leader keeps trying to renew before it stops acting and exits; shorter than
+    /// the lease duration, so that it stops before a standby may take over.
+    #[arg(long, default_value_t = 10)]
+    pub renew_deadline_seconds: u64,
+    /// Seconds between attempts to acquire or renew the Lease.
+    #[arg(long, default_value_t = 2)]
+    pub retry_period_seconds: u64,
 }
 
 impl ControllerArgs {
     /// The options the controller runs with.
-    pub fn options(&self) -> crate::controller::run::ControllerOptions {
-        crate::controller::run::ControllerOptions {
+    ///
+    /// # Errors
+    /// Leader-election timings that cannot work (the renew deadline must be shorter than the
+    /// lease, the retry period shorter than the deadline), or a Secrets namespace that is the
+    /// operator namespace.
+    pub fn options(&self) -> Result<crate::controller::run::ControllerOptions, String> {
+        let secrets_namespace = self
+            .secrets_namespace
+            .clone()
+            .unwrap_or_else(|| format!("{}-controller", self.namespace));
+        if secrets_namespace == self.namespace {
+            return Err(format!(
+                "--secrets-namespace must differ from the operator namespace {:?}: the server reads that one's Secrets",
+                self.namespace
+            ));
+        }
+        let leader = crate::controller::leader::LeaderTiming::new(
+            Duration::from_secs(self.lease_duration_seconds),
+            Duration::from_secs(self.renew_deadline_seconds),
+            Duration::from_secs(self.retry_period_seconds),
+        )?;
+        Ok(crate::controller::run::ControllerOptions {
+            secrets_namespace: secrets_namespace.clone(),
+            cluster_name: self.cluster_name.clone(),
+            leader,
             namespace: self.namespace.clone(),
             public_url: self.public_url.clone(),
             listen: self.listen,
@@ -366,13 +415,14 @@ impl ControllerArgs {
             certificates: crate::controller::certs::CertOptions {
                 mode: self.certificates,
                 namespace: self.namespace.clone(),
+                ca_namespace: secrets_namespace,
                 ca_secret: self.ca_secret.clone(),
                 ca_configmap: self.ca_configmap.clone(),
                 serving_secret: self.serving_secret.clone(),
                 service: self.server_service.clone(),
                 webhook: Some(self.webhook_configuration.clone()).filter(|w| !w.is_empty()),
             },
-        }
+        })
     }
 }
 

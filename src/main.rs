@@ -50,7 +50,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             };
             rolegate::agent::run(options).await?;
         }
-        Command::Controller(args) => rolegate::controller::run::run(args.options()).await?,
+        Command::Controller(args) => rolegate::controller::run::run(args.options()?).await?,
         Command::Credentials(args) => {
             let credentials = rolegate::laptop::credentials(args.options()).await?;
             println!("{}", serde_json::to_string(&credentials)?);

@@ -323,12 +323,14 @@ pub fn iam_access(
     Ok(IamAccess::for_provider(provider, keys))
 }
 
-/// Registers every IAMProvider of `snapshot`; failures are logged and counted, not fatal.
+/// Registers every IAMProvider of `snapshot` as owned by `cluster`; failures (a provider that
+/// is not ours included) are logged and counted, not fatal.
 pub async fn register_all(
     snapshot: &Snapshot,
     keys: &KeyRing,
     public_url: &str,
     namespace: &str,
+    cluster: &str,
     metrics: &Metrics,
 ) {
     for (name, provider) in &snapshot.providers {
@@ -344,7 +346,8 @@ pub async fn register_all(
             let metadata = app_metadata(app, &app_keys, public_url).map_err(|e| e.to_string())?;
             let access = iam_access(provider, snapshot, namespace)?;
             let iam = SdkSamlProviders::new(&access).await;
-            registration::register(provider, &metadata, &iam)
+            let owner = registration::owner(cluster, name);
+            registration::register(provider, &metadata, &owner, &iam)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -513,6 +516,7 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             &state.keys,
             &state.public_url,
             &options.namespace,
+            options.cluster_name.as_deref().unwrap_or("standalone"),
             &state.metrics,
         )
         .await;

@@ -19,15 +19,24 @@ use serde_json::json;
 
 const PROVIDERS: &str = "/apis/rolegate.dev/v1alpha1/iamproviders";
 
+/// The controller's Secrets namespace in these scenarios (the CA, IAM access keys).
+const CONTROLLER_NS: &str = "rolegate-controller";
+/// The cluster name in the ownership tags these scenarios write.
+const CLUSTER: &str = "test-cluster";
+
 fn context(client: kube::Client) -> Arc<Context> {
     let mut registry = Registry::default();
-    Arc::new(Context::new(
-        client,
-        Arc::new(SdkConnector),
-        "rolegate".into(),
-        "https://rolegate.example".into(),
-        &mut registry,
-    ))
+    Arc::new(
+        Context::new(
+            client,
+            Arc::new(SdkConnector),
+            "rolegate".into(),
+            "https://rolegate.example".into(),
+            &mut registry,
+        )
+        .with_secrets_namespace(CONTROLLER_NS)
+        .with_cluster_name(CLUSTER),
+    )
 }
 
 fn mapping(status: Option<serde_json::Value>) -> RoleMapping {
@@ -743,12 +752,15 @@ async fn connection_status_says_whether_the_spec_is_usable() {
 // ---- the operator's certificates ----
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/rolegate/configmaps";
+/// Where the CA Secret lives: the controller-only namespace, out of the server's reach.
+const CA_SECRETS: &str = "/api/v1/namespaces/rolegate-controller/secrets";
 const WEBHOOKS: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
 
 fn cert_options(mode: certs::CertMode) -> certs::CertOptions {
     certs::CertOptions {
         mode,
         namespace: "rolegate".into(),
+        ca_namespace: CONTROLLER_NS.into(),
         ca_secret: "rolegate-ca".into(),
         ca_configmap: "rolegate-ca".into(),
         serving_secret: "rolegate-server-tls".into(),
@@ -796,12 +808,14 @@ async fn fresh_certificates() -> (serde_json::Value, serde_json::Value, serde_js
     let verifier = apiserver::scenario(
         handle,
         vec![
+            Expect::not_found(&format!("{CA_SECRETS}/rolegate-ca")),
+            // Where earlier versions kept it: nothing to move.
             Expect::not_found(&format!("{SECRETS}/rolegate-ca")),
             Expect::not_found(&format!("{SECRETS}/rolegate-server-tls")),
             Expect::not_found(&format!("{CONFIGMAPS}/rolegate-ca")),
             Expect::get(&format!("{WEBHOOKS}/rolegate"), webhook_config(None)),
-            Expect::not_found(&format!("{SECRETS}/rolegate-ca")),
-            Expect::create(SECRETS),
+            Expect::not_found(&format!("{CA_SECRETS}/rolegate-ca")),
+            Expect::create(CA_SECRETS),
             Expect::not_found(&format!("{SECRETS}/rolegate-server-tls")),
             Expect::create(SECRETS),
             Expect::replace(&format!("{WEBHOOKS}/rolegate")),
@@ -821,11 +835,29 @@ async fn fresh_certificates() -> (serde_json::Value, serde_json::Value, serde_js
     apiserver::no_more(&mut handle).await;
 
     let (ca, serving, webhook, configmap) =
-        (&seen[5].body, &seen[7].body, &seen[8].body, &seen[10].body);
+        (&seen[6].body, &seen[8].body, &seen[9].body, &seen[11].body);
     assert_eq!(
         ca["type"], "Opaque",
         "the CA key is kept out of the server's TLS index"
     );
+    // The CA key is written only where the server has no access; the serving Secret (which the
+    // server needs) stays in the operator namespace.
+    assert_eq!(seen[6].path, CA_SECRETS);
+    assert_eq!(ca["metadata"]["namespace"], CONTROLLER_NS);
+    assert_eq!(seen[8].path, SECRETS);
+    for request in &seen {
+        if request.path.starts_with(SECRETS) && request.method != http::Method::GET {
+            assert!(
+                !request
+                    .body
+                    .to_string()
+                    .contains(&ca["data"]["tls.key"].to_string()),
+                "the CA key reached {} {}",
+                request.method,
+                request.path
+            );
+        }
+    }
     assert_eq!(serving["type"], "kubernetes.io/tls");
     let ca_pem = unb64(&ca["data"]["tls.crt"]);
     let serving_pem = unb64(&serving["data"]["tls.crt"]);
@@ -859,7 +891,7 @@ async fn certificates_in_order_cause_no_writes_and_a_due_serving_certificate_is_
     let bundle = configmap["data"]["ca.crt"].as_str().unwrap().to_owned();
     let steady = |serving: &serde_json::Value| {
         vec![
-            Expect::get(&format!("{SECRETS}/rolegate-ca"), ca.clone()),
+            Expect::get(&format!("{CA_SECRETS}/rolegate-ca"), ca.clone()),
             Expect::get(&format!("{SECRETS}/rolegate-server-tls"), serving.clone()),
             Expect::get(&format!("{CONFIGMAPS}/rolegate-ca"), configmap.clone()),
             Expect::get(
@@ -952,4 +984,512 @@ async fn external_certificates_only_publish_the_bundle_and_wait_for_ca_crt() {
     let (seen, mut handle) = verifier.await.unwrap();
     apiserver::no_more(&mut handle).await;
     assert_eq!(seen[3].body["data"]["ca.crt"], ca.cert_pem);
+}
+
+#[tokio::test]
+async fn a_ca_left_in_the_operator_namespace_by_an_earlier_version_is_moved_out_of_the_servers_reach()
+ {
+    let (ca, serving, configmap) = fresh_certificates().await;
+    let bundle = configmap["data"]["ca.crt"].as_str().unwrap().to_owned();
+    let mut legacy = ca.clone();
+    legacy["metadata"]["namespace"] = json!("rolegate");
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(&format!("{CA_SECRETS}/rolegate-ca")),
+            Expect::get(&format!("{SECRETS}/rolegate-ca"), legacy.clone()),
+            Expect::get(&format!("{SECRETS}/rolegate-server-tls"), serving.clone()),
+            Expect::get(&format!("{CONFIGMAPS}/rolegate-ca"), configmap.clone()),
+            Expect::get(
+                &format!("{WEBHOOKS}/rolegate"),
+                webhook_config(Some(&bundle)),
+            ),
+            Expect::not_found(&format!("{CA_SECRETS}/rolegate-ca")),
+            Expect::create(CA_SECRETS),
+            Expect {
+                method: http::Method::DELETE,
+                ..Expect::get(&format!("{SECRETS}/rolegate-ca"), legacy.clone())
+            },
+        ],
+    );
+    let outcome = certs::reconcile(
+        &client,
+        &cert_options(certs::CertMode::SelfSigned),
+        cert_now(),
+    )
+    .await
+    .unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    assert_eq!(outcome.changes.len(), 1, "{outcome:?}");
+    assert!(
+        outcome.changes[0].contains("moved from namespace rolegate"),
+        "{outcome:?}"
+    );
+    // The same CA (the serving certificate and the agents' bundle stay valid), now only where
+    // the controller reads Secrets.
+    assert_eq!(seen[6].body["data"], ca["data"]);
+    assert_eq!(seen[6].body["metadata"]["namespace"], CONTROLLER_NS);
+}
+
+/// An IAM SAML provider made outside rolegate (the company's Okta one, say), with `tags`.
+async fn foreign_provider(name: &str, tags: &[(&str, &str)]) -> (String, String) {
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
+    let metadata = format!(
+        "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"http://www.okta.com/{name}\">{}</md:EntityDescriptor>",
+        "<!-- okta -->".repeat(100)
+    );
+    let tags = tags
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let arn = iam.create(name, &metadata, &tags).await.unwrap();
+    (arn, metadata)
+}
+
+#[tokio::test]
+async fn iamprovider_never_takes_over_a_provider_it_does_not_own() {
+    let secret = signing_secret();
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
+    let with_finalizer = json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}});
+    for (tags, found) in [
+        (
+            vec![("team", "identity")],
+            "it has no rolegate.dev/owner tag, so rolegate did not create it",
+        ),
+        (
+            vec![("rolegate.dev/owner", "other-cluster/acct")],
+            "its rolegate.dev/owner tag names \"other-cluster/acct\"",
+        ),
+    ] {
+        let name = unique("okta");
+        let (arn, metadata) = foreign_provider(&name, &tags).await;
+        let before = iam.get(&arn).await.unwrap().unwrap();
+
+        let out = apply_once(provider_json(&name, with_finalizer.clone()), &secret, true).await;
+        assert_eq!(out["ok"], false);
+        assert_eq!(out["event"], "NotOwned");
+        let synced = &out["status"]["conditions"][1];
+        assert_eq!(
+            (
+                synced["type"].as_str(),
+                synced["status"].as_str(),
+                synced["reason"].as_str()
+            ),
+            (Some("Synced"), Some("False"), Some("NotOwned"))
+        );
+        assert_eq!(
+            synced["message"],
+            format!(
+                "IAM SAML provider {arn} is not owned by \"{CLUSTER}/acct\": {found}; rolegate leaves it untouched (set spec.adopt: true to take it over)"
+            )
+        );
+        assert_eq!(out["status"]["conditions"][0]["status"], "False");
+        assert!(out["status"].get("arn").is_none(), "{}", out["status"]);
+        // IAM still holds the owner's metadata and tags.
+        let after = iam.get(&arn).await.unwrap().unwrap();
+        assert_eq!(after, before);
+        assert_eq!(after.metadata, metadata);
+
+        // deletionPolicy Delete on a provider that is not ours: left in IAM, the IAMProvider goes.
+        let mut deleting = provider_json(&name, with_finalizer.clone());
+        merge(
+            &mut deleting,
+            json!({"spec": {"deletionPolicy": "Delete"}, "metadata": {"deletionTimestamp": "2026-11-26T00:00:00Z"},
+                   "status": {"arn": arn}}),
+        );
+        let (client, handle) = apiserver::client();
+        let verifier = apiserver::scenario(
+            handle,
+            vec![
+                Expect::event("default").after_peer(),
+                Expect::patch(&format!("{PROVIDERS}/acct"), deleting.clone()),
+            ],
+        );
+        iamprovider::reconcile(
+            Arc::new(serde_json::from_value(deleting).unwrap()),
+            context(client),
+        )
+        .await
+        .unwrap();
+        let (seen, _) = verifier.await.unwrap();
+        assert_eq!(
+            (
+                seen[0].body["type"].as_str(),
+                seen[0].body["reason"].as_str()
+            ),
+            (Some("Warning"), Some("NotOwned"))
+        );
+        assert!(
+            seen[1].body.to_string().contains("remove"),
+            "the finalizer goes"
+        );
+        assert_eq!(
+            iam.get(&arn).await.unwrap().unwrap(),
+            before,
+            "still in IAM"
+        );
+    }
+}
+
+#[tokio::test]
+async fn iamprovider_adopts_a_provider_only_when_told_to_and_then_owns_it() {
+    let secret = signing_secret();
+    let iam = SdkSamlProviders::new(&IamAccess {
+        endpoint_url: Some(moto()),
+        ..IamAccess::default()
+    })
+    .await;
+    let name = unique("adopt");
+    let (arn, metadata) = foreign_provider(&name, &[("team", "identity")]).await;
+    let adopting = provider_json(
+        &name,
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}, "spec": {"adopt": true}}),
+    );
+    let out = apply_once(adopting.clone(), &secret, true).await;
+    assert_eq!(out["ok"], true);
+    assert_eq!(out["event"], "Adopted");
+    assert_eq!(out["status"]["conditions"][1]["reason"], "Adopted");
+    assert_eq!(out["status"]["arn"], arn);
+    let held = iam.get(&arn).await.unwrap().unwrap();
+    assert_ne!(held.metadata, metadata, "the metadata is rolegate's now");
+    assert!(held.metadata.contains("https://rolegate.example/samlp/aws"));
+    assert_eq!(
+        held.tags
+            .get(rolegate::registration::OWNER_TAG)
+            .map(String::as_str),
+        Some(format!("{CLUSTER}/acct").as_str())
+    );
+    assert_eq!(
+        held.tags.get("team").map(String::as_str),
+        Some("identity"),
+        "other tags stay"
+    );
+
+    // Owned from now on: without adopt, the next pass is in sync, and Delete deletes it.
+    let mut owned = provider_json(
+        &name,
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER]}}),
+    );
+    owned["status"] = out["status"].clone();
+    let out = apply_once(owned.clone(), &secret, false).await;
+    assert_eq!(out["ok"], true);
+    assert_eq!(out["status"]["conditions"][1]["reason"], "InSync");
+    merge(
+        &mut owned,
+        json!({"spec": {"deletionPolicy": "Delete"}, "metadata": {"deletionTimestamp": "2026-11-26T00:00:00Z"}}),
+    );
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::event("default").after_peer(),
+            Expect::patch(&format!("{PROVIDERS}/acct"), owned.clone()),
+        ],
+    );
+    iamprovider::reconcile(
+        Arc::new(serde_json::from_value(owned).unwrap()),
+        context(client),
+    )
+    .await
+    .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    assert_eq!(seen[0].body["reason"], "Deleted");
+    assert!(iam.get(&arn).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn iamprovider_access_keys_are_read_only_from_the_controller_namespace() {
+    // Keys in the operator namespace, which the server reads: refused before anything is read.
+    let refused = provider_json(
+        &unique("keys"),
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER]},
+               "spec": {"credentials": {"secretRef": {"name": "aws-keys", "namespace": "rolegate"}}}}),
+    );
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::patch(&format!("{PROVIDERS}/acct/status"), refused.clone()),
+            Expect::event("default"),
+        ],
+    );
+    let result = iamprovider::reconcile(
+        Arc::new(serde_json::from_value(refused).unwrap()),
+        context(client),
+    )
+    .await;
+    assert!(result.is_err());
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    let synced = &seen[0].body["status"]["conditions"][1];
+    assert_eq!(
+        (synced["status"].as_str(), synced["reason"].as_str()),
+        (Some("False"), Some("SecretReadableByServer"))
+    );
+    assert_eq!(
+        synced["message"],
+        "credentials Secret rolegate/aws-keys is in the operator namespace, whose Secrets the public-facing server can read; move it to namespace rolegate-controller, where only the controller reads Secrets"
+    );
+    assert_eq!(
+        (
+            seen[1].body["type"].as_str(),
+            seen[1].body["reason"].as_str()
+        ),
+        (Some("Warning"), Some("SecretReadableByServer"))
+    );
+
+    // Without a namespace the reference points into the controller namespace, and registers.
+    let name = unique("keys");
+    let provider = provider_json(
+        &name,
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER]},
+               "spec": {"credentials": {"secretRef": {"name": "aws-keys"}}}}),
+    );
+    let keys = json!({"apiVersion": "v1", "kind": "Secret",
+                      "metadata": {"name": "aws-keys", "namespace": CONTROLLER_NS},
+                      "stringData": {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}});
+    let (client, handle) = apiserver::client();
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+            Expect::get(
+                "/api/v1/namespaces/rolegate/secrets/aws-signing",
+                signing_secret(),
+            ),
+            Expect::get(&format!("{CA_SECRETS}/aws-keys"), keys),
+            Expect::patch(&format!("{PROVIDERS}/acct/status"), provider.clone()).after_peer(),
+            Expect::event("default"),
+        ],
+    );
+    iamprovider::reconcile(
+        Arc::new(serde_json::from_value(provider).unwrap()),
+        context(client),
+    )
+    .await
+    .unwrap();
+    let (seen, _) = verifier.await.unwrap();
+    assert_eq!(seen[3].body["status"]["conditions"][1]["reason"], "Created");
+    assert!(!seen[3].body.to_string().contains("AWS_SECRET_ACCESS_KEY"));
+}
+
+// ---- leader election ----
+
+/// How the API server lets the leader down once it has renewed twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseTrouble {
+    /// Lease updates fail with 500.
+    FailingUpdates,
+    /// Lease calls are never answered (a partition).
+    NoAnswer,
+    /// Another replica holds the Lease.
+    TakenOver,
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/rolegate/leases";
+
+fn lease(holder: &str) -> serde_json::Value {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    serde_json::to_value(Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some("rolegate-controller".into()),
+            namespace: Some("rolegate".into()),
+            resource_version: Some("1".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(3),
+            renew_time: Some(MicroTime(jiff::Timestamp::now())),
+            ..Default::default()
+        }),
+    })
+    .unwrap()
+}
+
+fn reply(status: u16, body: &serde_json::Value) -> http::Response<kube::client::Body> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+/// What the API server saw: each request, whether it came after the leader stopped, and when
+/// the last Lease renewal was answered.
+#[derive(Debug, Default)]
+struct Seen {
+    requests: Vec<(http::Method, String, bool)>,
+    last_renewal: Option<std::time::Instant>,
+}
+
+/// An API server for one leader: the Lease (healthy for two renewals, then `trouble`) and the
+/// reads and writes of RoleMapping reconciles, always answered.
+async fn lease_server(
+    mut handle: apiserver::Handle,
+    trouble: LeaseTrouble,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<std::sync::Mutex<Seen>>,
+) {
+    use http_body_util::BodyExt as _;
+    use std::sync::atomic::Ordering;
+    let mut renewals = 0;
+    let mut unanswered = Vec::new();
+    while let Some((request, send)) = handle.next_request().await {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        seen.lock().unwrap().requests.push((
+            method.clone(),
+            path.clone(),
+            stopped.load(Ordering::SeqCst),
+        ));
+        let body: serde_json::Value =
+            serde_json::from_slice(&request.into_body().collect().await.unwrap().to_bytes())
+                .unwrap_or_default();
+        let healthy = renewals < 2;
+        let lease_path = format!("{LEASES}/rolegate-controller");
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "InternalError", "code": 500, "message": "etcdserver: request timed out"});
+        match (method.as_str(), path.as_str()) {
+            ("GET", p) if p == lease_path => match (healthy, trouble) {
+                (false, LeaseTrouble::NoAnswer) => unanswered.push(send),
+                (false, LeaseTrouble::TakenOver) => {
+                    send.send_response(reply(200, &lease("replica-b")))
+                }
+                _ => send.send_response(reply(200, &lease("replica-a"))),
+            },
+            ("POST", LEASES) => send.send_response(reply(201, &body)),
+            ("PUT", p) if p == lease_path => match (healthy, trouble) {
+                (true, _) => {
+                    renewals += 1;
+                    seen.lock().unwrap().last_renewal = Some(std::time::Instant::now());
+                    send.send_response(reply(200, &body));
+                }
+                (false, LeaseTrouble::NoAnswer) => unanswered.push(send),
+                (false, _) => send.send_response(reply(500, &status)),
+            },
+            ("GET", p) if p == format!("{PROVIDERS}/acct") => {
+                send.send_response(reply(200, &provider_json("rolegate", json!({}))));
+            }
+            ("GET", "/api/v1/namespaces/team-a") => send.send_response(reply(200, &namespace("a"))),
+            ("GET", "/apis/rolegate.dev/v1alpha1/samlapps/aws") => {
+                send.send_response(reply(200, &saml_app()));
+            }
+            ("PATCH", _) => {
+                send.send_response(reply(200, &serde_json::to_value(mapping(None)).unwrap()));
+            }
+            ("POST", _) => send.send_response(reply(201, &body)),
+            (m, p) => panic!("unexpected request {m} {p}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_its_lease_stops_reconciling_before_a_standby_may_take_over() {
+    use rolegate::controller::leader::{self, Attempt, LeaderTiming, LeadershipLost, LeaseLock};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let timing = LeaderTiming::new(ms(3000), ms(600), ms(100)).unwrap();
+    for trouble in [
+        LeaseTrouble::FailingUpdates,
+        LeaseTrouble::NoAnswer,
+        LeaseTrouble::TakenOver,
+    ] {
+        let (client, handle) = apiserver::client();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+        tokio::spawn(lease_server(
+            handle,
+            trouble,
+            Arc::clone(&stopped),
+            Arc::clone(&seen),
+        ));
+        let lock = LeaseLock::new(
+            client.clone(),
+            "rolegate",
+            "rolegate-controller",
+            "replica-a",
+            timing.lease_duration,
+        );
+        let acquired = std::time::Instant::now();
+        assert_eq!(
+            lock.try_acquire_or_renew(jiff::Timestamp::now())
+                .await
+                .unwrap(),
+            Attempt::Held
+        );
+        let ctx = context(client);
+        // The controller's work: RoleMapping reconciles, each ending in a status write.
+        let work = async {
+            loop {
+                rolemapping::reconcile(Arc::new(mapping(None)), Arc::clone(&ctx))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(ms(20)).await;
+            }
+        };
+        let clock = rolegate::server::SystemClock;
+        let lost =
+            rolegate::controller::run::lead(work, leader::hold(&lock, timing, &clock, acquired))
+                .await
+                .unwrap_err();
+        let lost_at = std::time::Instant::now();
+        stopped.store(true, Ordering::SeqCst);
+        match (trouble, &lost) {
+            (LeaseTrouble::TakenOver, LeadershipLost::TakenOver(holder)) => {
+                assert_eq!(holder, "replica-b");
+            }
+            (LeaseTrouble::FailingUpdates, LeadershipLost::RenewDeadline { deadline, last }) => {
+                assert_eq!(*deadline, timing.renew_deadline);
+                assert!(last.contains("etcdserver: request timed out"), "{last}");
+            }
+            (LeaseTrouble::NoAnswer, LeadershipLost::RenewDeadline { last, .. }) => {
+                assert_eq!(last, "the API server did not answer in time");
+            }
+            other => panic!("{trouble:?} ended as {other:?}"),
+        }
+        // It stopped before the Lease it last renewed ran out, when a standby may take over.
+        let last_renewal = seen.lock().unwrap().last_renewal.unwrap();
+        assert!(
+            lost_at.duration_since(last_renewal) < timing.lease_duration,
+            "{trouble:?}: stopped {:?} after the last renewal",
+            lost_at.duration_since(last_renewal)
+        );
+        // It was reconciling until then, and nothing reaches the API server afterwards.
+        tokio::time::sleep(ms(300)).await;
+        let seen = seen.lock().unwrap();
+        let writes = |after: bool| {
+            seen.requests
+                .iter()
+                .filter(|(m, p, a)| {
+                    *a == after && m == http::Method::PATCH && p.contains("rolemappings")
+                })
+                .count()
+        };
+        assert!(
+            writes(false) > 0,
+            "{trouble:?}: no reconcile ran while leading"
+        );
+        assert_eq!(
+            seen.requests.iter().filter(|(_, _, after)| *after).count(),
+            0,
+            "{trouble:?}: requests after leadership was lost: {:?}",
+            seen.requests
+                .iter()
+                .filter(|(_, _, a)| *a)
+                .collect::<Vec<_>>()
+        );
+    }
 }

@@ -24,7 +24,9 @@ async fn moto_accepts_the_metadata_and_registration_creates_then_updates() {
     .await;
     let metadata = h.metadata("aws").await;
 
-    let first = register(provider, &metadata, &iam).await.unwrap();
+    let first = register(provider, &metadata, "standalone/acct", &iam)
+        .await
+        .unwrap();
     assert_eq!(first.plan, Plan::Create);
     assert_eq!(
         first.arn,
@@ -40,7 +42,9 @@ async fn moto_accepts_the_metadata_and_registration_creates_then_updates() {
         "IAM holds exactly the served metadata"
     );
 
-    let again = register(provider, &metadata, &iam).await.unwrap();
+    let again = register(provider, &metadata, "standalone/acct", &iam)
+        .await
+        .unwrap();
     assert_eq!(again.plan, Plan::InSync);
 
     // Drift: someone replaces the metadata behind rolegate's back; the next pass restores it.
@@ -50,7 +54,9 @@ async fn moto_accepts_the_metadata_and_registration_creates_then_updates() {
         .await;
     assert_ne!(other, metadata, "a second harness has another key");
     iam.update(&first.arn, &other).await.unwrap();
-    let repaired = register(provider, &metadata, &iam).await.unwrap();
+    let repaired = register(provider, &metadata, "standalone/acct", &iam)
+        .await
+        .unwrap();
     assert_eq!(repaired.plan, Plan::Update);
     assert_eq!(
         iam.get(&first.arn).await.unwrap().unwrap().metadata,

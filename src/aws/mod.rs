@@ -125,6 +125,8 @@ pub struct RegisteredProvider {
     pub metadata: String,
     /// When IAM stops trusting it.
     pub valid_until: Option<Timestamp>,
+    /// Its tags, as `GetSAMLProvider` returns them; the ownership mark is one of them.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// IAM SAML providers in one account.
@@ -139,7 +141,9 @@ pub trait SamlProviders: Send + Sync + std::fmt::Debug {
     ) -> Result<String, AwsError>;
     /// `iam:UpdateSAMLProvider`.
     async fn update(&self, arn: &str, metadata: &str) -> Result<(), AwsError>;
-    /// `iam:GetSAMLProvider`; `None` when it does not exist.
+    /// `iam:TagSAMLProvider`: adds or overwrites `tags`, leaving the others.
+    async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError>;
+    /// `iam:GetSAMLProvider` (metadata, validity and tags); `None` when it does not exist.
     async fn get(&self, arn: &str) -> Result<Option<RegisteredProvider>, AwsError>;
     /// `iam:DeleteSAMLProvider`; deleting a missing provider succeeds.
     async fn delete(&self, arn: &str) -> Result<(), AwsError>;

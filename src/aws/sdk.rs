@@ -179,6 +179,18 @@ impl IamAccess {
     }
 }
 
+fn iam_tags(tags: &BTreeMap<String, String>) -> Result<Vec<aws_sdk_iam::types::Tag>, AwsError> {
+    tags.iter()
+        .map(|(key, value)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| AwsError::Transport(e.to_string()))
+        })
+        .collect()
+}
+
 /// IAM SAML providers through aws-sdk-iam.
 #[derive(Debug, Clone)]
 pub struct SdkSamlProviders {
@@ -234,18 +246,22 @@ impl SamlProviders for SdkSamlProviders {
             .create_saml_provider()
             .name(name)
             .saml_metadata_document(metadata);
-        for (key, value) in tags {
-            let tag = aws_sdk_iam::types::Tag::builder()
-                .key(key)
-                .value(value)
-                .build()
-                .map_err(|e| AwsError::Transport(e.to_string()))?;
+        for tag in iam_tags(tags)? {
             request = request.tags(tag);
         }
         let out = request.send().await.map_err(|e| to_aws_error(&e))?;
         out.saml_provider_arn()
             .map(str::to_owned)
             .ok_or_else(|| AwsError::Transport("IAM answered without a provider ARN".into()))
+    }
+
+    async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
+        let mut request = self.client.tag_saml_provider().saml_provider_arn(arn);
+        for tag in iam_tags(tags)? {
+            request = request.tags(tag);
+        }
+        request.send().await.map_err(|e| to_aws_error(&e))?;
+        Ok(())
     }
 
     async fn update(&self, arn: &str, metadata: &str) -> Result<(), AwsError> {
@@ -272,6 +288,11 @@ impl SamlProviders for SdkSamlProviders {
                 valid_until: out
                     .valid_until()
                     .map(|t| Timestamp::from_second(t.secs()).unwrap_or(Timestamp::UNIX_EPOCH)),
+                tags: out
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                    .collect(),
             })),
             Err(e) => {
                 let err = to_aws_error(&e);

@@ -1,7 +1,8 @@
 //! The operator's certificates: gather → plan (pure) → apply.
 //!
-//! - `self-signed` mode (the default): a CA kept in an Opaque Secret (only the controller reads
-//!   it), a `kubernetes.io/tls` serving Secret for the server's Service signed by it, the CA
+//! - `self-signed` mode (the default): a CA kept in an Opaque Secret in the controller-only
+//!   Secrets namespace (the public-facing server has no access there), a `kubernetes.io/tls`
+//!   serving Secret for the server's Service signed by it, the CA
 //!   bundle published in a ConfigMap (what node agents mount: public, no key), and the bundle
 //!   written into the MutatingWebhookConfiguration's `caBundle`.
 //! - `external` mode (cert-manager issues the serving Secret and its cainjector fills
@@ -14,7 +15,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use super::Error;
@@ -35,8 +36,10 @@ pub enum CertMode {
 pub struct CertOptions {
     /// Who issues.
     pub mode: CertMode,
-    /// The operator namespace.
+    /// The operator namespace: the serving Secret and the bundle ConfigMap.
     pub namespace: String,
+    /// The controller-only namespace the CA Secret lives in.
+    pub ca_namespace: String,
     /// Opaque Secret holding the CA (`tls.crt`, `tls.key`, `previous.crt`).
     pub ca_secret: String,
     /// ConfigMap with the public CA bundle under `ca.crt`.
@@ -56,6 +59,9 @@ const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "rolegate");
 pub struct Observed {
     /// The CA Secret: certificate, key, previous certificate.
     pub ca: Option<(String, String, Option<String>)>,
+    /// The CA was found where earlier versions kept it, in the operator namespace (which the
+    /// server reads): it is moved to the CA namespace and deleted there.
+    pub ca_in_operator_namespace: bool,
     /// The serving Secret's certificate and `ca.crt`.
     pub serving: Option<(String, Option<String>)>,
     /// The ConfigMap's `ca.crt`.
@@ -104,17 +110,36 @@ async fn gather(client: &Client, options: &CertOptions) -> Result<Observed, Erro
     let text = |s: &Secret, key: &str| {
         secret_value(s, key).map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let ca = match options.mode {
-        CertMode::SelfSigned => secrets.get_opt(&options.ca_secret).await?,
-        CertMode::External => None,
-    }
-    .and_then(|s| {
+    let ca_of = |s: Secret| {
         Some((
             text(&s, "tls.crt")?,
             text(&s, "tls.key")?,
             text(&s, "previous.crt"),
         ))
-    });
+    };
+    let (ca, ca_in_operator_namespace) = match options.mode {
+        CertMode::SelfSigned => {
+            let ca = Api::<Secret>::namespaced(client.clone(), &options.ca_namespace)
+                .get_opt(&options.ca_secret)
+                .await?
+                .and_then(ca_of);
+            match ca {
+                Some(ca) => (Some(ca), false),
+                None if options.ca_namespace != options.namespace => {
+                    // Only a CA rolegate made there is moved; anything else is not ours.
+                    let legacy = secrets
+                        .get_opt(&options.ca_secret)
+                        .await?
+                        .filter(managed)
+                        .and_then(ca_of);
+                    let found = legacy.is_some();
+                    (legacy, found)
+                }
+                None => (None, false),
+            }
+        }
+        CertMode::External => (None, false),
+    };
     let serving = secrets
         .get_opt(&options.serving_secret)
         .await?
@@ -133,10 +158,36 @@ async fn gather(client: &Client, options: &CertOptions) -> Result<Observed, Erro
     };
     Ok(Observed {
         ca,
+        ca_in_operator_namespace,
         serving,
         bundle,
         webhook,
     })
+}
+
+fn managed(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1)
+}
+
+fn ca_secret(options: &CertOptions, ca: &CertifiedKey, previous: Option<&str>) -> Secret {
+    let mut data = vec![
+        ("tls.crt", ca.cert_pem.as_str()),
+        ("tls.key", ca.key_pem.as_str()),
+    ];
+    if let Some(p) = previous {
+        data.push(("previous.crt", p));
+    }
+    Secret {
+        metadata: meta(&options.ca_secret, &options.ca_namespace),
+        type_: Some("Opaque".into()),
+        data: Some(bytes(&data)),
+        ..Secret::default()
+    }
 }
 
 fn meta(name: &str, namespace: &str) -> ObjectMeta {
@@ -213,32 +264,45 @@ pub async fn reconcile(
         CertMode::SelfSigned => {
             let names = pki::service_dns_names(&options.service, namespace);
             let plan = plan(&observed, &names, now);
+            let ca_secrets = Api::<Secret>::namespaced(client.clone(), &options.ca_namespace);
             let (ca, previous) = match (&plan.new_ca, &observed.ca) {
-                (None, Some((cert, key, previous))) => (
-                    CertifiedKey {
+                (None, Some((cert, key, previous))) => {
+                    let ca = CertifiedKey {
                         cert_pem: cert.clone(),
                         key_pem: key.clone(),
-                    },
-                    previous.clone(),
-                ),
+                    };
+                    if observed.ca_in_operator_namespace {
+                        upsert(
+                            &ca_secrets,
+                            &options.ca_secret,
+                            ca_secret(options, &ca, previous.as_deref()),
+                        )
+                        .await?;
+                        secrets
+                            .delete(&options.ca_secret, &DeleteParams::default())
+                            .await?;
+                        outcome.changes.push(format!(
+                            "the CA moved from namespace {namespace} (which the server reads) to {}",
+                            options.ca_namespace
+                        ));
+                    }
+                    (ca, previous.clone())
+                }
                 (why, old) => {
                     let ca = pki::new_ca(now, "rolegate CA")
                         .map_err(|e| Error::Pending(e.to_string()))?;
                     let previous = old.as_ref().map(|(cert, _, _)| cert.clone());
-                    let mut data = vec![
-                        ("tls.crt", ca.cert_pem.as_str()),
-                        ("tls.key", ca.key_pem.as_str()),
-                    ];
-                    if let Some(p) = &previous {
-                        data.push(("previous.crt", p.as_str()));
+                    upsert(
+                        &ca_secrets,
+                        &options.ca_secret,
+                        ca_secret(options, &ca, previous.as_deref()),
+                    )
+                    .await?;
+                    if observed.ca_in_operator_namespace {
+                        secrets
+                            .delete(&options.ca_secret, &DeleteParams::default())
+                            .await?;
                     }
-                    let secret = Secret {
-                        metadata: meta(&options.ca_secret, namespace),
-                        type_: Some("Opaque".into()),
-                        data: Some(bytes(&data)),
-                        ..Secret::default()
-                    };
-                    upsert(&secrets, &options.ca_secret, secret).await?;
                     outcome
                         .changes
                         .push(why.clone().unwrap_or_else(|| "the CA was made".into()));

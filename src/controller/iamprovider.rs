@@ -1,5 +1,7 @@
 //! IAMProvider: the SAMLApp's metadata registered in IAM and kept there. Drift is repaired on a
-//! periodic resync, `providerName` is immutable, and a finalizer honours `deletionPolicy`.
+//! periodic resync, `providerName` is immutable, and a finalizer honours `deletionPolicy`. Only
+//! providers this IAMProvider owns are written (see `crate::registration`), and the IAM access
+//! keys are read only from the controller-only Secrets namespace.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +18,7 @@ use super::{Context, Error, condition};
 use crate::aws::sdk::{AccessKeys, IamAccess};
 use crate::crd::{DeletionPolicy, IAMProvider, IAMProviderStatus, SAMLApp, SecretRef};
 use crate::idp::{AppKeys, app_metadata};
-use crate::registration::{self, Plan, Registration};
+use crate::registration::{self, Deregistration, Plan, Registration, RegistrationError};
 
 /// The finalizer that holds an IAMProvider until `deletionPolicy` was honoured.
 pub const FINALIZER: &str = "rolegate.dev/iam-provider";
@@ -50,6 +52,14 @@ pub fn plan_status(
                 Plan::Create => ("Created", format!("created {}", r.arn)),
                 Plan::Update => ("Updated", format!("updated the metadata of {}", r.arn)),
                 Plan::InSync => ("InSync", format!("{} holds the current metadata", r.arn)),
+                Plan::Adopt { .. } => (
+                    "Adopted",
+                    format!(
+                        "adopted {}: it is now tagged {} and holds the current metadata",
+                        r.arn,
+                        registration::OWNER_TAG
+                    ),
+                ),
             };
             status.conditions = vec![
                 condition(
@@ -65,7 +75,9 @@ pub fn plan_status(
             ];
         }
         Err((reason, message)) => {
-            let ready = status.arn.is_some() && reason != "ProviderNameImmutable";
+            // A provider that is not ours is not registered, whatever an older status says.
+            let ready = status.arn.is_some()
+                && !matches!(reason.as_str(), "ProviderNameImmutable" | "NotOwned");
             status.conditions = vec![
                 condition(
                     &previous,
@@ -91,17 +103,53 @@ pub fn plan_status(
     status
 }
 
-async fn read_secret(ctx: &Context, reference: &SecretRef) -> Result<Secret, Error> {
-    let namespace = reference.namespace.as_deref().unwrap_or(&ctx.namespace);
+async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret, Error> {
     Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&reference.name)
+        .get_opt(name)
         .await?
-        .ok_or_else(|| {
-            Error::Pending(format!(
-                "Secret {namespace}/{} does not exist",
-                reference.name
-            ))
-        })
+        .ok_or_else(|| Error::Pending(format!("Secret {namespace}/{name} does not exist")))
+}
+
+/// PURE: where the access keys of `provider` are read from, as `(namespace, name)`: only from
+/// `secrets_namespace`, whose Secrets the server cannot read. A reference without a namespace
+/// points there. A reference into the operator namespace (which the public-facing server reads)
+/// or anywhere else is refused before anything is read.
+///
+/// # Errors
+/// [`Error::Refused`] with reason `SecretReadableByServer` or `SecretOutsideNamespace`.
+pub fn credentials_secret(
+    provider: &IAMProvider,
+    operator_namespace: &str,
+    secrets_namespace: &str,
+) -> Result<Option<(String, String)>, Error> {
+    let Some(reference) = provider
+        .spec
+        .credentials
+        .as_ref()
+        .and_then(|c| c.secret_ref.as_ref())
+    else {
+        return Ok(None);
+    };
+    let namespace = reference.namespace.as_deref().unwrap_or(secrets_namespace);
+    let name = &reference.name;
+    if namespace == secrets_namespace {
+        return Ok(Some((namespace.to_owned(), name.clone())));
+    }
+    Err(if namespace == operator_namespace {
+        Error::Refused {
+            reason: "SecretReadableByServer".into(),
+            message: format!(
+                "credentials Secret {namespace}/{name} is in the operator namespace, whose Secrets the public-facing server can read; move it to namespace {secrets_namespace}, where only the controller reads Secrets"
+            ),
+        }
+    } else {
+        Error::Refused {
+            reason: "SecretOutsideNamespace".into(),
+            message: format!(
+                "credentials Secret {namespace}/{name} must be in namespace {secrets_namespace}, the only one whose Secrets the controller reads for IAM"
+            ),
+        }
+    })
 }
 
 /// The SAMLApp's signing key, from its `secretRef` or the managed Secret.
@@ -115,23 +163,19 @@ async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
             name: managed_secret_name(&app.name_any()),
             namespace: Some(ctx.namespace.clone()),
         });
-    let secret = read_secret(ctx, &reference).await?;
+    let namespace = reference.namespace.as_deref().unwrap_or(&ctx.namespace);
+    let secret = read_secret(ctx, namespace, &reference.name).await?;
     crate::rotation::app_keys(&secret, &reference.name)
         .map(|(keys, _)| keys)
         .map_err(Error::Pending)
 }
 
 async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {
-    let reference = provider
-        .spec
-        .credentials
-        .as_ref()
-        .and_then(|c| c.secret_ref.as_ref());
-    let keys = match reference {
+    let keys = match credentials_secret(provider, &ctx.namespace, &ctx.secrets_namespace)? {
         None => None,
-        Some(reference) => {
-            let secret = read_secret(ctx, reference).await?;
-            Some(AccessKeys::from_secret(&secret, &reference.name).map_err(Error::Pending)?)
+        Some((namespace, name)) => {
+            let secret = read_secret(ctx, &namespace, &name).await?;
+            Some(AccessKeys::from_secret(&secret, &name).map_err(Error::Pending)?)
         }
     };
     Ok(IamAccess::for_provider(provider, keys))
@@ -165,10 +209,10 @@ async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
                 ctx.event(
                     provider,
                     false,
-                    if r.plan == Plan::Create {
-                        "Created"
-                    } else {
-                        "Updated"
+                    match r.plan {
+                        Plan::Create => "Created",
+                        Plan::Adopt { .. } => "Adopted",
+                        _ => "Updated",
                     },
                     message,
                 )
@@ -193,19 +237,22 @@ async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
 }
 
 fn reason_of(e: &Error) -> String {
-    match e {
-        Error::Pending(m) if m.starts_with("providerName is immutable") => {
-            "ProviderNameImmutable".into()
-        }
-        Error::Pending(_) => "Pending".into(),
-        other => other.label(),
-    }
+    e.label()
+}
+
+fn owner(provider: &IAMProvider, ctx: &Context) -> String {
+    registration::owner(&ctx.cluster_name, &provider.name_any())
 }
 
 async fn register(provider: &IAMProvider, ctx: &Context) -> Result<Registration, Error> {
     if let Some(message) = renamed(provider) {
-        return Err(Error::Pending(message));
+        return Err(Error::Refused {
+            reason: "ProviderNameImmutable".into(),
+            message,
+        });
     }
+    // Before anything is read: keys the server could read are never used.
+    credentials_secret(provider, &ctx.namespace, &ctx.secrets_namespace)?;
     let app_name = &provider.spec.saml_app;
     let app = Api::<SAMLApp>::all(ctx.client.clone())
         .get_opt(app_name)
@@ -215,7 +262,7 @@ async fn register(provider: &IAMProvider, ctx: &Context) -> Result<Registration,
     let metadata =
         app_metadata(&app, &keys, &ctx.public_url).map_err(|e| Error::Pending(e.to_string()))?;
     let iam = ctx.iam.connect(&access(ctx, provider).await?).await;
-    Ok(registration::register(provider, &metadata, iam.as_ref()).await?)
+    Ok(registration::register(provider, &metadata, &owner(provider, ctx), iam.as_ref()).await?)
 }
 
 async fn cleanup(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
@@ -223,14 +270,31 @@ async fn cleanup(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error>
     match (provider.spec.deletion_policy, arn) {
         (DeletionPolicy::Delete, Some(arn)) => {
             let iam = ctx.iam.connect(&access(ctx, provider).await?).await;
-            iam.delete(&arn).await?;
-            ctx.event(
-                provider,
-                false,
-                "Deleted",
-                format!("deleted {arn} (deletionPolicy Delete)"),
-            )
-            .await;
+            match registration::deregister(&arn, &owner(provider, ctx), iam.as_ref()).await {
+                Ok(Deregistration::Deleted) => {
+                    ctx.event(
+                        provider,
+                        false,
+                        "Deleted",
+                        format!("deleted {arn} (deletionPolicy Delete)"),
+                    )
+                    .await;
+                }
+                Ok(Deregistration::Gone) => {
+                    ctx.event(
+                        provider,
+                        false,
+                        "Deleted",
+                        format!("{arn} was already gone from IAM (deletionPolicy Delete)"),
+                    )
+                    .await;
+                }
+                // Someone else's provider stays in IAM; the IAMProvider itself goes.
+                Err(e @ RegistrationError::NotOwned { .. }) => {
+                    ctx.event(provider, true, &e.reason(), e.to_string()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         (DeletionPolicy::Retain, Some(arn)) => {
             ctx.event(

@@ -41,6 +41,26 @@ pub enum Error {
     /// Something the resource needs is not there yet.
     #[error("{0}")]
     Pending(String),
+    /// The resource asks for something rolegate refuses to do; `reason` is the condition reason.
+    #[error("{message}")]
+    Refused {
+        /// The condition and Event reason, e.g. `NotOwned`.
+        reason: String,
+        /// What was refused and why.
+        message: String,
+    },
+}
+
+impl From<crate::registration::RegistrationError> for Error {
+    fn from(e: crate::registration::RegistrationError) -> Self {
+        match e {
+            crate::registration::RegistrationError::Aws(aws) => Self::Aws(aws),
+            refused => Self::Refused {
+                reason: refused.reason(),
+                message: refused.to_string(),
+            },
+        }
+    }
 }
 
 impl Error {
@@ -52,6 +72,7 @@ impl Error {
             Self::Aws(e) => e.code().to_owned(),
             Self::Finalizer(_) => "Finalizer".into(),
             Self::Pending(_) => "Pending".into(),
+            Self::Refused { reason, .. } => reason.clone(),
         }
     }
 }
@@ -119,7 +140,13 @@ pub struct Context {
     /// IAM access.
     pub iam: Arc<dyn IamConnector>,
     /// The operator's namespace: managed Secrets, and Secret references without a namespace.
+    /// The server reads its Secrets.
     pub namespace: String,
+    /// The namespace whose Secrets only the controller reads: the operator CA and the
+    /// IAMProvider access keys (`credentials.secretRef`).
+    pub secrets_namespace: String,
+    /// This cluster's name in the `rolegate.dev/owner` tag of the IAM SAML providers it owns.
+    pub cluster_name: String,
     /// Base URL of the rolegate server, for metadata and login URLs.
     pub public_url: String,
     /// How often IAM is compared with the desired state even without changes.
@@ -136,6 +163,8 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("namespace", &self.namespace)
+            .field("secrets_namespace", &self.secrets_namespace)
+            .field("cluster_name", &self.cluster_name)
             .field("public_url", &self.public_url)
             .field("resync", &self.resync)
             .finish_non_exhaustive()
@@ -162,6 +191,8 @@ impl Context {
             client,
             recorder,
             iam,
+            secrets_namespace: format!("{namespace}-controller"),
+            cluster_name: "default".into(),
             namespace,
             public_url,
             resync: Duration::from_secs(300),
@@ -169,6 +200,21 @@ impl Context {
             clock: Arc::new(crate::server::SystemClock),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context with the controller-only Secrets in `namespace` (default: the operator
+    /// namespace with `-controller` appended).
+    #[must_use]
+    pub fn with_secrets_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.secrets_namespace = namespace.into();
+        self
+    }
+
+    /// The same context owning IAM SAML providers as cluster `name` (default `default`).
+    #[must_use]
+    pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.cluster_name = name.into();
+        self
     }
 
     /// The same context reading `clock`.

@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::leader::LeaseLock;
+use super::leader::{Attempt, LeaderTiming, LeadershipLost, LeaseLock};
 use super::{Context, SdkConnector, connection, iamprovider, rolemapping, samlapp};
 use crate::crd::{Connection, IAMProvider, RoleMapping, SAMLApp};
 
@@ -31,6 +31,12 @@ pub struct ControllerOptions {
     pub resync: Duration,
     /// The operator's certificates.
     pub certificates: super::certs::CertOptions,
+    /// The namespace whose Secrets only the controller reads (the CA, IAM access keys).
+    pub secrets_namespace: String,
+    /// The cluster's name in the IAM ownership tag; `None` uses the `kube-system` UID.
+    pub cluster_name: Option<String>,
+    /// Lease duration, renew deadline and retry period.
+    pub leader: LeaderTiming,
 }
 
 /// Why the controller stopped.
@@ -42,9 +48,50 @@ pub enum RunError {
     /// The metrics listener cannot be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    /// Another replica took the Lease.
-    #[error("lost the leader lease {0}")]
-    LostLease(String),
+    /// Leadership was lost: another replica took the Lease, or it could not be renewed in
+    /// time. The process exits non-zero and its replacement campaigns again.
+    #[error("lost the leader lease {lease}: {lost}")]
+    LostLease {
+        /// The Lease.
+        lease: String,
+        /// How it was lost.
+        lost: LeadershipLost,
+    },
+    /// No cluster name was given and the `kube-system` Namespace has no UID to use.
+    #[error("no --cluster-name and no kube-system Namespace UID to default it to")]
+    ClusterName,
+}
+
+/// Runs `work` only while `leadership` holds: when leadership is lost, `work` is dropped at
+/// once (no graceful drain, whose in-flight reconciles could still write) and the loss is
+/// returned. Leadership is polled first, so a loss wins over work that is ready at the same
+/// time.
+///
+/// # Errors
+/// How leadership was lost.
+pub async fn lead<W: std::future::Future>(
+    work: W,
+    leadership: impl std::future::Future<Output = LeadershipLost>,
+) -> Result<W::Output, LeadershipLost> {
+    tokio::select! {
+        biased;
+        lost = leadership => Err(lost),
+        out = work => Ok(out),
+    }
+}
+
+/// The cluster name for ownership tags: the flag, else the UID of `kube-system`, which differs
+/// between clusters without anyone choosing names.
+async fn cluster_name(client: &Client, given: Option<&str>) -> Result<String, RunError> {
+    if let Some(name) = given {
+        return Ok(name.to_owned());
+    }
+    Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await?
+        .metadata
+        .uid
+        .ok_or(RunError::ClusterName)
 }
 
 async fn serve_metrics(
@@ -127,8 +174,8 @@ async fn keep_certificates(
 /// Runs the controllers while this replica holds the Lease.
 ///
 /// # Errors
-/// No cluster, no listener, or a lost Lease (the process exits and its replacement campaigns
-/// again).
+/// No cluster, no listener, or lost leadership: another holder, or no renewal within the renew
+/// deadline (the process exits non-zero and its replacement campaigns again).
 pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     let client = Client::try_default().await?;
     let mut registry = Registry::with_prefix("rolegate");
@@ -140,7 +187,12 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
         &mut registry,
     );
     ctx.resync = options.resync;
-    let ctx = Arc::new(ctx);
+    let cluster = cluster_name(&client, options.cluster_name.as_deref()).await?;
+    tracing::info!(%cluster, secrets_namespace = %options.secrets_namespace, "IAM SAML providers are owned as this cluster");
+    let ctx = Arc::new(
+        ctx.with_secrets_namespace(options.secrets_namespace.clone())
+            .with_cluster_name(cluster),
+    );
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| RunError::Listen(options.listen, e))?;
@@ -149,47 +201,43 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
 
     let holder =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("rolegate-{}", std::process::id()));
+    let timing = options.leader;
     let lock = LeaseLock::new(
         client.clone(),
         &options.namespace,
         &options.lease_name,
         &holder,
-        Duration::from_secs(15),
+        timing.lease_duration,
     );
-    loop {
-        match lock.try_acquire_or_renew(jiff::Timestamp::now()).await {
-            Ok(true) => break,
-            Ok(false) => {}
+    let acquired = loop {
+        let attempt_started = std::time::Instant::now();
+        match lock.try_acquire_or_renew(ctx.clock.now()).await {
+            Ok(Attempt::Held) => break attempt_started,
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the leader lease"),
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+        tokio::time::sleep(timing.retry_period).await;
+    };
     tracing::info!(%holder, lease = %options.lease_name, "leading");
     let _ = leading_tx.send(true);
+    let clock = Arc::clone(&ctx.clock);
+    let leadership = super::leader::hold(&lock, timing, clock.as_ref(), acquired);
+    match lead(controllers(client, options.clone(), ctx), leadership).await {
+        Ok(()) => Ok(()),
+        Err(lost) => {
+            tracing::error!(error = %lost, lease = %options.lease_name, "lost the leader lease; stopping");
+            Err(RunError::LostLease {
+                lease: options.lease_name,
+                lost,
+            })
+        }
+    }
+}
 
-    let (lost_tx, mut lost_rx) = watch::channel(false);
-    let renewer = lock.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(renewer.ttl() / 3).await;
-            match renewer.try_acquire_or_renew(jiff::Timestamp::now()).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
-            }
-        }
-    });
-    let lost = lost_rx.clone();
-    let shutdown = async move {
-        tokio::select! {
-            () = crate::standalone::shutdown_signal() => {}
-            _ = lost_rx.changed() => tracing::error!("lost the leader lease"),
-        }
-    };
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+/// The controllers and the certificate loop, until a shutdown signal drains them.
+async fn controllers(client: Client, options: ControllerOptions, ctx: Arc<Context>) {
+    let shutdown =
+        futures::future::FutureExt::shared(Box::pin(crate::standalone::shutdown_signal()));
 
     let providers = Controller::new(
         Api::<IAMProvider>::all(client.clone()),
@@ -306,8 +354,4 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
     );
 
     tokio::join!(providers, mappings, apps, connections, certificates);
-    if *lost.borrow() {
-        return Err(RunError::LostLease(options.lease_name));
-    }
-    Ok(())
 }

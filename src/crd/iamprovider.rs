@@ -48,9 +48,16 @@ pub struct IAMProviderSpec {
     /// Tags set on the IAM SAML provider.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
-    /// What happens to the IAM provider when this resource is deleted.
+    /// What happens to the IAM provider when this resource is deleted. `Delete` only deletes a
+    /// provider this IAMProvider owns (its `rolegate.dev/owner` tag); another is left in IAM.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Take over an IAM SAML provider of this name that rolegate did not create, or that another
+    /// cluster or IAMProvider owns: its metadata is replaced and it is tagged
+    /// `rolegate.dev/owner=<cluster>/<this IAMProvider>`. Without it such a provider is left
+    /// untouched and `Synced` is False with reason `NotOwned`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
     /// Namespaces whose RoleMappings may use this provider. Absent selects no namespace (default
     /// deny); an empty selector (`{}`) selects every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

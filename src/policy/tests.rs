@@ -77,6 +77,7 @@ fn provider(selector: Option<LabelSelector>) -> IAMProvider {
             endpoint_url: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
+            adopt: false,
             allowed_namespaces: selector,
             allowed_roles: vec!["arn:aws:iam::123456789012:role/app-*".into()],
             allowed_session_names: None,

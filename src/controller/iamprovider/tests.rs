@@ -20,6 +20,7 @@ fn provider(name: &str) -> IAMProvider {
             endpoint_url: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
+            adopt: false,
             allowed_namespaces: None,
             allowed_roles: vec![],
             allowed_session_names: None,

@@ -40,6 +40,7 @@ fn provider() -> IAMProvider {
             endpoint_url: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
+            adopt: false,
             allowed_namespaces: Some(LabelSelector {
                 match_labels: Some([("team".to_owned(), "a".to_owned())].into()),
                 match_expressions: None,
