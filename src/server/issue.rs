@@ -295,7 +295,7 @@ impl Issuer {
 
 /// An Auth0-style delegation request, form- or JSON-encoded.
 #[derive(Debug, Default, Deserialize)]
-struct DelegationRequest {
+pub(crate) struct DelegationRequest {
     grant_type: Option<String>,
     id_token: Option<String>,
     target: Option<String>,
@@ -309,7 +309,7 @@ struct DelegationRequest {
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<DelegationRequest, ApiError> {
+pub(crate) fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<DelegationRequest, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1,7 +1,7 @@
 //! The HTTP surface: `router(state) -> Router` with thin handlers over the policy and SAML core.
 
 mod error;
-mod issue;
+pub(crate) mod issue;
 pub mod login;
 
 use std::sync::Arc;
