@@ -316,8 +316,16 @@ pub(crate) fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<Deleg
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("application/json") {
+        // serde_json's own message quotes the offending value, which may be the token itself.
         serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request("invalid_request", format!("body is not valid JSON: {e}"))
+            let what = match e.classify() {
+                serde_json::error::Category::Data => "not a JSON object of string fields",
+                _ => "not valid JSON",
+            };
+            ApiError::bad_request(
+                "invalid_request",
+                format!("body is {what} (line {}, column {})", e.line(), e.column()),
+            )
         })
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
         serde_urlencoded::from_bytes(body).map_err(|e| {
