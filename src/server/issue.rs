@@ -309,7 +309,10 @@ pub(crate) struct DelegationRequest {
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-pub(crate) fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<DelegationRequest, ApiError> {
+pub(crate) fn parse_delegation(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DelegationRequest, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
