@@ -3,6 +3,8 @@
 //! cargo-fuzz targets call, on stable and in seconds. A target that no longer builds, an
 //! invariant that no longer holds, or a fixed crash that comes back fails here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
