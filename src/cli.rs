@@ -142,12 +142,17 @@ pub struct ServeArgs {
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
     pub credentials_uri: String,
+    /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
+    /// no such tag.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 impl ServeArgs {
     /// The options `serve` runs with.
     pub fn options(&self) -> crate::standalone::ServeOptions {
         crate::standalone::ServeOptions {
+            cluster_name: self.cluster_name.clone(),
             credentials_uri: self.credentials_uri.clone(),
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
@@ -192,12 +197,17 @@ pub struct ServerArgs {
     /// (`rolegate agent --listen`).
     #[arg(long, default_value = "http://169.254.170.23/v1/credentials")]
     pub credentials_uri: String,
+    /// The cluster's name, sent on every session as the `rolegate-cluster` tag. Absent sends
+    /// no such tag.
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 impl ServerArgs {
     /// The options the server runs with.
     pub fn options(&self) -> crate::cluster::ServerOptions {
         crate::cluster::ServerOptions {
+            cluster_name: self.cluster_name.clone(),
             credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,

@@ -22,6 +22,8 @@ use crate::tokens::TokenVerifier;
 /// Options of `rolegate server`.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
+    /// The cluster's name for the `rolegate-cluster` session tag.
+    pub cluster_name: Option<String>,
     /// The operator namespace, where the signing Secrets are.
     pub namespace: String,
     /// Listen address.
@@ -128,6 +130,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         issuer: Arc::new(Issuer {
             sts: Arc::new(SdkSts::new(None).await),
             cache: CredentialCache::default(),
+            cluster: options.cluster_name.clone(),
         }),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),

@@ -1,5 +1,8 @@
-//! Credentials cached per (subject, role) until shortly before they expire. Concurrent misses
-//! for one key share a single STS call.
+//! Credentials cached per session until shortly before they expire: the key is everything the
+//! signed assertion carries (Connection, subject, app, NameID and every attribute), so two
+//! callers share an entry only when they would have received the same session. Authorisation
+//! runs before the cache, never inside the fetch. Concurrent misses for one key share a single
+//! STS call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,14 +13,26 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use crate::aws::StsCredentials;
+use crate::saml::Attribute;
+use crate::saml::aws::RoleSession;
 
-/// Cache key: the subject's NameID and the role.
+/// Cache key: everything that shapes the session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey {
-    /// NameID of the subject.
-    pub subject: String,
-    /// Role ARN.
-    pub role_arn: String,
+    /// The Connection that vouched for the caller.
+    pub connection: String,
+    /// The token's issuer.
+    pub issuer: String,
+    /// `ServiceAccount` or `Person`.
+    pub subject_kind: &'static str,
+    /// The SAMLApp that signs.
+    pub app: String,
+    /// The assertion's NameID.
+    pub name_id: String,
+    /// The role session (role, provider, name, duration, tags, source identity).
+    pub session: RoleSession,
+    /// Every other attribute the assertion carries (the SAMLApp's claim mappings).
+    pub attributes: Vec<Attribute>,
 }
 
 /// A cached session and when it was obtained.
@@ -111,6 +126,11 @@ impl CredentialCache {
             })
             .await?;
         Ok((session, fetched.load(Ordering::Relaxed)))
+    }
+
+    /// Finishes the cache's pending housekeeping, so [`Self::len`] counts every insert.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
     }
 
     /// Sessions currently held.

@@ -93,7 +93,7 @@ pub fn token(pem_text: &str, spec: &TokenSpec, now: Timestamp) -> Result<String,
     {
         kubernetes = serde_json::json!({"namespace": namespace, "serviceaccount": {"name": name}});
         if let Some(pod) = &spec.pod {
-            kubernetes["pod"] = serde_json::json!({"name": pod});
+            kubernetes["pod"] = serde_json::json!({"name": pod, "uid": pod_uid(pod)});
         }
     }
     let claims = serde_json::json!({
@@ -118,4 +118,22 @@ pub fn generate_key() -> Result<String, DevError> {
     rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
         .map(|k| k.serialize_pem())
         .map_err(|e| DevError::Key(e.to_string()))
+}
+
+/// A stable, UUID-shaped pod UID derived from the pod's name, as the API server would bind a
+/// real one into the token.
+fn pod_uid(pod: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pod.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }

@@ -1,6 +1,8 @@
 //! PURE: (subject, RoleMappings, IAMProviders) → the roles the subject may assume, or the exact
-//! reason it may not. The tenant guard lives here: a provider's `allowedNamespaces` and
-//! `allowedRoles` bound every mapping that names it.
+//! reason it may not. The tenant guard lives here: a provider's `allowedNamespaces`,
+//! `allowedRoles`, `allowedSessionNames` and `sessionTags` bound every mapping that names it, a
+//! SAMLApp's `connections` bound the people it serves, and the session tags rolegate sets
+//! itself (`kubernetes-*`, `rolegate-cluster`) are reserved.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,8 @@ pub enum Subject<'a> {
     },
     /// A person signed in through a Connection.
     Person {
+        /// The Connection that vouched for the person.
+        connection: &'a str,
         /// The person's subject (the `User` name RoleMappings match).
         user: &'a str,
         /// The person's groups.
@@ -51,12 +55,42 @@ impl Subject<'_> {
                 },
                 SubjectKind::ServiceAccount,
             ) => *ns == namespace && s.name == *name,
-            (Self::Person { user, .. }, SubjectKind::User) => s.name == *user,
-            (Self::Person { groups, .. }, SubjectKind::Group) => groups.contains(&s.name),
+            (
+                Self::Person {
+                    user, connection, ..
+                },
+                SubjectKind::User,
+            ) => s.name == *user && s.connection.as_deref().is_none_or(|c| c == *connection),
+            (
+                Self::Person {
+                    groups, connection, ..
+                },
+                SubjectKind::Group,
+            ) => {
+                groups.contains(&s.name) && s.connection.as_deref().is_none_or(|c| c == *connection)
+            }
             _ => false,
         })
     }
+
+    /// The subject's kind, as the credential cache and the logs name it.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::ServiceAccount { .. } => "ServiceAccount",
+            Self::Person { .. } => "Person",
+        }
+    }
 }
+
+/// Session tag keys rolegate sets itself, the keys EKS Pod Identity uses plus the cluster's
+/// name. No RoleMapping may set them.
+pub const RESERVED_TAG_KEYS: [&str; 5] = [
+    "kubernetes-namespace",
+    "kubernetes-service-account",
+    "kubernetes-pod-name",
+    "kubernetes-pod-uid",
+    "rolegate-cluster",
+];
 
 /// Why a mapping grants nothing. The variant names are the `Accepted` condition reasons.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,12 +117,29 @@ pub enum Denial {
         /// The provider.
         provider: String,
     },
+    /// The role ARN contains `,`, which AWS's Role attribute uses as its separator.
+    #[error(
+        "role ARN {role:?} contains ',', which separates role and provider in AWS's Role attribute"
+    )]
+    InvalidRoleArn {
+        /// The role.
+        role: String,
+    },
     /// The session name template renders to nothing AWS accepts.
     #[error("{0}")]
     InvalidSessionName(String),
-    /// Session tags, transitive keys, source identity or duration break an AWS rule.
+    /// Session tags, transitive keys, source identity or duration break an AWS rule or the
+    /// provider's `sessionTags` bounds.
     #[error("{0}")]
     InvalidTags(String),
+    /// The SAMLApp does not let people from this Connection in.
+    #[error("SAMLApp {app:?} does not allow connection {connection:?}")]
+    ConnectionNotAllowed {
+        /// The SAMLApp.
+        app: String,
+        /// The person's Connection.
+        connection: String,
+    },
 }
 
 impl Denial {
@@ -97,9 +148,10 @@ impl Denial {
         match self {
             Self::ProviderNotFound { .. } => "ProviderNotFound",
             Self::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
-            Self::RoleNotAllowed { .. } => "RoleNotAllowed",
+            Self::RoleNotAllowed { .. } | Self::InvalidRoleArn { .. } => "RoleNotAllowed",
             Self::InvalidSessionName(_) => "InvalidSessionName",
             Self::InvalidTags(_) => "InvalidTags",
+            Self::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
         }
     }
 }
@@ -118,6 +170,10 @@ impl From<SessionError> for Denial {
 pub struct RequestContext<'a> {
     /// The calling pod's name, when known.
     pub pod: Option<&'a str>,
+    /// The calling pod's UID, when known.
+    pub pod_uid: Option<&'a str>,
+    /// The cluster's name, sent as the `rolegate-cluster` tag when set.
+    pub cluster: Option<&'a str>,
 }
 
 /// One role a subject may assume, with everything the assertion needs.
@@ -153,7 +209,8 @@ fn mapping_key(mapping: &RoleMapping) -> String {
 /// The provider a mapping resolves to, if the tenant guard lets the mapping use it.
 ///
 /// # Errors
-/// `ProviderNotFound`, `NamespaceNotAllowed` or `RoleNotAllowed`.
+/// `ProviderNotFound`, `NamespaceNotAllowed`, `RoleNotAllowed`, or `InvalidTags` when the
+/// mapping's own tags break the provider's bounds or use a reserved key.
 pub fn admit<'s>(mapping: &RoleMapping, snapshot: &'s Snapshot) -> Result<&'s IAMProvider, Denial> {
     let provider_name = &mapping.spec.provider;
     let provider =
@@ -177,18 +234,42 @@ pub fn admit<'s>(mapping: &RoleMapping, snapshot: &'s Snapshot) -> Result<&'s IA
         });
     }
     let role = &mapping.spec.role_arn;
-    let allowed = provider
-        .spec
-        .allowed_roles
-        .iter()
-        .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches(role)));
-    if !allowed {
+    if role.contains(',') {
+        return Err(Denial::InvalidRoleArn { role: role.clone() });
+    }
+    if !role_allowed(&provider.spec.allowed_roles, role) {
         return Err(Denial::RoleNotAllowed {
             role: role.clone(),
             provider: provider_name.clone(),
         });
     }
+    check_tag_bounds(mapping, provider)?;
     Ok(provider)
+}
+
+/// Whether `role` matches one of `patterns`, where `*` and `?` never match `/`. (A role ARN
+/// with `,` never gets here, so they cannot match `,` either.)
+fn role_allowed(patterns: &[String], role: &str) -> bool {
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    patterns
+        .iter()
+        .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_with(role, options)))
+}
+
+/// Whether `value` matches one of `patterns`, ignoring ASCII case (tag keys).
+fn key_allowed(patterns: &[String], value: &str) -> bool {
+    let options = glob::MatchOptions {
+        case_sensitive: false,
+        require_literal_separator: false,
+        require_literal_leading_dot: false,
+    };
+    patterns
+        .iter()
+        .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_with(value, options)))
 }
 
 /// Renders a template over `{namespace}`, `{serviceAccount}`, `{user}` and `{pod}`.
@@ -241,6 +322,19 @@ pub fn grant(
     snapshot: &Snapshot,
 ) -> Result<RoleGrant, Denial> {
     let provider = admit(mapping, snapshot)?;
+    let provider_name = &mapping.spec.provider;
+    if let Subject::Person { connection, .. } = subject {
+        let app = &provider.spec.saml_app;
+        if let Some(a) = snapshot.apps.get(app)
+            && !a.spec.connections.is_empty()
+            && !a.spec.connections.iter().any(|c| c == connection)
+        {
+            return Err(Denial::ConnectionNotAllowed {
+                app: app.clone(),
+                connection: (*connection).to_owned(),
+            });
+        }
+    }
     let spec = &mapping.spec;
     let namespace = mapping.metadata.namespace.as_deref().unwrap_or_default();
     let default_template = match subject {
@@ -251,20 +345,36 @@ pub fn grant(
     let rendered =
         render_template(template, subject, namespace, ctx).map_err(Denial::InvalidSessionName)?;
     let session_name = sanitize_session_name(&rendered)?;
+    if let Some(patterns) = &provider.spec.allowed_session_names
+        && !patterns
+            .iter()
+            .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches(&session_name)))
+    {
+        return Err(Denial::InvalidSessionName(format!(
+            "session name {session_name:?} matches none of IAMProvider {provider_name:?}'s allowedSessionNames"
+        )));
+    }
     let render = |t: &str| render_template(t, subject, namespace, ctx).map_err(Denial::InvalidTags);
-    let tags = spec
+    let mut tags = spec
         .session_tags
         .iter()
         .map(|(k, v)| Ok((k.clone(), render(v)?)))
         .collect::<Result<BTreeMap<_, _>, Denial>>()?;
     let source_identity = spec.source_identity.as_deref().map(render).transpose()?;
+    let mut transitive_tag_keys = spec.transitive_tag_keys.clone();
+    if !spec.disable_session_tags {
+        for (key, value) in reserved_tags(subject, ctx) {
+            tags.insert(key.to_owned(), value);
+            transitive_tag_keys.push(key.to_owned());
+        }
+    }
     let session = RoleSession {
         role_arn: spec.role_arn.clone(),
         provider_arn: provider.provider_arn(),
         session_name,
         duration_seconds: spec.session_duration,
         tags,
-        transitive_tag_keys: spec.transitive_tag_keys.clone(),
+        transitive_tag_keys,
         source_identity,
     };
     session.validate()?;
@@ -274,6 +384,58 @@ pub fn grant(
         app: provider.spec.saml_app.clone(),
         session,
     })
+}
+
+/// Refuses a mapping whose own tags use a reserved key or leave the provider's `sessionTags`
+/// bounds, or that sets `sourceIdentity` where the provider does not allow it.
+fn check_tag_bounds(mapping: &RoleMapping, provider: &IAMProvider) -> Result<(), Denial> {
+    let spec = &mapping.spec;
+    let provider_name = &spec.provider;
+    let keys = spec.session_tags.keys().chain(&spec.transitive_tag_keys);
+    for key in keys.clone() {
+        if RESERVED_TAG_KEYS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(key))
+        {
+            return Err(Denial::InvalidTags(format!(
+                "session tag key {key:?} is reserved: rolegate sets it itself"
+            )));
+        }
+    }
+    let Some(bounds) = &provider.spec.session_tags else {
+        return Ok(());
+    };
+    if let Some(key) = keys.clone().find(|k| !key_allowed(&bounds.allowed_keys, k)) {
+        return Err(Denial::InvalidTags(format!(
+            "session tag key {key:?} is not allowed by IAMProvider {provider_name:?} (sessionTags.allowedKeys)"
+        )));
+    }
+    if spec.source_identity.is_some() && !bounds.allow_source_identity {
+        return Err(Denial::InvalidTags(format!(
+            "IAMProvider {provider_name:?} does not let mappings set sourceIdentity (sessionTags.allowSourceIdentity)"
+        )));
+    }
+    Ok(())
+}
+
+/// The tags rolegate sets itself: the workload's namespace, service account and pod, as EKS
+/// Pod Identity names them, and the cluster.
+fn reserved_tags(subject: &Subject<'_>, ctx: &RequestContext<'_>) -> Vec<(&'static str, String)> {
+    let mut tags = Vec::new();
+    if let Subject::ServiceAccount { namespace, name } = subject {
+        tags.push(("kubernetes-namespace", (*namespace).to_owned()));
+        tags.push(("kubernetes-service-account", (*name).to_owned()));
+        if let Some(pod) = ctx.pod {
+            tags.push(("kubernetes-pod-name", pod.to_owned()));
+        }
+        if let Some(uid) = ctx.pod_uid {
+            tags.push(("kubernetes-pod-uid", uid.to_owned()));
+        }
+    }
+    if let Some(cluster) = ctx.cluster {
+        tags.push(("rolegate-cluster", cluster.to_owned()));
+    }
+    tags
 }
 
 /// Every role `subject` may assume, and why each other mapping naming it grants nothing.

@@ -27,6 +27,8 @@ use crate::tokens::TokenVerifier;
 /// Options of `rolegate serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// The cluster's name for the `rolegate-cluster` session tag.
+    pub cluster_name: Option<String>,
     /// Directory of CR YAML files.
     pub config: PathBuf,
     /// Where generated signing keys are kept between runs.
@@ -420,6 +422,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         issuer: Arc::new(Issuer {
             sts,
             cache: CredentialCache::default(),
+            cluster: options.cluster_name.clone(),
         }),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),

@@ -208,7 +208,7 @@ async fn oidc_sign_in_picks_a_role_and_posts_a_response_aws_accepts() {
         serde_json::json!(["alice"])
     );
     assert_eq!(
-        result["attributes"]["https://aws.amazon.com/SAML/Attributes/PrincipalTag:DisplayName"],
+        result["attributes"]["https://rolegate.dev/display-name"],
         serde_json::json!(["Alice Example"])
     );
     assert_eq!(signed(h), 1.0);

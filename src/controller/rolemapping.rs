@@ -53,13 +53,18 @@ pub fn plan(mapping: &RoleMapping, gathered: &Gathered, now: Timestamp) -> RoleM
                         name: &s.name,
                     },
                     SubjectKind::User => Subject::Person {
+                        connection: s.connection.as_deref().unwrap_or_default(),
                         user: &s.name,
                         groups: &[],
                     },
                     // A group's members are only known at sign-in.
                     SubjectKind::Group => return Ok(()),
                 };
-                let ctx = RequestContext { pod: Some("pod") };
+                let ctx = RequestContext {
+                    pod: Some("pod"),
+                    pod_uid: Some("00000000-0000-0000-0000-000000000000"),
+                    cluster: None,
+                };
                 policy::grant(mapping, &subject, &ctx, &snapshot).map(|_| ())
             })
         });

@@ -46,7 +46,10 @@ pub fn plan_status(
             &previous,
             "Ready",
             false,
-            "InvalidSettings",
+            match e {
+                crate::saml::SamlError::ReservedAttribute { .. } => "InvalidMappings",
+                _ => "InvalidSettings",
+            },
             e.to_string(),
             generation,
             now,
@@ -294,4 +297,35 @@ async fn reconcile_inner(app: &SAMLApp, ctx: &Context) -> Result<Action, Error> 
 pub fn error_policy(app: Arc<SAMLApp>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(app = %app.name_any(), %error, "reconcile failed");
     Action::requeue(ctx.backoff(&format!("SAMLApp/{}", app.name_any())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    // Security finding 10: the SAMLApp's status names a claim mapped onto an AWS attribute.
+    #[test]
+    fn a_mapping_onto_an_aws_attribute_is_an_invalid_mappings_condition() {
+        let mut app: SAMLApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp",
+            "metadata": {"name": "aws", "generation": 4},
+            "spec": {"mappings": {"groups": "https://aws.amazon.com/SAML/Attributes/Role"}}
+        }))
+        .unwrap();
+        let problem: KeyProblem = ("NoKey", "no key yet".into());
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let status = plan_status(&app, Err(&problem), "https://idp.example", now);
+        let ready = &status.conditions[0];
+        assert_eq!(ready.type_, "Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "InvalidMappings");
+        assert_eq!(
+            ready.message,
+            "SAMLApp \"aws\": mappings.groups targets \"https://aws.amazon.com/SAML/Attributes/Role\"; attributes under https://aws.amazon.com/SAML/Attributes/ are set by rolegate's policy only (RoleMappings and IAMProviders), never from claims"
+        );
+        app.spec.mappings.clear();
+        let status = plan_status(&app, Err(&problem), "https://idp.example", now);
+        assert_eq!(status.conditions[0].reason, "NoKey");
+    }
 }

@@ -56,9 +56,34 @@ pub struct IAMProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<LabelSelector>,
     /// Glob patterns (`*`, `?`, `[...]`) of role ARNs that RoleMappings may use through this
-    /// provider. Empty allows no role.
+    /// provider. Empty allows no role. `*` and `?` never match `/` or `,`, so `role/team-*`
+    /// does not reach `role/team-x/Admin`; write `role/team-*/**` to include role paths. The
+    /// patterns bound the provider as a whole: every namespace that `allowedNamespaces`
+    /// selects may use every role they allow.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_roles: Vec<String>,
+    /// Glob patterns a RoleMapping's rendered session name must match. Absent allows any
+    /// session name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_session_names: Option<Vec<String>>,
+    /// Bounds on the session tags and source identity RoleMappings may send through this
+    /// provider. Absent leaves tags unbounded (except the keys rolegate reserves) and lets
+    /// mappings set `sourceIdentity`; set it on every provider that several teams share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tags: Option<SessionTagBounds>,
+}
+
+/// What RoleMappings may put into a session. Once set, anything not allowed is refused.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTagBounds {
+    /// Glob patterns of the session tag keys (and so of the transitive tag keys) mappings may
+    /// set. Empty allows none. Matched case-insensitively, as IAM treats tag keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_keys: Vec<String>,
+    /// Whether mappings may set `sourceIdentity`.
+    #[serde(default)]
+    pub allow_source_identity: bool,
 }
 
 /// How the controller authenticates to IAM.

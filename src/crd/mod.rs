@@ -11,6 +11,7 @@ pub use connection::{
 };
 pub use iamprovider::{
     AwsCredentials, DeletionPolicy, IAMProvider, IAMProviderSpec, IAMProviderStatus,
+    SessionTagBounds,
 };
 pub use rolemapping::{RoleMapping, RoleMappingSpec, RoleMappingStatus, SubjectKind, SubjectRef};
 pub use samlapp::{

@@ -52,6 +52,11 @@ pub struct RoleMappingSpec {
     /// Source identity of the session; a template like `sessionName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_identity: Option<String>,
+    /// Leave out the session tags rolegate sets itself (`kubernetes-namespace`,
+    /// `kubernetes-service-account`, `kubernetes-pod-name`, `kubernetes-pod-uid`,
+    /// `rolegate-cluster`), e.g. for a role whose trust policy does not allow `sts:TagSession`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_session_tags: bool,
 }
 
 const fn default_session_duration() -> u32 {
@@ -65,6 +70,11 @@ pub struct SubjectRef {
     pub kind: SubjectKind,
     /// Name of the service account, group or user.
     pub name: String,
+    /// For `User` and `Group`: the Connection the person must have signed in through. Without
+    /// it, a person from any Connection the SAMLApp allows matches, so two Connections whose
+    /// users share a name would share the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 /// Kind of a subject.

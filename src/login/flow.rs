@@ -180,6 +180,7 @@ pub fn role_step(
         return RoleStep::Issue(None);
     }
     let subject = Subject::Person {
+        connection: &identity.connection,
         user: &identity.user,
         groups: &identity.groups,
     };
@@ -269,7 +270,7 @@ kind: SAMLApp
 metadata: {name: aws}
 spec:
   nameIdentifierProbes: [email]
-  mappings: {email: "https://aws.amazon.com/SAML/Attributes/PrincipalTag:Email"}
+  mappings: {email: "https://rolegate.dev/email"}
 ---
 apiVersion: rolegate.dev/v1alpha1
 kind: SAMLApp
@@ -422,7 +423,7 @@ spec:
         assert!(
             attributes
                 .iter()
-                .any(|a| a.name.ends_with("PrincipalTag:Email")
+                .any(|a| a.name == "https://rolegate.dev/email"
                     && a.values == ["alice@example.test"])
         );
         let (name_id, attributes) = person_assertion(&s.apps["wiki"], &alice, None);

@@ -28,6 +28,7 @@ fn mapping(namespace: &str, name: &str) -> RoleMapping {
             session_tags: BTreeMap::new(),
             transitive_tag_keys: vec![],
             source_identity: None,
+            disable_session_tags: false,
         },
     );
     m.metadata.namespace = Some(namespace.into());
@@ -39,6 +40,7 @@ impl MappingExt for RoleMapping {
         self.spec.subjects.push(SubjectRef {
             kind: SubjectKind::ServiceAccount,
             name: name.into(),
+            connection: None,
         });
         self
     }
@@ -46,6 +48,7 @@ impl MappingExt for RoleMapping {
         self.spec.subjects.push(SubjectRef {
             kind: SubjectKind::Group,
             name: name.into(),
+            connection: None,
         });
         self
     }
@@ -76,6 +79,8 @@ fn provider(selector: Option<LabelSelector>) -> IAMProvider {
             deletion_policy: DeletionPolicy::Retain,
             allowed_namespaces: selector,
             allowed_roles: vec!["arn:aws:iam::123456789012:role/app-*".into()],
+            allowed_session_names: None,
+            session_tags: None,
         },
     )
 }
@@ -229,7 +234,10 @@ fn an_unknown_provider_is_named() {
 
 #[test]
 fn session_name_templates_are_rendered_sanitised_and_checked() {
-    let ctx = RequestContext { pod: Some("web-1") };
+    let ctx = RequestContext {
+        pod: Some("web-1"),
+        ..RequestContext::default()
+    };
     let s = snapshot(
         provider(Some(team("a"))),
         vec![
@@ -302,12 +310,14 @@ fn people_are_named_by_group_and_user() {
     );
     let groups = vec!["dev".to_owned(), "ops".to_owned()];
     let alice = Subject::Person {
+        connection: "corp",
         user: "alice@example.com",
         groups: &groups,
     };
     let g = &decide(&alice, &RequestContext::default(), &s).grants[0];
     assert_eq!(g.session.session_name, "alice@example.com");
     let bob = Subject::Person {
+        connection: "corp",
         user: "bob",
         groups: &[],
     };
@@ -339,4 +349,249 @@ fn trust_policy_pins_audience_and_subject() {
         statement["Condition"]["StringEquals"]["saml:sub"][0],
         "system:serviceaccount:team-a:app"
     );
+}
+
+fn for_user(mut m: RoleMapping, name: &str, connection: Option<&str>) -> RoleMapping {
+    m.spec.subjects.push(SubjectRef {
+        kind: SubjectKind::User,
+        name: name.into(),
+        connection: connection.map(str::to_owned),
+    });
+    m
+}
+
+fn person<'a>(connection: &'a str, user: &'a str) -> Subject<'a> {
+    Subject::Person {
+        connection,
+        user,
+        groups: &[],
+    }
+}
+
+fn app_allowing(connections: &[&str]) -> crate::crd::SAMLApp {
+    let mut app: crate::crd::SAMLApp = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp",
+        "metadata": {"name": "aws"}, "spec": {}
+    }))
+    .unwrap();
+    app.spec.connections = connections.iter().map(|c| (*c).to_owned()).collect();
+    app
+}
+
+// Finding 1: a `User` subject pinned to a Connection matches only people of that Connection.
+#[test]
+fn a_user_pinned_to_a_connection_is_not_matched_from_another() {
+    let s = snapshot(
+        provider(Some(team("a"))),
+        vec![for_user(mapping("team-a", "m"), "alice", Some("corp"))],
+    );
+    let ctx = RequestContext::default();
+    assert_eq!(decide(&person("corp", "alice"), &ctx, &s).grants.len(), 1);
+    let d = decide(&person("partner", "alice"), &ctx, &s);
+    assert!(d.grants.is_empty() && d.denials.is_empty(), "{d:?}");
+    let mut groups_mapping = mapping("team-a", "g").for_group("ops");
+    groups_mapping.spec.subjects[0].connection = Some("corp".into());
+    let s = snapshot(provider(Some(team("a"))), vec![groups_mapping]);
+    let ops = vec!["ops".to_owned()];
+    let from = |connection| Subject::Person {
+        connection,
+        user: "xavier",
+        groups: &ops,
+    };
+    assert_eq!(decide(&from("corp"), &ctx, &s).grants.len(), 1);
+    assert!(decide(&from("partner"), &ctx, &s).grants.is_empty());
+}
+
+// Finding 1: the SAMLApp's `connections` rule is part of the decision, before any cache.
+#[test]
+fn a_person_from_a_connection_the_app_does_not_allow_is_denied() {
+    let mut s = snapshot(
+        provider(Some(team("a"))),
+        vec![for_user(mapping("team-a", "m"), "alice", None)],
+    );
+    s.apps.insert("aws".into(), app_allowing(&["corp"]));
+    let ctx = RequestContext::default();
+    assert_eq!(decide(&person("corp", "alice"), &ctx, &s).grants.len(), 1);
+    let d = decide(&person("partner", "alice"), &ctx, &s);
+    assert!(d.grants.is_empty());
+    assert_eq!(
+        d.denials[0].1,
+        Denial::ConnectionNotAllowed {
+            app: "aws".into(),
+            connection: "partner".into()
+        }
+    );
+    assert_eq!(d.denials[0].1.reason(), "ConnectionNotAllowed");
+}
+
+// Finding 1: a person whose subject looks like a service account is still a person.
+#[test]
+fn a_person_named_like_a_service_account_is_not_that_service_account() {
+    let s = snapshot(
+        provider(Some(team("a"))),
+        vec![mapping("team-a", "m").for_sa("app")],
+    );
+    let d = decide(
+        &person("corp", "system:serviceaccount:team-a:app"),
+        &RequestContext::default(),
+        &s,
+    );
+    assert!(d.grants.is_empty() && d.denials.is_empty());
+    assert_ne!(APP.kind(), person("corp", "x").kind());
+}
+
+// Finding 6: `*` never crosses `/`, and a role ARN with `,` is refused outright.
+#[test]
+fn role_globs_do_not_cross_slash_or_comma() {
+    let deny = |role: &str| {
+        let s = snapshot(
+            provider(Some(team("a"))),
+            vec![mapping("team-a", "m").for_sa("app").role(role)],
+        );
+        decide(&APP, &RequestContext::default(), &s)
+            .denials
+            .first()
+            .map(|(_, d)| (d.reason(), d.to_string()))
+    };
+    let (reason, message) = deny("arn:aws:iam::123456789012:role/app-x/Admin").unwrap();
+    assert_eq!(reason, "RoleNotAllowed");
+    assert_eq!(
+        message,
+        "IAMProvider \"acct\" does not allow role \"arn:aws:iam::123456789012:role/app-x/Admin\""
+    );
+    let (reason, message) = deny("arn:aws:iam::123456789012:role/app-x,foo").unwrap();
+    assert_eq!(reason, "RoleNotAllowed");
+    assert_eq!(
+        message,
+        "role ARN \"arn:aws:iam::123456789012:role/app-x,foo\" contains ',', which separates role and provider in AWS's Role attribute"
+    );
+    assert_eq!(deny("arn:aws:iam::123456789012:role/app-x"), None);
+    // `**` is how a provider opts into role paths.
+    let mut p = provider(Some(team("a")));
+    p.spec.allowed_roles = vec!["arn:aws:iam::123456789012:role/app-*/**".into()];
+    let s = snapshot(
+        p,
+        vec![
+            mapping("team-a", "m")
+                .for_sa("app")
+                .role("arn:aws:iam::123456789012:role/app-x/Admin"),
+        ],
+    );
+    assert_eq!(decide(&APP, &RequestContext::default(), &s).grants.len(), 1);
+}
+
+fn bounded(keys: &[&str], source_identity: bool) -> IAMProvider {
+    let mut p = provider(Some(team("a")));
+    p.spec.session_tags = Some(crate::crd::SessionTagBounds {
+        allowed_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        allow_source_identity: source_identity,
+    });
+    p
+}
+
+fn first_denial(s: &Snapshot) -> (String, String) {
+    let d = decide(&APP, &RequestContext::default(), s);
+    assert!(d.grants.is_empty(), "{:?}", d.grants);
+    let (_, denial) = &d.denials[0];
+    (denial.reason().to_owned(), denial.to_string())
+}
+
+// Finding 2: the provider bounds tag keys, transitive keys and source identity.
+#[test]
+fn the_provider_bounds_session_tags_and_source_identity() {
+    let mut m = mapping("team-a", "m").for_sa("app");
+    m.spec.session_tags = [("team".to_owned(), "payments".to_owned())].into();
+    let s = snapshot(bounded(&["cost-*"], false), vec![m.clone()]);
+    assert_eq!(
+        first_denial(&s),
+        (
+            "InvalidTags".into(),
+            "session tag key \"team\" is not allowed by IAMProvider \"acct\" (sessionTags.allowedKeys)".into()
+        )
+    );
+    let s = snapshot(bounded(&["Team"], false), vec![m.clone()]);
+    assert_eq!(
+        decide(&APP, &RequestContext::default(), &s).grants.len(),
+        1,
+        "keys match case-insensitively"
+    );
+    m.spec.source_identity = Some("admin@corp".into());
+    let s = snapshot(bounded(&["team"], false), vec![m.clone()]);
+    assert_eq!(
+        first_denial(&s),
+        (
+            "InvalidTags".into(),
+            "IAMProvider \"acct\" does not let mappings set sourceIdentity (sessionTags.allowSourceIdentity)".into()
+        )
+    );
+    let s = snapshot(bounded(&["team"], true), vec![m]);
+    let g = &decide(&APP, &RequestContext::default(), &s).grants[0];
+    assert_eq!(g.session.source_identity.as_deref(), Some("admin@corp"));
+}
+
+// Finding 2: the reserved keys are rolegate's, set on every workload session and transitive.
+#[test]
+fn reserved_tags_are_set_by_rolegate_and_refused_from_mappings() {
+    let mut m = mapping("team-a", "m").for_sa("app");
+    m.spec.session_tags = [("Kubernetes-Namespace".to_owned(), "team-b".to_owned())].into();
+    let s = snapshot(provider(Some(team("a"))), vec![m]);
+    assert_eq!(
+        first_denial(&s),
+        (
+            "InvalidTags".into(),
+            "session tag key \"Kubernetes-Namespace\" is reserved: rolegate sets it itself".into()
+        )
+    );
+    let s = snapshot(
+        provider(Some(team("a"))),
+        vec![mapping("team-a", "m").for_sa("app")],
+    );
+    let ctx = RequestContext {
+        pod: Some("web-1"),
+        pod_uid: Some("0b9c-uid"),
+        cluster: Some("prod-eu"),
+    };
+    let session = &decide(&APP, &ctx, &s).grants[0].session;
+    let expected: BTreeMap<String, String> = [
+        ("kubernetes-namespace", "team-a"),
+        ("kubernetes-service-account", "app"),
+        ("kubernetes-pod-name", "web-1"),
+        ("kubernetes-pod-uid", "0b9c-uid"),
+        ("rolegate-cluster", "prod-eu"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(session.tags, expected);
+    let mut transitive = session.transitive_tag_keys.clone();
+    transitive.sort();
+    assert_eq!(transitive, expected.keys().cloned().collect::<Vec<_>>());
+    let mut off = mapping("team-a", "m").for_sa("app");
+    off.spec.disable_session_tags = true;
+    let s = snapshot(provider(Some(team("a"))), vec![off]);
+    assert!(decide(&APP, &ctx, &s).grants[0].session.tags.is_empty());
+}
+
+// Finding 2: the provider may bound the rendered session name.
+#[test]
+fn the_provider_bounds_session_names() {
+    let mut p = provider(Some(team("a")));
+    p.spec.allowed_session_names = Some(vec!["team-a.*".into()]);
+    let s = snapshot(
+        p.clone(),
+        vec![
+            mapping("team-a", "m")
+                .for_sa("app")
+                .session_name("alice@corp"),
+        ],
+    );
+    assert_eq!(
+        first_denial(&s),
+        (
+            "InvalidSessionName".into(),
+            "session name \"alice@corp\" matches none of IAMProvider \"acct\"'s allowedSessionNames".into()
+        )
+    );
+    let s = snapshot(p, vec![mapping("team-a", "m").for_sa("app")]);
+    assert_eq!(decide(&APP, &RequestContext::default(), &s).grants.len(), 1);
 }

@@ -7,6 +7,8 @@ use base64::Engine as _;
 
 use super::Attribute;
 
+/// The prefix of every attribute AWS reads as a control value (Role, RoleSessionName, tags…).
+pub const ATTRIBUTE_PREFIX: &str = "https://aws.amazon.com/SAML/Attributes/";
 /// `Role` attribute: values `role-arn,provider-arn`.
 pub const ROLE: &str = "https://aws.amazon.com/SAML/Attributes/Role";
 /// `RoleSessionName` attribute.
@@ -48,7 +50,7 @@ pub enum SessionError {
 }
 
 /// Everything about the session that becomes AWS attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RoleSession {
     /// Role to assume.
     pub role_arn: String,

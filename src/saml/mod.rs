@@ -33,6 +33,19 @@ pub enum SamlError {
         /// What is wrong.
         reason: String,
     },
+    /// A claim mapping targets one of AWS's own attributes, which only the policy may set.
+    #[error(
+        "SAMLApp {app:?}: mappings.{claim} targets {attribute:?}; attributes under {} are set by rolegate's policy only (RoleMappings and IAMProviders), never from claims",
+        aws::ATTRIBUTE_PREFIX
+    )]
+    ReservedAttribute {
+        /// The app.
+        app: String,
+        /// The claim mapped.
+        claim: String,
+        /// The attribute it targets.
+        attribute: String,
+    },
     /// A value cannot be carried in XML.
     #[error("{field} contains a character that XML cannot carry")]
     InvalidText {
@@ -83,6 +96,17 @@ impl AppSettings {
         if spec.lifetime_seconds == 0 {
             return Err(refuse("lifetimeSeconds must be positive"));
         }
+        if let Some((claim, attribute)) = spec.mappings.iter().find(|(_, attribute)| {
+            attribute
+                .to_ascii_lowercase()
+                .starts_with(&aws::ATTRIBUTE_PREFIX.to_ascii_lowercase())
+        }) {
+            return Err(SamlError::ReservedAttribute {
+                app: name,
+                claim: claim.clone(),
+                attribute: attribute.clone(),
+            });
+        }
         Ok(Self {
             issuer: spec
                 .issuer
@@ -99,7 +123,7 @@ impl AppSettings {
 }
 
 /// One SAML attribute with its values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attribute {
     /// Attribute `Name` (URI format).
     pub name: String,

@@ -201,6 +201,36 @@ fn rsa_sha1_is_refused() {
     assert!(err.contains("rsa-sha1 is refused"), "{err}");
 }
 
+// Security finding 10: claims never become AWS control attributes.
+#[test]
+fn mappings_onto_aws_attributes_are_refused() {
+    let mut app: SAMLApp = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp",
+        "metadata": {"name": "aws"}, "spec": {}
+    }))
+    .unwrap();
+    app.spec
+        .mappings
+        .insert("email".into(), "https://rolegate.dev/email".into());
+    assert!(AppSettings::from_app(&app).is_ok());
+    for target in [
+        "https://aws.amazon.com/SAML/Attributes/Role",
+        "https://aws.amazon.com/SAML/Attributes/RoleSessionName",
+        "https://aws.amazon.com/SAML/Attributes/PrincipalTag:team",
+        "HTTPS://AWS.AMAZON.COM/SAML/Attributes/SourceIdentity",
+    ] {
+        app.spec.mappings.insert("groups".into(), target.into());
+        let err = AppSettings::from_app(&app).unwrap_err();
+        assert!(matches!(err, SamlError::ReservedAttribute { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "SAMLApp \"aws\": mappings.groups targets {target:?}; attributes under https://aws.amazon.com/SAML/Attributes/ are set by rolegate's policy only (RoleMappings and IAMProviders), never from claims"
+            )
+        );
+    }
+}
+
 #[test]
 fn metadata_lists_every_published_certificate() {
     let other = SigningKey::generate("urn:rolegate:next", 2048, 30, now())

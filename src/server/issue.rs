@@ -26,8 +26,10 @@ use crate::tokens::{Accept, VerifiedToken};
 pub struct Issuer {
     /// STS.
     pub sts: Arc<dyn Sts>,
-    /// Sessions by (subject, role).
+    /// Sessions by everything that shapes them.
     pub cache: CredentialCache,
+    /// The cluster's name, sent as the `rolegate-cluster` session tag when set.
+    pub cluster: Option<String>,
 }
 
 /// Credentials for one grant.
@@ -54,6 +56,16 @@ fn random_id() -> String {
 struct Person {
     user: String,
     groups: Vec<String>,
+}
+
+/// The UID of the pod a projected service-account token is bound to.
+fn pod_uid(token: &VerifiedToken) -> Option<&str> {
+    token
+        .claims
+        .get("kubernetes.io")
+        .and_then(|k| k.get("pod"))
+        .and_then(|p| p.get("uid"))
+        .and_then(|u| u.as_str())
 }
 
 fn person(token: &VerifiedToken, snapshot: &Snapshot) -> Result<Person, ApiError> {
@@ -108,6 +120,7 @@ impl Issuer {
         } else {
             person_info = person(token, snapshot)?;
             Subject::Person {
+                connection: &token.connection,
                 user: &person_info.user,
                 groups: &person_info.groups,
             }
@@ -116,9 +129,15 @@ impl Issuer {
             Subject::ServiceAccount { namespace, name } => {
                 format!("service account {namespace}/{name}")
             }
-            Subject::Person { user, .. } => format!("user {user:?}"),
+            Subject::Person {
+                user, connection, ..
+            } => format!("user {user:?} of connection {connection:?}"),
         };
-        let ctx = RequestContext { pod: token.pod() };
+        let ctx = RequestContext {
+            pod: token.pod(),
+            pod_uid: pod_uid(token),
+            cluster: self.cluster.as_deref(),
+        };
         let decision = policy::decide(&subject, &ctx, snapshot);
         let mut grants = decision.grants;
         if let Some(target) = target {
@@ -167,14 +186,30 @@ impl Issuer {
             }
         };
 
+        // Everything below shapes the assertion, so it is all in the key; nothing that decides
+        // whether the caller may have it runs after this point.
+        let app = snapshot.apps.get(&grant.app).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "SAMLApp {:?} named by IAMProvider {:?} does not exist",
+                grant.app, grant.provider
+            ))
+        })?;
+        let settings =
+            AppSettings::from_app(app).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let (name_id, attributes) = assertion_content(app, &subject, token);
         let key = SessionKey {
-            subject: subject.name_id(),
-            role_arn: format!("{}|{}", grant.session.role_arn, grant.session.provider_arn),
+            connection: token.connection.clone(),
+            issuer: token.issuer.clone(),
+            subject_kind: subject.kind(),
+            app: grant.app.clone(),
+            name_id,
+            session: grant.session.clone(),
+            attributes,
         };
-        let fetch = self.sign_and_assume(state, snapshot, &subject, token, &grant, now);
+        let fetch = self.sign_and_assume(state, &settings, &subject, &key, now);
         let (session, fetched) = self
             .cache
-            .get_or_fetch(key, fetch)
+            .get_or_fetch(key.clone(), fetch)
             .await
             .map_err(|e| (*e).clone())?;
         if fetched {
@@ -191,82 +226,37 @@ impl Issuer {
     async fn sign_and_assume(
         &self,
         state: &AppState,
-        snapshot: &Snapshot,
+        settings: &AppSettings,
         subject: &Subject<'_>,
-        token: &VerifiedToken,
-        grant: &RoleGrant,
+        key: &SessionKey,
         now: Timestamp,
     ) -> Result<CachedSession, ApiError> {
-        let app = snapshot.apps.get(&grant.app).ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "SAMLApp {:?} named by IAMProvider {:?} does not exist",
-                grant.app, grant.provider
-            ))
+        let keys = state.keys.get(&key.app).ok_or_else(|| {
+            ApiError::unavailable(format!("SAMLApp {:?} has no signing key yet", key.app))
         })?;
-        if !token.is_service_account
-            && !app.spec.connections.is_empty()
-            && !app.spec.connections.contains(&token.connection)
-        {
-            return Err(ApiError::forbidden(format!(
-                "SAMLApp {:?} does not allow connection {:?}",
-                grant.app, token.connection
-            )));
-        }
-        let settings =
-            AppSettings::from_app(app).map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let keys = state.keys.get(&grant.app).ok_or_else(|| {
-            ApiError::unavailable(format!("SAMLApp {:?} has no signing key yet", grant.app))
-        })?;
-        let name_id = match subject {
-            Subject::ServiceAccount { .. } => subject.name_id(),
-            Subject::Person { .. } => app
-                .spec
-                .name_identifier_probes
-                .iter()
-                .find_map(|claim| {
-                    token
-                        .claims
-                        .get(claim)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| subject.name_id()),
-        };
-        let mut attributes = grant.session.attributes();
-        for (claim, attribute) in &app.spec.mappings {
-            if let Some(values) = token
-                .claims
-                .get(claim)
-                .map(claim_strings)
-                .filter(|v| !v.is_empty())
-            {
-                attributes.push(Attribute {
-                    name: attribute.clone(),
-                    values,
-                });
-            }
-        }
+        let mut attributes = key.session.attributes();
+        attributes.extend(key.attributes.iter().cloned());
         let ids = DocumentIds {
             response: random_id(),
             assertion: random_id(),
         };
         let content = AssertionContent {
-            name_id: &name_id,
+            name_id: &key.name_id,
             attributes: &attributes,
             authn_context: AUTHN_UNSPECIFIED,
         };
-        let signed = saml::build_response(&settings, &content, &ids, now, keys.active.as_ref())
+        let signed = saml::build_response(settings, &content, &ids, now, keys.active.as_ref())
             .map_err(|e| ApiError::internal(e.to_string()))?;
         state
             .metrics
             .assertions_signed
-            .get_or_create(&vec![("app", grant.app.clone())])
+            .get_or_create(&vec![("app", key.app.clone())])
             .inc();
         let request = AssumeRequest {
-            role_arn: grant.session.role_arn.clone(),
-            principal_arn: grant.session.provider_arn.clone(),
+            role_arn: key.session.role_arn.clone(),
+            principal_arn: key.session.provider_arn.clone(),
             saml_assertion: signed.to_base64(),
-            duration_seconds: grant.session.duration_seconds,
+            duration_seconds: key.session.duration_seconds,
         };
         let result = self.sts.assume_role_with_saml(request).await;
         let outcome = match &result {
@@ -281,7 +271,9 @@ impl Issuer {
         let credentials = result?;
         tracing::info!(
             subject = %subject.name_id(),
-            role = %grant.session.role_arn,
+            connection = %key.connection,
+            role = %key.session.role_arn,
+            session = %key.session.session_name,
             access_key_id = %credentials.access_key_id,
             expiration = %credentials.expiration,
             "issued credentials"
@@ -291,6 +283,44 @@ impl Issuer {
             obtained: now,
         })
     }
+}
+
+/// The NameID and the non-AWS attributes of `subject`'s assertion: a workload's NameID is its
+/// service account; a person's comes from the app's `nameIdentifierProbes`. The app's
+/// `mappings` add claims as attributes (never AWS's own, which `AppSettings` refuses).
+fn assertion_content(
+    app: &crate::crd::SAMLApp,
+    subject: &Subject<'_>,
+    token: &VerifiedToken,
+) -> (String, Vec<Attribute>) {
+    let name_id = match subject {
+        Subject::ServiceAccount { .. } => subject.name_id(),
+        Subject::Person { .. } => app
+            .spec
+            .name_identifier_probes
+            .iter()
+            .find_map(|claim| {
+                token
+                    .claims
+                    .get(claim)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| subject.name_id()),
+    };
+    let attributes = app
+        .spec
+        .mappings
+        .iter()
+        .filter_map(|(claim, attribute)| {
+            let values = token.claims.get(claim).map(claim_strings)?;
+            (!values.is_empty()).then(|| Attribute {
+                name: attribute.clone(),
+                values,
+            })
+        })
+        .collect();
+    (name_id, attributes)
 }
 
 /// An Auth0-style delegation request, form- or JSON-encoded.

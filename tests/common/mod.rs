@@ -273,6 +273,7 @@ impl Harness {
             issuer: Arc::new(Issuer {
                 sts: Arc::new(SdkSts::new(Some(&sts_endpoint)).await),
                 cache: CredentialCache::default(),
+                cluster: Some("test-cluster".into()),
             }),
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),
@@ -358,12 +359,17 @@ impl Harness {
 
     /// A token with the given subject, audiences and lifetime (negative: already expired).
     pub fn token(&self, subject: &str, audiences: &[&str], ttl: i64) -> String {
+        self.pod_token(subject, audiences, ttl, "app-7d4b9c")
+    }
+
+    /// [`Harness::token`] bound to pod `pod`.
+    pub fn pod_token(&self, subject: &str, audiences: &[&str], ttl: i64, pod: &str) -> String {
         let spec = rolegate::dev::TokenSpec {
             issuer: ISSUER.into(),
             subject: subject.into(),
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
             ttl_seconds: ttl,
-            pod: Some("app-7d4b9c".into()),
+            pod: Some(pod.into()),
             kid: None,
         };
         rolegate::dev::token(&self.sa_key, &spec, jiff::Timestamp::now()).unwrap()

@@ -182,7 +182,7 @@ spec:
   audience: urn:amazon:webservices
   recipient: {aws_acs}
   nameIdentifierProbes: [email]
-  mappings: {{name: "https://aws.amazon.com/SAML/Attributes/PrincipalTag:DisplayName"}}
+  mappings: {{name: "https://rolegate.dev/display-name"}}
   connections: {connections}
 ---
 apiVersion: rolegate.dev/v1alpha1

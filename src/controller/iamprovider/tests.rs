@@ -22,6 +22,8 @@ fn provider(name: &str) -> IAMProvider {
             deletion_policy: DeletionPolicy::Retain,
             allowed_namespaces: None,
             allowed_roles: vec![],
+            allowed_session_names: None,
+            session_tags: None,
         },
     );
     p.metadata.generation = Some(2);

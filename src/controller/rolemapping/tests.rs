@@ -21,6 +21,7 @@ fn mapping(subjects: Vec<SubjectRef>) -> RoleMapping {
             session_tags: BTreeMap::new(),
             transitive_tag_keys: vec![],
             source_identity: None,
+            disable_session_tags: false,
         },
     );
     m.metadata.namespace = Some("team-a".into());
@@ -44,6 +45,8 @@ fn provider() -> IAMProvider {
                 match_expressions: None,
             }),
             allowed_roles: vec!["arn:aws:iam::123456789012:role/app-*".into()],
+            allowed_session_names: None,
+            session_tags: None,
         },
     )
 }
@@ -52,6 +55,7 @@ fn sa(name: &str) -> SubjectRef {
     SubjectRef {
         kind: SubjectKind::ServiceAccount,
         name: name.into(),
+        connection: None,
     }
 }
 
@@ -181,4 +185,44 @@ fn the_transition_time_moves_only_when_the_status_changes() {
     };
     let changed = plan(&m, &denied, later);
     assert_eq!(changed.conditions[0].last_transition_time.0, later);
+}
+
+// Security finding 2: the provider's tag bounds show in the status of a mapping that names only
+// groups (no workload to render a session for), and a reserved key is refused there too.
+#[test]
+fn tag_bounds_and_reserved_keys_reach_the_status() {
+    let group = SubjectRef {
+        kind: SubjectKind::Group,
+        name: "ops".into(),
+        connection: Some("corp".into()),
+    };
+    let mut bounded = provider();
+    bounded.spec.session_tags = Some(crate::crd::SessionTagBounds {
+        allowed_keys: vec!["cost-*".into()],
+        allow_source_identity: false,
+    });
+    let gathered = Gathered {
+        provider: Some(bounded),
+        namespace_labels: [("team".to_owned(), "a".to_owned())].into(),
+        app: None,
+    };
+    let mut m = mapping(vec![group]);
+    m.spec.session_tags = [("team".to_owned(), "b".to_owned())].into();
+    let accepted = &plan(&m, &gathered, now()).conditions[0];
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "InvalidTags")
+    );
+    assert_eq!(
+        accepted.message,
+        "session tag key \"team\" is not allowed by IAMProvider \"acct\" (sessionTags.allowedKeys)"
+    );
+    m.spec.session_tags = [("rolegate-cluster".to_owned(), "prod".to_owned())].into();
+    let accepted = &plan(&m, &gathered, now()).conditions[0];
+    assert_eq!(
+        accepted.message,
+        "session tag key \"rolegate-cluster\" is reserved: rolegate sets it itself"
+    );
+    m.spec.session_tags = [("cost-center".to_owned(), "42".to_owned())].into();
+    assert_eq!(plan(&m, &gathered, now()).conditions[0].reason, "Accepted");
 }
