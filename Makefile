@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test peers generate fmt lint bench ci e2e
+.PHONY: demo test peers generate fmt lint bench ci e2e fuzz fuzz-smoke fuzz-merge
 
 ## Standalone demo: moto + `rolegate serve` + an unmodified boto3 "pod" getting credentials.
 demo:
@@ -37,3 +37,29 @@ bench:
 	scripts/bench.sh
 
 ci: test lint
+
+## Fuzz every parser of outside input (fuzz/README.md) for FUZZ_SECONDS each, on nightly with
+## cargo-fuzz. New inputs go to fuzz/work/ (ignored); `make fuzz-merge` keeps the ones that add
+## coverage in the committed corpus. `cargo test --test fuzz_corpora` replays that corpus on stable.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | grep -v '^rolegate-fuzz$$')
+FUZZ = cd fuzz && $(CARGO) +nightly fuzz
+FUZZ_FLAGS = --sanitizer none --debug-assertions
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/work/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  ($(FUZZ) run $(FUZZ_FLAGS) $$t work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1); \
+	done
+
+## A few seconds of each target: they build, and the seeds plus a little more hold.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=5
+
+## Adds the inputs of fuzz/work/ that cover something new to the committed corpus.
+fuzz-merge:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/work/$$t; \
+	  ($(FUZZ) run $(FUZZ_FLAGS) $$t -- -merge=1 corpus/$$t work/$$t); \
+	done

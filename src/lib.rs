@@ -10,6 +10,8 @@ pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod idp;
 pub mod keys;
 pub mod laptop;

@@ -50,7 +50,7 @@ pub enum TokenError {
     #[error("token is not a well-formed JWT: {0}")]
     Malformed(String),
     /// `alg: none`, HMAC, or an algorithm the key does not support.
-    #[error("token algorithm {0:?} is refused: {1}")]
+    #[error("token algorithm {alg:?} is refused: {1}", alg = .0.chars().take(32).collect::<String>())]
     Algorithm(String, &'static str),
     /// No Connection of the right kind trusts this issuer.
     #[error("token issuer {0:?} is not trusted by any connection")]

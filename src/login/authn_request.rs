@@ -115,8 +115,9 @@ pub fn decode_post(saml_request: &str) -> Result<String, RequestError> {
 /// # Errors
 /// Malformed XML, another root element, or a missing `ID` or `Issuer`.
 pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
-    let doc = roxmltree::Document::parse(xml)
-        .map_err(|e| RequestError::Malformed(format!("not well-formed XML ({e})")))?;
+    let doc = roxmltree::Document::parse(xml).map_err(|e| {
+        RequestError::Malformed(format!("not well-formed XML ({})", short(&e.to_string())))
+    })?;
     let root = doc.root_element();
     if root.tag_name().namespace() != Some(SAMLP) || root.tag_name().name() != "AuthnRequest" {
         return Err(RequestError::NotAuthnRequest(format!(

@@ -325,7 +325,7 @@ fn assertion_content(
 
 /// An Auth0-style delegation request, form- or JSON-encoded.
 #[derive(Debug, Default, Deserialize)]
-struct DelegationRequest {
+pub(crate) struct DelegationRequest {
     grant_type: Option<String>,
     id_token: Option<String>,
     target: Option<String>,
@@ -339,15 +339,26 @@ struct DelegationRequest {
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-fn parse_delegation(headers: &HeaderMap, body: &[u8]) -> Result<DelegationRequest, ApiError> {
+pub(crate) fn parse_delegation(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DelegationRequest, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("application/json") {
+        // serde_json's own message quotes the offending value, which may be the token itself.
         serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request("invalid_request", format!("body is not valid JSON: {e}"))
+            let what = match e.classify() {
+                serde_json::error::Category::Data => "not a JSON object of string fields",
+                _ => "not valid JSON",
+            };
+            ApiError::bad_request(
+                "invalid_request",
+                format!("body is {what} (line {}, column {})", e.line(), e.column()),
+            )
         })
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
         serde_urlencoded::from_bytes(body).map_err(|e| {

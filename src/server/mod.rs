@@ -2,7 +2,7 @@
 //! handlers over the policy and SAML core.
 
 mod error;
-mod issue;
+pub(crate) mod issue;
 pub mod listener;
 pub mod login;
 

@@ -97,8 +97,12 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, LoadError> {
 /// # Errors
 /// An invalid document, or an object defined twice.
 pub fn load_text(snapshot: &mut Snapshot, path: &Path, text: &str) -> Result<(), LoadError> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_str_multiple(text).map_err(|e| LoadError::Yaml {
+    // No source snippet in the message: the lines around a mistake may be a Secret's values,
+    // and the message goes to the log. Line and column still say where.
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple_with_options(text, options)
+        .map_err(|e| LoadError::Yaml {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
