@@ -776,6 +776,7 @@ static SEALED: LazyLock<Sealed> = LazyLock::new(|| {
             binding: None,
         }),
         oidc: None,
+        confirm: false,
     };
     let identity = Identity {
         connection: "people".into(),
@@ -784,6 +785,7 @@ static SEALED: LazyLock<Sealed> = LazyLock::new(|| {
         name: None,
         groups: vec!["admins".into()],
         claims: std::collections::BTreeMap::new(),
+        csrf: "0123456789abcdef0123456789abcdef".into(),
     };
     let expires = must(Timestamp::from_second(NOW_SECONDS + 600), "expiry");
     let values = vec![

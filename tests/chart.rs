@@ -291,6 +291,149 @@ fn cert_manager_mode_issues_the_serving_certificate_and_injects_the_ca() {
     assert!(!docs.iter().any(|d| d["kind"] == "Issuer"));
 }
 
+/// Whether ServiceAccount `rolegate/<sa>` may `verb` `resource` (core group) in `namespace`,
+/// by the rendered Roles, ClusterRoles and their bindings. A rule limited by `resourceNames`
+/// still counts: the question is whether any such Secret is reachable.
+fn may(docs: &[serde_json::Value], sa: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    let contains = |list: &serde_json::Value, want: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
+    };
+    docs.iter()
+        .filter(|b| b["kind"] == "RoleBinding" || b["kind"] == "ClusterRoleBinding")
+        .filter(|b| {
+            b["subjects"].as_array().is_some_and(|s| {
+                s.iter().any(|s| {
+                    s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == "rolegate"
+                })
+            })
+        })
+        .filter(|b| b["kind"] == "ClusterRoleBinding" || b["metadata"]["namespace"] == namespace)
+        .filter_map(|b| {
+            let kind = b["roleRef"]["kind"].as_str()?;
+            let name = &b["roleRef"]["name"];
+            docs.iter().find(|r| {
+                r["kind"] == kind
+                    && r["metadata"]["name"] == *name
+                    && (kind == "ClusterRole" || r["metadata"]["namespace"] == namespace)
+            })
+        })
+        .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
+        .any(|rule| {
+            contains(&rule["apiGroups"], "")
+                && contains(&rule["resources"], resource)
+                && contains(&rule["verbs"], verb)
+        })
+}
+
+const SECRET_VERBS: [&str; 7] = [
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
+
+#[test]
+fn the_ca_key_and_aws_keys_live_where_only_the_controller_reads_secrets() {
+    let (ok, docs, err) = render(&["--set", "publicURL=https://rolegate.example.com"]);
+    assert!(ok, "{err}");
+    // The server reads the release namespace's Secrets (signing keys, serving certificate,
+    // login Secrets) and nothing of the controller's Secrets namespace.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            may(&docs, "rg-server", verb, "secrets", "rolegate"),
+            "{verb}"
+        );
+    }
+    for verb in SECRET_VERBS {
+        assert!(
+            !may(&docs, "rg-server", verb, "secrets", "rolegate-controller"),
+            "the server may {verb} Secrets in rolegate-controller"
+        );
+    }
+    // The controller keeps the CA and reads IAM access keys there.
+    for verb in ["get", "create", "update"] {
+        assert!(
+            may(
+                &docs,
+                "rg-controller",
+                verb,
+                "secrets",
+                "rolegate-controller"
+            ),
+            "the controller may not {verb} Secrets in rolegate-controller"
+        );
+    }
+    let namespace = find(&docs, "Namespace", "rolegate-controller");
+    assert_eq!(
+        namespace["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "uninstalling must not delete the AWS keys and the CA"
+    );
+    let controller = find(&docs, "Deployment", "rg-controller");
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    for want in [
+        "--secrets-namespace=rolegate-controller",
+        "--ca-secret=rg-ca",
+        "--lease-duration-seconds=15",
+        "--renew-deadline-seconds=10",
+        "--retry-period-seconds=2",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    assert!(
+        !args.contains("--cluster-name"),
+        "no clusterName: the controller uses the kube-system UID"
+    );
+
+    // A namespace made elsewhere, and a cluster name.
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "controller.secretsNamespace=corp-rolegate-keys",
+        "--set",
+        "controller.createSecretsNamespace=false",
+        "--set",
+        "clusterName=prod-eu-1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!docs.iter().any(|d| d["kind"] == "Namespace"));
+    assert!(may(
+        &docs,
+        "rg-controller",
+        "get",
+        "secrets",
+        "corp-rolegate-keys"
+    ));
+    for verb in SECRET_VERBS {
+        assert!(!may(
+            &docs,
+            "rg-server",
+            verb,
+            "secrets",
+            "corp-rolegate-keys"
+        ));
+    }
+    let args = find(&docs, "Deployment", "rg-controller")["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .to_string();
+    assert!(
+        args.contains("--secrets-namespace=corp-rolegate-keys"),
+        "{args}"
+    );
+    assert!(args.contains("--cluster-name=prod-eu-1"), "{args}");
+
+    // The server's own namespace cannot be the controller's.
+    let (ok, _, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "controller.secretsNamespace=rolegate",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("controller.secretsNamespace must differ from the release namespace"),
+        "{err}"
+    );
+}
+
 /// The server Deployment's container.
 fn server_container(docs: &[serde_json::Value]) -> &serde_json::Value {
     &find(docs, "Deployment", "rg-server")["spec"]["template"]["spec"]["containers"][0]
@@ -405,98 +548,6 @@ fn the_ingress_routes_only_to_the_public_listener() {
 
     // Routing /delegation out too is a separate, explicit choice: that one exact path to the
     // internal port, everything else still to the public one.
-/// Whether ServiceAccount `rolegate/<sa>` may `verb` `resource` (core group) in `namespace`,
-/// by the rendered Roles, ClusterRoles and their bindings. A rule limited by `resourceNames`
-/// still counts: the question is whether any such Secret is reachable.
-fn may(docs: &[serde_json::Value], sa: &str, verb: &str, resource: &str, namespace: &str) -> bool {
-    let contains = |list: &serde_json::Value, want: &str| {
-        list.as_array()
-            .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
-    };
-    docs.iter()
-        .filter(|b| b["kind"] == "RoleBinding" || b["kind"] == "ClusterRoleBinding")
-        .filter(|b| {
-            b["subjects"].as_array().is_some_and(|s| {
-                s.iter().any(|s| {
-                    s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == "rolegate"
-                })
-            })
-        })
-        .filter(|b| b["kind"] == "ClusterRoleBinding" || b["metadata"]["namespace"] == namespace)
-        .filter_map(|b| {
-            let kind = b["roleRef"]["kind"].as_str()?;
-            let name = &b["roleRef"]["name"];
-            docs.iter().find(|r| {
-                r["kind"] == kind
-                    && r["metadata"]["name"] == *name
-                    && (kind == "ClusterRole" || r["metadata"]["namespace"] == namespace)
-            })
-        })
-        .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
-        .any(|rule| {
-            contains(&rule["apiGroups"], "")
-                && contains(&rule["resources"], resource)
-                && contains(&rule["verbs"], verb)
-        })
-}
-
-const SECRET_VERBS: [&str; 7] = [
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
-
-#[test]
-fn the_ca_key_and_aws_keys_live_where_only_the_controller_reads_secrets() {
-    let (ok, docs, err) = render(&["--set", "publicURL=https://rolegate.example.com"]);
-    assert!(ok, "{err}");
-    // The server reads the release namespace's Secrets (signing keys, serving certificate,
-    // login Secrets) and nothing of the controller's Secrets namespace.
-    for verb in ["get", "list", "watch"] {
-        assert!(
-            may(&docs, "rg-server", verb, "secrets", "rolegate"),
-            "{verb}"
-        );
-    }
-    for verb in SECRET_VERBS {
-        assert!(
-            !may(&docs, "rg-server", verb, "secrets", "rolegate-controller"),
-            "the server may {verb} Secrets in rolegate-controller"
-        );
-    }
-    // The controller keeps the CA and reads IAM access keys there.
-    for verb in ["get", "create", "update"] {
-        assert!(
-            may(
-                &docs,
-                "rg-controller",
-                verb,
-                "secrets",
-                "rolegate-controller"
-            ),
-            "the controller may not {verb} Secrets in rolegate-controller"
-        );
-    }
-    let namespace = find(&docs, "Namespace", "rolegate-controller");
-    assert_eq!(
-        namespace["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
-        "uninstalling must not delete the AWS keys and the CA"
-    );
-    let controller = find(&docs, "Deployment", "rg-controller");
-    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    for want in [
-        "--secrets-namespace=rolegate-controller",
-        "--ca-secret=rg-ca",
-        "--lease-duration-seconds=15",
-        "--renew-deadline-seconds=10",
-        "--retry-period-seconds=2",
-    ] {
-        assert!(args.contains(want), "{want} missing from {args}");
-    }
-    assert!(
-        !args.contains("--cluster-name"),
-        "no clusterName: the controller uses the kube-system UID"
-    );
-
-    // A namespace made elsewhere, and a cluster name.
     let (ok, docs, err) = render(&[
         "--set",
         "publicURL=https://rolegate.example.com",
@@ -516,49 +567,5 @@ fn the_ca_key_and_aws_keys_live_where_only_the_controller_reads_secrets() {
             ),
             ("/".to_owned(), "Prefix".to_owned(), "public".to_owned()),
         ]
-        "controller.secretsNamespace=corp-rolegate-keys",
-        "--set",
-        "controller.createSecretsNamespace=false",
-        "--set",
-        "clusterName=prod-eu-1",
-    ]);
-    assert!(ok, "{err}");
-    assert!(!docs.iter().any(|d| d["kind"] == "Namespace"));
-    assert!(may(
-        &docs,
-        "rg-controller",
-        "get",
-        "secrets",
-        "corp-rolegate-keys"
-    ));
-    for verb in SECRET_VERBS {
-        assert!(!may(
-            &docs,
-            "rg-server",
-            verb,
-            "secrets",
-            "corp-rolegate-keys"
-        ));
-    }
-    let args = find(&docs, "Deployment", "rg-controller")["spec"]["template"]["spec"]["containers"]
-        [0]["args"]
-        .to_string();
-    assert!(
-        args.contains("--secrets-namespace=corp-rolegate-keys"),
-        "{args}"
-    );
-    assert!(args.contains("--cluster-name=prod-eu-1"), "{args}");
-
-    // The server's own namespace cannot be the controller's.
-    let (ok, _, err) = render(&[
-        "--set",
-        "publicURL=https://rolegate.example.com",
-        "--set",
-        "controller.secretsNamespace=rolegate",
-    ]);
-    assert!(!ok);
-    assert!(
-        err.contains("controller.secretsNamespace must differ from the release namespace"),
-        "{err}"
     );
 }
