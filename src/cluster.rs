@@ -175,14 +175,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         Some(_) => internal_router(state.clone()),
         None => router(state.clone()),
     };
-    let limits_for = |listener: &'static str| {
-        let refused = state
-            .metrics
-            .connections_refused
-            .get_or_create(&vec![("listener", listener.to_owned())])
-            .clone();
-        options.limits.clone().counting(refused)
-    };
+    let limits_for = |listener| options.limits.for_listener(&state.metrics, listener);
     let handle = shutdown_on_signal();
     let mut servers = tokio::task::JoinSet::new();
     tracing::info!(public_url = %options.public_url, "serving");

@@ -455,14 +455,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             options.trusted_proxies.clone(),
         ));
     tokio::spawn(sync_loop(options.clone(), state.clone()));
-    let limits_for = |listener: &'static str| {
-        let refused = state
-            .metrics
-            .connections_refused
-            .get_or_create(&vec![("listener", listener.to_owned())])
-            .clone();
-        options.limits.clone().counting(refused)
-    };
+    let limits_for = |listener| options.limits.for_listener(&state.metrics, listener);
     let handle = shutdown_on_signal();
     let mut servers = tokio::task::JoinSet::new();
     // The sign-in pages move to the public listener when there is one.

@@ -72,19 +72,15 @@ async fn id_token(op: &Peer, user: &str, password: &str) -> String {
         .to_owned()
 }
 
-/// Two oidc Connections, `corp` and `partner`, each with its own real OpenID provider whose
-/// user `alice` has the subject `alice`; the SAMLApp lets only `corp` in, and a mapping grants
-/// the user `alice` (from any Connection the app allows) a role.
-fn two_connections(corp: &str, partner: &str, provider_name: &str, pinned: bool) -> String {
-    let connection = if pinned { ", connection: corp" } else { "" };
-    let allowed = if pinned { "[corp, partner]" } else { "[corp]" };
+/// The SAMLApp `aws` (with `app_spec`), the IAMProvider `acct` registering it as
+/// `provider_name` for roles `app-*` of namespaces labelled `team=a`, and the namespace `team-a`.
+fn account(provider_name: &str, app_spec: &str) -> String {
     format!(
         r#"
 apiVersion: rolegate.dev/v1alpha1
 kind: SAMLApp
 metadata: {{name: aws}}
-spec:
-  connections: {allowed}
+spec: {app_spec}
 ---
 apiVersion: rolegate.dev/v1alpha1
 kind: IAMProvider
@@ -99,7 +95,19 @@ spec:
 apiVersion: v1
 kind: Namespace
 metadata: {{name: team-a, labels: {{team: a}}}}
----
+"#
+    )
+}
+
+/// Two oidc Connections, `corp` and `partner`, each with its own real OpenID provider whose
+/// user `alice` has the subject `alice`; the SAMLApp lets only `corp` in, and a mapping grants
+/// the user `alice` (from any Connection the app allows) a role.
+fn two_connections(corp: &str, partner: &str, provider_name: &str, pinned: bool) -> String {
+    let connection = if pinned { ", connection: corp" } else { "" };
+    let allowed = if pinned { "[corp, partner]" } else { "[corp]" };
+    let account = account(provider_name, &format!("{{connections: {allowed}}}"));
+    format!(
+        r#"{account}---
 apiVersion: rolegate.dev/v1alpha1
 kind: Connection
 metadata: {{name: corp}}
@@ -227,27 +235,9 @@ async fn a_subject_pinned_to_its_connection_matches_only_that_connection() {
 }
 
 fn workloads(provider_name: &str, session_name: &str, tags: &str) -> String {
+    let account = account(provider_name, "{}");
     format!(
-        r#"
-apiVersion: rolegate.dev/v1alpha1
-kind: SAMLApp
-metadata: {{name: aws}}
-spec: {{}}
----
-apiVersion: rolegate.dev/v1alpha1
-kind: IAMProvider
-metadata: {{name: acct}}
-spec:
-  samlApp: aws
-  accountId: "{ACCOUNT}"
-  providerName: {provider_name}
-  allowedNamespaces: {{matchLabels: {{team: a}}}}
-  allowedRoles: ["arn:aws:iam::{ACCOUNT}:role/app-*"]
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: team-a, labels: {{team: a}}}}
----
+        r#"{account}---
 apiVersion: rolegate.dev/v1alpha1
 kind: Connection
 metadata: {{name: k8s}}

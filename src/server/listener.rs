@@ -71,6 +71,17 @@ impl Limits {
         self.refused = refused;
         self
     }
+
+    /// The same limits for the server's listener `listener`, counting its refusals in
+    /// `rolegate_connections_refused_total{listener}`.
+    #[must_use]
+    pub fn for_listener(&self, metrics: &crate::metrics::Metrics, listener: &str) -> Self {
+        let refused = metrics
+            .connections_refused
+            .get_or_create(&vec![("listener", listener.to_owned())])
+            .clone();
+        self.clone().counting(refused)
+    }
 }
 
 /// An acceptor that admits at most `permits` connections at once: each admitted connection holds
