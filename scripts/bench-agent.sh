@@ -27,7 +27,7 @@ start_chain() {
   AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     ROLEGATE_LOG=warn "$bin" serve --config examples/standalone --state-dir "$state" --listen "127.0.0.1:$rg_port" >"$out/serve.log" 2>&1 & pids+=($!)
   wait_up "http://127.0.0.1:$rg_port/readyz"
-  ROLEGATE_LOG=warn taskset -c 0 "$bin" agent --threads "${AGENT_THREADS:-1}" --listen "127.0.0.1:$agent_port" --server "http://127.0.0.1:$rg_port" >"$out/agent.log" 2>&1 & pids+=($!)
+  ROLEGATE_LOG=warn taskset -c 0 "$bin" agent --threads "${AGENT_THREADS:-1}" --rate-limit-per-second 100000000 --rate-limit-burst 100000000 --listen "127.0.0.1:$agent_port" --server "http://127.0.0.1:$rg_port" >"$out/agent.log" 2>&1 & pids+=($!)
   agent_pid=$!
   wait_up "http://127.0.0.1:$agent_port/healthz"
   rg="http://127.0.0.1:$rg_port"; agent="http://127.0.0.1:$agent_port"

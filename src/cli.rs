@@ -284,9 +284,77 @@ pub struct AgentArgs {
     /// BENCHMARKS.md; more trade CPU for throughput on busy nodes.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// A name besides the listen addresses that a request's Host may carry (repeat for
+    /// several). Requests for any other Host get 403: a web page cannot reach the agent through
+    /// a name of its own that resolves to the agent's address (DNS rebinding).
+    #[arg(long = "allowed-host", num_args = 1)]
+    pub allowed_hosts: Vec<String>,
+    /// Credential requests per second one client address may make, sustained; more get 429
+    /// with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "ROLEGATE_AGENT_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    /// Requests one client address may make at once above its sustained rate.
+    #[arg(long, env = "ROLEGATE_AGENT_RATE_BURST", default_value_t = 200,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+    /// Requests to the server in flight at once; further first requests wait for a slot.
+    #[arg(long, default_value_t = crate::agent::DEFAULT_CONCURRENT_REFRESHES,
+        value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_refreshes: u16,
+    /// Once serving, remove this taint (`KEY:EFFECT`, as `kubectl taint` writes it) from the
+    /// node named by --node-name: the node readiness signal, with the chart's
+    /// `agent.startupTaint`.
+    #[arg(long, value_parser = parse_taint, requires = "node_name")]
+    pub remove_startup_taint: Option<(String, String)>,
+    /// This agent's node (the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Limits of every listener.
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+fn parse_taint(s: &str) -> Result<(String, String), String> {
+    let (key, effect) = s.rsplit_once(':').ok_or_else(|| {
+        format!("{s:?}: expected KEY:EFFECT, e.g. rolegate.dev/agent-not-ready:NoSchedule")
+    })?;
+    if key.is_empty() {
+        return Err(format!("{s:?}: the taint key is empty"));
+    }
+    match effect {
+        "NoSchedule" | "PreferNoSchedule" | "NoExecute" => Ok((key.to_owned(), effect.to_owned())),
+        other => Err(format!(
+            "{other:?} is not a taint effect (NoSchedule, PreferNoSchedule, NoExecute)"
+        )),
+    }
+}
+
+impl AgentArgs {
+    /// The agent's options.
+    pub fn options(self) -> crate::agent::AgentOptions {
+        let rate_limit = std::num::NonZeroU32::new(self.rate_limit_per_second).map(|per_second| {
+            crate::agent::RateLimit {
+                per_second,
+                burst: std::num::NonZeroU32::new(self.rate_limit_burst)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            }
+        });
+        crate::agent::AgentOptions {
+            listen: self.listen,
+            server: self.server,
+            ca_file: self.ca_file,
+            limits: self.limits.limits(crate::server::Limits::agent()),
+            allowed_hosts: self.allowed_hosts,
+            rate_limit,
+            max_concurrent_refreshes: usize::from(self.max_concurrent_refreshes),
+            startup_taint: match (self.remove_startup_taint, self.node_name) {
+                (Some((key, effect)), Some(node)) => {
+                    Some(crate::agent::node::StartupTaint { node, key, effect })
+                }
+                _ => None,
+            },
+        }
+    }
 }
 
 /// What each listener allows a client (`--listen`, `--public-listen`, `--tls-listen`, the

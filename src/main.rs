@@ -7,11 +7,18 @@ use rolegate::cli::{Cli, Command, DevCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // The agent on one thread runs on the current thread: no work-stealing scheduler and no
+    // cross-thread wakeups on the path of every cached answer.
+    let mut runtime = match &cli.command {
+        Command::Agent(args) if args.threads <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Command::Agent(args) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(args.threads);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Command::Agent(args) = &cli.command {
-        runtime.worker_threads(args.threads.max(1));
-    }
     match runtime.build() {
         Ok(runtime) => runtime.block_on(start(cli)),
         Err(e) => {
@@ -42,13 +49,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Serve(args) => rolegate::standalone::serve(args.options()).await?,
         Command::Server(args) => rolegate::cluster::serve(args.options()).await?,
         Command::Agent(args) => {
-            let options = rolegate::agent::AgentOptions {
-                listen: args.listen,
-                server: args.server,
-                ca_file: args.ca_file,
-                limits: args.limits.limits(rolegate::server::Limits::agent()),
-            };
-            rolegate::agent::run(options).await?;
+            rolegate::agent::run(args.options()).await?;
         }
         Command::Controller(args) => rolegate::controller::run::run(args.options()?).await?,
         Command::Credentials(args) => {

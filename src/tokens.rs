@@ -36,6 +36,10 @@ pub const REVIEW_CONCURRENCY: usize = 16;
 const REVIEW_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// How long a token the API server rejected is refused without asking again.
 const REJECTED_TTL: Duration = Duration::from_secs(30);
+/// Verified tokens remembered at most (by SHA-256), so a hit costs no parse and no signature.
+const REMEMBERED_TOKENS: u64 = 100_000;
+/// A remembered token unused this long is forgotten (it is also re-checked on every use).
+const REMEMBERED_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// Why a token is refused. Messages name the cause and never echo the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,6 +180,32 @@ struct CachedKeys {
     fetched: Option<Instant>,
 }
 
+/// What a token says, before anything about it is checked: a pure function of its bytes.
+#[derive(Debug, Clone)]
+struct Parsed {
+    alg: String,
+    header: jsonwebtoken::Header,
+    claims: serde_json::Value,
+    issuer: String,
+}
+
+/// The proof a token passed the one check that is costly to repeat: its signature verified
+/// under a key of this JWKS, fetched from this URI. It holds while the verifier still caches
+/// this very set for the URI; a refetch (a key rotation) makes a new one.
+#[derive(Debug, Clone)]
+enum Evidence {
+    Signature { uri: String, keys: Arc<JwkSet> },
+}
+
+/// A token that passed every check once. Only a success is ever remembered, and a hit re-runs
+/// every check against the current snapshot and clock; only the parse and the signature are
+/// skipped, and only with the same evidence.
+#[derive(Debug)]
+struct Remembered {
+    parsed: Parsed,
+    evidence: Evidence,
+}
+
 /// Where a JWKS comes from. Only a URI the operator configured may be a local file; one named
 /// by a remote discovery document never is.
 #[derive(Debug, Clone, Copy)]
@@ -252,6 +282,56 @@ pub struct TokenVerifier {
     cache: Mutex<HashMap<String, Arc<Mutex<CachedKeys>>>>,
     reviewer: Option<Arc<dyn TokenReviewer>>,
     guard: ReviewGuard,
+    remembered: moka::sync::Cache<[u8; 32], Arc<Remembered>>,
+}
+
+fn remembered_cache() -> moka::sync::Cache<[u8; 32], Arc<Remembered>> {
+    moka::sync::Cache::builder()
+        .max_capacity(REMEMBERED_TOKENS)
+        .time_to_idle(REMEMBERED_IDLE)
+        .build()
+}
+
+/// Splits and decodes a JWS's header and claims, refusing unsigned and HMAC tokens.
+fn parse(token: &str) -> Result<Parsed, TokenError> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header_b64, claims_b64, _signature] = parts.as_slice() else {
+        return Err(TokenError::Malformed(format!(
+            "{} dot-separated parts, a JWS has 3",
+            parts.len()
+        )));
+    };
+    let raw_header = b64_json(header_b64)?;
+    let alg = raw_header
+        .get("alg")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(TokenError::Algorithm(
+            alg.into(),
+            "unsigned tokens are never accepted",
+        ));
+    }
+    if alg.to_ascii_uppercase().starts_with("HS") {
+        return Err(TokenError::Algorithm(
+            alg.into(),
+            "HMAC tokens are never accepted",
+        ));
+    }
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| TokenError::Algorithm(alg.into(), "not a supported JWS algorithm"))?;
+    let claims = b64_json(claims_b64)?;
+    let issuer = claims
+        .get("iss")
+        .and_then(|i| i.as_str())
+        .ok_or(TokenError::Claim("iss"))?
+        .to_owned();
+    Ok(Parsed {
+        alg: alg.to_owned(),
+        header,
+        claims,
+        issuer,
+    })
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -361,7 +441,14 @@ impl TokenVerifier {
             cache: Mutex::new(HashMap::new()),
             reviewer: None,
             guard: ReviewGuard::new(REVIEW_CONCURRENCY),
+            remembered: remembered_cache(),
         }
+    }
+
+    /// Verified tokens remembered now (after pending evictions).
+    pub fn remembered(&self) -> u64 {
+        self.remembered.run_pending_tasks();
+        self.remembered.entry_count()
     }
 
     /// At most `slots` TokenReview calls in flight; further tokens wait up to `wait` for one.
@@ -412,55 +499,80 @@ impl TokenVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge(token.len()));
         }
-        let parts: Vec<&str> = token.split('.').collect();
-        let [header_b64, claims_b64, _signature] = parts.as_slice() else {
-            return Err(TokenError::Malformed(format!(
-                "{} dot-separated parts, a JWS has 3",
-                parts.len()
-            )));
+        let hash = sha256(token);
+        let remembered = self.remembered.get(&hash);
+        let fresh;
+        let (parsed, evidence) = match &remembered {
+            Some(r) => (&r.parsed, Some(&r.evidence)),
+            None => {
+                fresh = parse(token)?;
+                (&fresh, None)
+            }
         };
-        let raw_header = b64_json(header_b64)?;
-        let alg = raw_header
-            .get("alg")
-            .and_then(|a| a.as_str())
-            .ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
-        if alg.eq_ignore_ascii_case("none") {
-            return Err(TokenError::Algorithm(
-                alg.into(),
-                "unsigned tokens are never accepted",
-            ));
+        let result = self
+            .verify_parsed(token, parsed, evidence, snapshot, accept, now)
+            .await;
+        match result {
+            Ok((verified, new_evidence)) => {
+                if let Some(evidence) = new_evidence {
+                    let parsed = parsed.clone();
+                    self.remembered
+                        .insert(hash, Arc::new(Remembered { parsed, evidence }));
+                }
+                Ok(verified)
+            }
+            Err(e) => {
+                // What no longer verifies is forgotten: a refusal is never remembered as good.
+                if remembered.is_some() {
+                    self.remembered.invalidate(&hash);
+                }
+                Err(e)
+            }
         }
-        if alg.to_ascii_uppercase().starts_with("HS") {
-            return Err(TokenError::Algorithm(
-                alg.into(),
-                "HMAC tokens are never accepted",
-            ));
-        }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| TokenError::Algorithm(alg.into(), "not a supported JWS algorithm"))?;
-        let claims = b64_json(claims_b64)?;
-        let issuer = claims
-            .get("iss")
-            .and_then(|i| i.as_str())
-            .ok_or(TokenError::Claim("iss"))?
-            .to_owned();
+    }
+
+    /// Every check but the parse, skipping the signature (or the review) when `evidence` still
+    /// holds. Returns new evidence to remember when the costly check ran.
+    async fn verify_parsed(
+        &self,
+        token: &str,
+        parsed: &Parsed,
+        evidence: Option<&Evidence>,
+        snapshot: &Snapshot,
+        accept: Accept,
+        now: Timestamp,
+    ) -> Result<(VerifiedToken, Option<Evidence>), TokenError> {
+        let Parsed {
+            alg,
+            header,
+            claims,
+            issuer,
+        } = parsed;
+        let alg = alg.as_str();
         if let Some(reviewer) = &self.reviewer {
             let oidc = accept == Accept::Any
                 && snapshot.connections.values().any(|c| {
-                    matches!(c.spec.kind(), Ok(ConnectionKind::Oidc(o)) if same_issuer(&o.issuer, &issuer))
+                    matches!(c.spec.kind(), Ok(ConnectionKind::Oidc(o)) if same_issuer(&o.issuer, issuer))
                 });
             if !oidc {
                 return self
-                    .review(reviewer.as_ref(), token, &claims, issuer, snapshot, now)
+                    .review(
+                        reviewer.as_ref(),
+                        token,
+                        claims,
+                        issuer.clone(),
+                        snapshot,
+                        now,
+                    )
                     .await;
             }
         }
         let candidates: Vec<Trusted<'_>> = snapshot
             .connections
             .values()
-            .filter_map(|c| trusted(c, &issuer, accept))
+            .filter_map(|c| trusted(c, issuer, accept))
             .collect();
-        let token_audiences = audiences(&claims);
+        let token_audiences = audiences(claims);
         // Several connections may share an issuer; the one accepting the audience vouches.
         let connection = candidates
             .iter()
@@ -468,7 +580,7 @@ impl TokenVerifier {
             .or_else(|| candidates.first())
             .ok_or_else(|| TokenError::UntrustedIssuer(issuer.chars().take(200).collect()))?;
         // Everything that needs no key is checked before any key is fetched.
-        check_times(&claims, now)?;
+        check_times(claims, now)?;
         if !connection
             .audiences
             .iter()
@@ -501,25 +613,44 @@ impl TokenVerifier {
                 });
             }
         };
-        let key = self
-            .key_for(connection.name, source, header.kid.as_deref())
-            .await?;
-        let mut validation = Validation::new(header.alg);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| match e
-            .kind()
-        {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                TokenError::BadSignature(connection.name.to_owned())
-            }
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
-                TokenError::Algorithm(alg.into(), "it does not fit the key the token names")
-            }
-            other => TokenError::Malformed(format!("{other:?}")),
-        })?;
+        let uri = source.uri();
+        let proven = match evidence {
+            Some(Evidence::Signature {
+                uri: proven_uri,
+                keys,
+            }) if proven_uri == uri => self
+                .current_keys(uri)
+                .await
+                .is_some_and(|current| Arc::ptr_eq(&current, keys)),
+            _ => false,
+        };
+        let new_evidence = if proven {
+            None
+        } else {
+            let (key, keys) = self
+                .key_for(connection.name, source, header.kid.as_deref())
+                .await?;
+            let mut validation = Validation::new(header.alg);
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.validate_aud = false;
+            validation.required_spec_claims.clear();
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
+                |e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                        TokenError::BadSignature(connection.name.to_owned())
+                    }
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                        TokenError::Algorithm(alg.into(), "it does not fit the key the token names")
+                    }
+                    other => TokenError::Malformed(format!("{other:?}")),
+                },
+            )?;
+            Some(Evidence::Signature {
+                uri: uri.to_owned(),
+                keys,
+            })
+        };
 
         let subject = claims
             .get("sub")
@@ -532,17 +663,17 @@ impl TokenVerifier {
         let verified = VerifiedToken {
             connection: connection.name.to_owned(),
             is_service_account: connection.is_service_account,
-            issuer,
+            issuer: issuer.clone(),
             subject,
             audiences: token_audiences,
-            claims,
+            claims: claims.clone(),
         };
         if verified.is_service_account && verified.service_account().is_none() {
             return Err(TokenError::NotServiceAccount(
                 verified.subject.chars().take(200).collect(),
             ));
         }
-        Ok(verified)
+        Ok((verified, new_evidence))
     }
 
     /// The cluster path: the API server authenticates the token for the audiences of the
@@ -558,7 +689,7 @@ impl TokenVerifier {
         issuer: String,
         snapshot: &Snapshot,
         now: Timestamp,
-    ) -> Result<VerifiedToken, TokenError> {
+    ) -> Result<(VerifiedToken, Option<Evidence>), TokenError> {
         let untrusted = || TokenError::UntrustedIssuer(issuer.chars().take(200).collect());
         // A Connection without `issuer` trusts whatever issuer the API server does.
         let connections: Vec<(&str, &Vec<String>)> = snapshot
@@ -662,7 +793,16 @@ impl TokenVerifier {
                 verified.subject.chars().take(200).collect(),
             ));
         }
-        Ok(verified)
+        // The reviewer keeps its own short cache of outcomes (`--token-review-ttl-seconds`);
+        // nothing is remembered here.
+        Ok((verified, None))
+    }
+
+    /// The JWKS cached for `uri` now, if any; never fetches.
+    async fn current_keys(&self, uri: &str) -> Option<Arc<JwkSet>> {
+        let entry = self.cache.lock().await.get(uri).cloned()?;
+        let cached = entry.lock().await;
+        cached.keys.clone()
     }
 
     async fn fetch(&self, source: KeySource<'_>) -> Result<JwkSet, String> {
@@ -695,7 +835,7 @@ impl TokenVerifier {
         connection: &str,
         source: KeySource<'_>,
         kid: Option<&str>,
-    ) -> Result<DecodingKey, TokenError> {
+    ) -> Result<(DecodingKey, Arc<JwkSet>), TokenError> {
         let uri = source.uri();
         let entry = {
             let mut cache = self.cache.lock().await;
@@ -713,11 +853,16 @@ impl TokenVerifier {
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
-        if let Some(jwk) = cached.keys.as_deref().and_then(lookup) {
-            return DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Jwks {
+        let usable = |jwk: &jsonwebtoken::jwk::Jwk| {
+            DecodingKey::from_jwk(jwk).map_err(|e| TokenError::Jwks {
                 connection: connection.to_owned(),
                 reason: format!("unusable key: {e}"),
-            });
+            })
+        };
+        if let Some(keys) = cached.keys.clone()
+            && let Some(jwk) = lookup(&keys)
+        {
+            return Ok((usable(&jwk)?, keys));
         }
         let may_fetch = cached
             .fetched
@@ -739,18 +884,12 @@ impl TokenVerifier {
                 }
             }
         }
-        let jwk =
-            cached
-                .keys
-                .as_deref()
-                .and_then(lookup)
-                .ok_or_else(|| TokenError::UnknownKey {
-                    kid: kid.unwrap_or("(none)").chars().take(100).collect(),
-                    connection: connection.to_owned(),
-                })?;
-        DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Jwks {
+        let unknown = || TokenError::UnknownKey {
+            kid: kid.unwrap_or("(none)").chars().take(100).collect(),
             connection: connection.to_owned(),
-            reason: format!("unusable key: {e}"),
-        })
+        };
+        let keys = cached.keys.clone().ok_or_else(unknown)?;
+        let jwk = lookup(&keys).ok_or_else(unknown)?;
+        Ok((usable(&jwk)?, keys))
     }
 }

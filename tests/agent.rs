@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{Harness, resources, unique, venv};
-use rolegate::agent::{Agent, router};
+use rolegate::agent::{Agent, HostPolicy, RateLimit, router};
 
 const EXPECTED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/app-reader/team-a.app";
 
@@ -530,4 +530,307 @@ async fn a_server_answering_500_is_an_outage_and_the_cached_credentials_are_serv
         )
     );
     assert!(body.get("AccessKeyId").is_none());
+}
+
+/// Serves `agent` as `rolegate agent` does: with each connection's client address, which the
+/// rate limit keys on.
+async fn serve_agent_with_clients(agent: Agent) -> (String, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router(agent).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    (format!("http://{addr}"), addr)
+}
+
+async fn get_with_host(url: &str, token: &str, host: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/credentials"))
+        .header("Authorization", token)
+        .header("Host", host)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_addressed_to_another_host_is_refused_before_the_token_is_used() {
+    let h = Harness::start(&resources(&unique("agent-host"), false)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = Agent::new(&h.url, None)
+        .unwrap()
+        .with_hosts(HostPolicy::for_listeners(&[addr], &[]));
+    tokio::spawn(async move { axum::serve(listener, router(agent)).await.unwrap() });
+    let url = format!("http://{addr}");
+    let token = h.sa_token("team-a", "app");
+
+    // DNS rebinding: a name the attacker controls, resolved to the agent's address, or the
+    // agent's own address on another port.
+    for host in [
+        format!("rebind.attacker.example:{}", addr.port()),
+        "rebind.attacker.example".to_owned(),
+        format!("127.0.0.1:{}", addr.port() + 1),
+        "127.0.0.2".to_owned(),
+    ] {
+        let (status, body) = get_with_host(&url, &token, &host).await;
+        assert_eq!(status, 403, "{host}: {body}");
+        assert_eq!(body["error"], "invalid_request");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("is not an address of this agent"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        agent_metric(&url, "rolegate_agent_wrong_host_total").await,
+        4.0
+    );
+    // Nothing was forwarded: the server issued nothing.
+    assert_eq!(
+        agent_metric(&url, "rolegate_agent_cache_misses_total").await,
+        0.0
+    );
+    // The URI the webhook injects, an IP literal with the port, is answered.
+    let (status, body) = get_with_host(&url, &token, &addr.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["AccessKeyId"].as_str().unwrap().len(), 20);
+}
+
+/// A client bound to `local` (another loopback address: another pod).
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_other_clients_do_not() {
+    let h = Harness::start(&resources(&unique("agent-rate"), false)).await;
+    let limit = RateLimit {
+        per_second: std::num::NonZeroU32::new(1).unwrap(),
+        burst: std::num::NonZeroU32::new(3).unwrap(),
+    };
+    let agent = Agent::new(&h.url, None)
+        .unwrap()
+        .with_rate_limit(Some(limit));
+    let (url, _) = serve_agent_with_clients(agent).await;
+    let token = h.sa_token("team-a", "app");
+
+    let noisy = client_from("127.0.0.1");
+    let ask = |client: &reqwest::Client| {
+        client
+            .get(format!("{url}/v1/credentials"))
+            .header("Authorization", &token)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(ask(&noisy).await.unwrap().status(), 200);
+    }
+    let refused = ask(&noisy).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "throttled");
+    assert!(body.get("AccessKeyId").is_none());
+
+    // Another pod on the node (another source address) is not held back by the noisy one.
+    let other = client_from("127.0.0.2");
+    assert_eq!(ask(&other).await.unwrap().status(), 200);
+    assert_eq!(
+        agent_metric(&url, "rolegate_agent_rate_limited_total").await,
+        1.0
+    );
+    // The noisy one is answered again once its rate allows.
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(ask(&noisy).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_token_costs_no_upstream_calls() {
+    let h = Harness::start(&resources(&unique("agent-idle"), false)).await;
+    let (agent_url, clock) = agent_at(&h.url, None).await;
+    let token = h.sa_token("team-a", "app");
+    let (status, body) = get(&agent_url, &token).await;
+    assert_eq!(status, 200, "{body}");
+    let issued = h.metric("rolegate_credentials_issued_total");
+    let expiration: jiff::Timestamp = body["Expiration"].as_str().unwrap().parse().unwrap();
+    // The pod is gone: its credentials pass the refresh point and expire with nobody asking.
+    // The agent refreshes only on a request, so nothing is asked of the server.
+    clock.set(expiration - jiff::SignedDuration::from_secs(60));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    clock.set(expiration + jiff::SignedDuration::from_secs(3600));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.metric("rolegate_credentials_issued_total"), issued);
+    assert_eq!(
+        agent_metric(&agent_url, "rolegate_agent_cache_misses_total").await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_ipv4_only_node_the_agent_serves_ipv4_and_says_why_ipv6_is_skipped() {
+    let h = Harness::start(&resources(&unique("agent-v4"), false)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // fd00:ec2::23 is not an address of this machine, as on a node without IPv6: binding it
+    // fails with EADDRNOTAVAIL (or EAFNOSUPPORT without IPv6 at all).
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(["agent", "--server", &h.url])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("[fd00:ec2::23]:{port}")])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let token = h.sa_token("team-a", "app");
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(response) = reqwest::Client::new()
+            .get(format!("{url}/v1/credentials"))
+            .header("Authorization", &token)
+            .send()
+            .await
+        {
+            answered = Some(response.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, Some(200));
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(logs.contains("fd00:ec2::23"), "{logs}");
+    assert!(logs.contains("IPv4-only"), "{logs}");
+
+    // With no address it can bind, the agent does not start, and says which.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(["agent", "--server", &h.url])
+        .args(["--listen", &format!("[fd00:ec2::23]:{port}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[fd00:ec2::23]"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_startup_taint_is_removed_by_a_guarded_patch_retried_when_the_taints_changed() {
+    use common::apiserver::{self, Expect};
+    use rolegate::agent::node::{DEFAULT_TAINT_KEY, StartupTaint, remove_with_retries};
+
+    let node = |taints: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                           "metadata": {"name": "ip-10-0-0-7", "resourceVersion": "1"},
+                           "spec": {"taints": taints}})
+    };
+    let ours = serde_json::json!({"key": DEFAULT_TAINT_KEY, "effect": "NoSchedule"});
+    let theirs = serde_json::json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"});
+    let path = "/api/v1/nodes/ip-10-0-0-7";
+    let conflict = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Invalid", "code": 422, "message": "the server rejected our request: test operation failed"});
+    let (client, handle) = apiserver::client();
+    let server = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(path, node(serde_json::json!([ours, theirs]))),
+            // Meanwhile the node controller removed its own taint: the test at index 0 still
+            // holds here, but the API server says the taints changed (the test failed).
+            Expect {
+                method: http::Method::PATCH,
+                path: path.into(),
+                status: 422,
+                reply: conflict,
+                within: std::time::Duration::from_secs(1),
+            },
+            Expect::get(
+                path,
+                node(serde_json::json!([
+                    {"key": "example.com/other", "effect": "NoExecute"},
+                    ours
+                ])),
+            ),
+            Expect::patch(
+                path,
+                node(serde_json::json!([{"key": "example.com/other", "effect": "NoExecute"}])),
+            ),
+        ],
+    );
+    let taint = StartupTaint {
+        node: "ip-10-0-0-7".into(),
+        key: DEFAULT_TAINT_KEY.into(),
+        effect: "NoSchedule".into(),
+    };
+    remove_with_retries(
+        client,
+        &taint,
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_millis(50),
+    )
+    .await;
+    let (seen, mut handle) = server.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    assert_eq!(seen[1].content_type, "application/json-patch+json");
+    assert_eq!(
+        seen[1].body,
+        serde_json::json!([
+            {"op": "test", "path": "/spec/taints/0", "value": ours},
+            {"op": "remove", "path": "/spec/taints/0"},
+        ])
+    );
+    // After reading the node again, the patch names the taint's new index.
+    assert_eq!(
+        seen[3].body,
+        serde_json::json!([
+            {"op": "test", "path": "/spec/taints/1", "value": ours},
+            {"op": "remove", "path": "/spec/taints/1"},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_address_another_agent_holds_stops_the_start_with_the_reason() {
+    // The EKS Pod Identity agent holds 169.254.170.23:80 on every EKS node; here, a listener
+    // of this test holds the port.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(["agent", "--server", "http://127.0.0.1:9"])
+        .args(["--listen", &addr.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{addr} is already in use on this node")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("EKS Pod Identity agent"), "{stderr}");
 }

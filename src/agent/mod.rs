@@ -5,13 +5,17 @@
 //! answering 5xx). A refusal (401, 403, any other 4xx but 408 and 429) is not an outage: it
 //! drops the cached credentials and reaches the SDK as the server gave it.
 
-use std::net::SocketAddr;
+mod guard;
+pub mod node;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -22,8 +26,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+pub use guard::{ClientLimiter, HostPolicy, RateLimit};
+
 use crate::credentials::refresh_margin;
 use crate::server::{Clock, SystemClock};
+
+/// The cache key: SHA-256 over the token and the role asked for, so that the agent never keeps
+/// a token, and a lookup allocates nothing.
+type Key = [u8; 32];
 
 /// Credentials in the container-credentials format.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +64,8 @@ impl std::fmt::Debug for ContainerCredentials {
 #[derive(Debug, Clone)]
 struct Cached {
     credentials: Arc<ContainerCredentials>,
+    /// `credentials` as the JSON body SDKs get, serialised once when they arrive.
+    body: Bytes,
     obtained: Timestamp,
     /// Set while stale credentials are served after a failed refresh: when to try again.
     retry_at: Option<Timestamp>,
@@ -64,13 +76,8 @@ struct Cached {
 #[derive(Debug)]
 struct UntilExpiry(Arc<dyn Clock>);
 
-impl Expiry<(Vec<u8>, String), Cached> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &(Vec<u8>, String),
-        value: &Cached,
-        _at: Instant,
-    ) -> Option<Duration> {
+impl Expiry<Key, Cached> for UntilExpiry {
+    fn expire_after_create(&self, _key: &Key, value: &Cached, _at: Instant) -> Option<Duration> {
         let remaining = value
             .credentials
             .expiration
@@ -132,6 +139,14 @@ pub struct AgentOptions {
     pub ca_file: Option<PathBuf>,
     /// What each listener allows a client.
     pub limits: crate::server::Limits,
+    /// Names besides the listen addresses that a request's `Host` may carry.
+    pub allowed_hosts: Vec<String>,
+    /// Per-client-address rate of `/v1/credentials`; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+    /// Requests to the server in flight at once; further misses wait for a slot.
+    pub max_concurrent_refreshes: usize,
+    /// Remove this taint from `node` once the agent serves (the node readiness signal).
+    pub startup_taint: Option<node::StartupTaint>,
 }
 
 /// The agent's shared state.
@@ -139,15 +154,20 @@ pub struct AgentOptions {
 pub struct Agent {
     http: Arc<std::sync::RwLock<reqwest::Client>>,
     server: String,
-    cache: Cache<(Vec<u8>, String), Cached>,
+    cache: Cache<Key, Cached>,
     clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
+    hosts: Arc<HostPolicy>,
+    limiter: Option<ClientLimiter>,
+    refreshes: Arc<tokio::sync::Semaphore>,
     hits: Counter,
     stale: Counter,
     misses: Counter,
     upstream_errors: Counter,
     refusals: Counter,
     connections_refused: Counter,
+    wrong_host: Counter,
+    rate_limited: Counter,
 }
 
 impl std::fmt::Debug for Agent {
@@ -170,6 +190,13 @@ pub enum AgentError {
     /// The listener failed.
     #[error("serving on {0}: {1}")]
     Serve(SocketAddr, std::io::Error),
+    /// Another process already serves the address: on EKS, the Pod Identity agent binds
+    /// `169.254.170.23:80` and `[fd00:ec2::23]:80` on every node.
+    #[error(
+        "{0} is already in use on this node: is the EKS Pod Identity agent (or another credentials agent) running here? \
+         Give rolegate another address or port (the chart's agent.listen; the webhook injects the URI that follows it)"
+    )]
+    InUse(SocketAddr),
 }
 
 /// An HTTP client for `server`, trusting only the certificates of `ca_pem` for https.
@@ -221,39 +248,50 @@ impl Agent {
     pub fn new(server: &str, ca_pem: Option<&[u8]>) -> Result<Self, AgentError> {
         let http = client(server, ca_pem)?;
         let mut registry = Registry::with_prefix("rolegate_agent");
-        let (hits, misses, upstream_errors, stale, refusals, connections_refused) = (
-            Counter::default(),
-            Counter::default(),
-            Counter::default(),
-            Counter::default(),
-            Counter::default(),
-            Counter::default(),
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let hits = counter(
+            &mut registry,
+            "cache_hits",
+            "Requests served from the cache",
         );
-        registry.register("cache_hits", "Requests served from the cache", hits.clone());
-        registry.register(
+        let stale = counter(
+            &mut registry,
             "stale_served",
             "Requests served cached credentials, due for refresh but still valid, because the server failed",
-            stale.clone(),
         );
-        registry.register(
+        let misses = counter(
+            &mut registry,
             "cache_misses",
             "Requests forwarded to the server",
-            misses.clone(),
         );
-        registry.register(
+        let upstream_errors = counter(
+            &mut registry,
             "upstream_errors",
             "Forwarded requests that failed",
-            upstream_errors.clone(),
         );
-        registry.register(
+        let refusals = counter(
+            &mut registry,
             "refusals_evicted",
             "Refreshes the server refused (401, 403, other 4xx): the cached credentials were dropped",
-            refusals.clone(),
         );
-        registry.register(
+        let connections_refused = counter(
+            &mut registry,
             "connections_refused",
             "Connections closed because the listener was at its connection cap",
-            connections_refused.clone(),
+        );
+        let wrong_host = counter(
+            &mut registry,
+            "wrong_host",
+            "Requests refused (403) because their Host is not one of the agent's addresses (DNS rebinding)",
+        );
+        let rate_limited = counter(
+            &mut registry,
+            "rate_limited",
+            "Requests refused (429) because their client address was over its rate",
         );
         Ok(Self {
             http: Arc::new(std::sync::RwLock::new(http)),
@@ -264,13 +302,44 @@ impl Agent {
                 .build(),
             clock: Arc::new(SystemClock),
             registry: Arc::new(registry),
+            hosts: Arc::new(HostPolicy::default()),
+            limiter: Some(ClientLimiter::new(RateLimit::default())),
+            refreshes: Arc::new(tokio::sync::Semaphore::new(usize::from(
+                DEFAULT_CONCURRENT_REFRESHES,
+            ))),
             hits,
             stale,
             misses,
             upstream_errors,
             refusals,
             connections_refused,
+            wrong_host,
+            rate_limited,
         })
+    }
+
+    /// Answers only requests whose `Host` `hosts` allows (before: any IP literal).
+    #[must_use]
+    pub fn with_hosts(mut self, hosts: HostPolicy) -> Self {
+        self.hosts = Arc::new(hosts);
+        self
+    }
+
+    /// Limits each client address to `limit` (`None`: no limit). The default is
+    /// [`RateLimit::default`].
+    #[must_use]
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.limiter = limit.map(ClientLimiter::new);
+        self
+    }
+
+    /// At most `slots` requests to the server in flight at once (at least one).
+    #[must_use]
+    pub fn with_max_concurrent_refreshes(mut self, slots: usize) -> Self {
+        self.refreshes = Arc::new(tokio::sync::Semaphore::new(
+            slots.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        self
     }
 
     /// The same agent reading `clock` (tests pin it); call before the first request.
@@ -307,6 +376,14 @@ impl Agent {
 
     async fn fetch(&self, token: String, role: Option<String>) -> Result<Cached, Upstream> {
         self.misses.inc();
+        // A node full of pods starting at once must not open a connection each: misses wait
+        // here for a slot (the request's own timeout bounds the wait).
+        let Ok(_slot) = self.refreshes.acquire().await else {
+            return Err(Upstream {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: serde_json::json!({"error": "server_error", "error_description": "the agent is shutting down"}),
+            });
+        };
         let mut request = self
             .http()
             .get(format!("{}/v1/credentials", self.server))
@@ -344,8 +421,10 @@ impl Agent {
         let body: serde_json::Value = response.json().await.map_err(|e| unreachable(&e))?;
         let credentials: ContainerCredentials =
             serde_json::from_value(body).map_err(|e| unreachable(&e))?;
+        let body = Bytes::from(serde_json::to_vec(&credentials).map_err(|e| unreachable(&e))?);
         Ok(Cached {
             credentials: Arc::new(credentials),
+            body,
             obtained: self.clock.now(),
             retry_at: None,
         })
@@ -355,34 +434,27 @@ impl Agent {
     /// missing or due for a refresh (concurrent misses share one request); when the server
     /// cannot be reached or fails a refresh (5xx), the cached credentials until they expire;
     /// when it refuses one (a 4xx such as 401 or 403), its refusal, with nothing left cached.
-    async fn credentials(
-        &self,
-        token: &str,
-        role: Option<String>,
-    ) -> Result<Arc<ContainerCredentials>, Upstream> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-            .as_ref()
-            .to_vec();
-        let key = (digest, role.clone().unwrap_or_default());
+    async fn credentials(&self, token: &str, role: Option<String>) -> Result<Bytes, Upstream> {
+        let key = cache_key(token, role.as_deref());
         let now = self.clock.now();
         let previous = self.cache.get(&key).await;
         if let Some(hit) = &previous {
             if hit.fresh(now) {
                 self.hits.inc();
-                return Ok(Arc::clone(&hit.credentials));
+                return Ok(hit.body.clone());
             }
             if hit.valid(now) && hit.retry_at.is_some_and(|at| now < at) {
                 self.stale.inc();
-                return Ok(Arc::clone(&hit.credentials));
+                return Ok(hit.body.clone());
             }
             self.cache.invalidate(&key).await;
         }
         let error = match self
             .cache
-            .try_get_with(key.clone(), self.fetch(token.to_owned(), role))
+            .try_get_with(key, self.fetch(token.to_owned(), role))
             .await
         {
-            Ok(fetched) => return Ok(fetched.credentials),
+            Ok(fetched) => return Ok(fetched.body),
             Err(error) => (*error).clone(),
         };
         let now = self.clock.now();
@@ -403,7 +475,7 @@ impl Agent {
                 self.stale.inc();
                 tracing::warn!(error = %error.body, expiration = %old.credentials.expiration,
                     "refresh failed; serving cached credentials until they expire");
-                let credentials = Arc::clone(&old.credentials);
+                let body = old.body.clone();
                 self.cache
                     .insert(
                         key,
@@ -413,7 +485,7 @@ impl Agent {
                         },
                     )
                     .await;
-                Ok(credentials)
+                Ok(body)
             }
             Some(old) => {
                 let mut answer = error;
@@ -433,29 +505,108 @@ impl Agent {
 /// How long stale credentials are served before the server is asked again.
 const RETRY_AFTER_FAILURE: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
 
+/// Requests to the server in flight at once, by default.
+pub const DEFAULT_CONCURRENT_REFRESHES: u16 = 32;
+
+fn cache_key(token: &str, role: Option<&str>) -> Key {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(token.as_bytes());
+    // A token never holds a NUL; the role follows it unambiguously, absent or empty alike.
+    context.update(&[0]);
+    context.update(role.unwrap_or_default().as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
+}
+
 #[derive(Debug, Deserialize)]
 struct RoleQuery {
     role: Option<String>,
 }
 
+fn refused(status: StatusCode, error: &str, description: String) -> Response {
+    Upstream {
+        status,
+        body: serde_json::json!({"error": error, "error_description": description}),
+    }
+    .into_response()
+}
+
+/// The caller's address, when the listener recorded it (`ConnectInfo`); a router driven
+/// without a listener (tests) has none.
+struct ClientAddress(Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 async fn credentials(
     State(agent): State<Agent>,
+    ClientAddress(client): ClientAddress,
     Query(query): Query<RoleQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !agent.hosts.allows(host) {
+        agent.wrong_host.inc();
+        let shown: String = host.unwrap_or("(none)").chars().take(100).collect();
+        return refused(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            format!(
+                "Host {shown:?} is not an address of this agent; call the URI in AWS_CONTAINER_CREDENTIALS_FULL_URI"
+            ),
+        );
+    }
+    if let Some(limiter) = &agent.limiter {
+        let address = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if let Err(wait) = limiter.check(address) {
+            agent.rate_limited.inc();
+            let seconds = wait.as_secs_f64().ceil().max(1.0);
+            let mut response = refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("too many credential requests from {address}; retry in {seconds} s"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!("{seconds}")) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+    }
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.is_empty())
     else {
-        return Upstream {
-            status: StatusCode::UNAUTHORIZED,
-            body: serde_json::json!({"error": "invalid_request", "error_description": "no token in the Authorization header; is AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE set?"}),
-        }
-        .into_response();
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request",
+            "no token in the Authorization header; is AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE set?"
+                .into(),
+        );
     };
     match agent.credentials(token, query.role).await {
-        Ok(c) => Json(c.as_ref().clone()).into_response(),
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -476,6 +627,39 @@ pub fn router(agent: Agent) -> Router {
         .with_state(agent)
 }
 
+/// Binds every listen address. An IPv6 address the node cannot have (an IPv4-only node: no
+/// IPv6 at all, or not that address) is skipped with a warning as long as another address
+/// binds; every other failure stops the agent.
+fn bind_all(listen: &[SocketAddr]) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, AgentError> {
+    let mut bound = Vec::new();
+    let mut skipped = Vec::new();
+    for addr in listen.iter().copied() {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => bound.push((addr, listener)),
+            Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) => skipped.push((addr, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(AgentError::InUse(addr));
+            }
+            Err(e) => return Err(AgentError::Serve(addr, e)),
+        }
+    }
+    if bound.is_empty() && !skipped.is_empty() {
+        let (addr, e) = skipped.swap_remove(0);
+        return Err(AgentError::Serve(addr, e));
+    }
+    for (addr, e) in skipped {
+        tracing::warn!(listen = %addr, error = %e,
+            "this node cannot serve this IPv6 address (IPv4-only?); serving the other addresses");
+    }
+    Ok(bound)
+}
+
+/// The errors of binding an IPv6 address on a node without IPv6 or without that address.
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    // EADDRNOTAVAIL (99): not an address of this node; EAFNOSUPPORT (97): no IPv6 at all.
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || matches!(e.raw_os_error(), Some(97 | 99))
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -487,7 +671,25 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         }
         None => None,
     };
-    let agent = Agent::new(&options.server, ca.as_deref())?;
+    let listeners = bind_all(&options.listen)?;
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|(addr, l)| l.local_addr().unwrap_or(*addr))
+        .collect();
+    let agent = Agent::new(&options.server, ca.as_deref())?
+        .with_hosts(HostPolicy::for_listeners(&bound, &options.allowed_hosts))
+        .with_rate_limit(options.rate_limit)
+        .with_max_concurrent_refreshes(options.max_concurrent_refreshes);
+    if let Some(limiter) = agent.limiter.clone() {
+        // Addresses of pods long gone are forgotten, so the limiter's memory follows the node's
+        // live pods.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                limiter.forget_idle();
+            }
+        });
+    }
     if let (Some(path), Some(mut current)) = (options.ca_file.clone(), ca) {
         // The bundle is a mounted ConfigMap: the kubelet updates it in place when the operator
         // renews its CA. Re-read it every minute and trust the new bundle from then on.
@@ -518,11 +720,6 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         .clone()
         .counting(agent.connections_refused.clone());
     let handle = crate::server::listener::shutdown_on_signal();
-    let mut listeners = Vec::new();
-    for addr in options.listen.iter().copied() {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| AgentError::Serve(addr, e))?;
-        listeners.push((addr, listener));
-    }
     let mut servers = tokio::task::JoinSet::new();
     for (addr, listener) in listeners {
         tracing::info!(listen = %addr, server = %options.server, "agent serving");
@@ -532,6 +729,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 .await
                 .map_err(|e| AgentError::Serve(addr, e))
         });
+    }
+    if let Some(taint) = options.startup_taint.clone() {
+        // The listeners are bound and serving: pods may now be scheduled here.
+        tokio::spawn(node::remove_startup_taint(taint));
     }
     while let Some(done) = servers.join_next().await {
         if let Ok(Err(e)) = done {
