@@ -18,6 +18,7 @@ pub mod laptop;
 pub mod login;
 pub mod metrics;
 pub mod pki;
+pub mod pod_audit;
 pub mod policy;
 pub mod registration;
 pub mod rotation;

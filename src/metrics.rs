@@ -30,6 +30,10 @@ pub struct Metrics {
     pub registrations: Family<Labels, Counter>,
     /// Connections closed for being over a listener's cap, by listener.
     pub connections_refused: Family<Labels, Counter>,
+    /// Pod admissions, by outcome (`injected`, `already`, `skipped`).
+    pub webhook_admissions: Family<Labels, Counter>,
+    /// Pods found running without the credentials their service account is granted.
+    pub pods_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -52,6 +56,8 @@ impl Metrics {
             http_responses: Family::default(),
             registrations: Family::default(),
             connections_refused: Family::default(),
+            webhook_admissions: Family::default(),
+            pods_missed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -94,6 +100,16 @@ impl Metrics {
             "connections_refused",
             "Connections closed because their listener was at its connection cap",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "webhook_admissions",
+            "Pod admission reviews answered, by outcome",
+            m.webhook_admissions.clone(),
+        );
+        registry.register(
+            "webhook_pods_missed",
+            "Pods granted a role but running without the injected credentials (admitted while the webhook was down or skipped)",
+            m.pods_missed.clone(),
         );
         Self { registry, ..m }
     }

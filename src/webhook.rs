@@ -19,6 +19,11 @@ pub const INJECT_LABEL: &str = "rolegate.dev/inject";
 pub const SKIP_ANNOTATION: &str = "rolegate.dev/skip-containers";
 /// Annotation: the role to ask for, carried as `?role=` on the credentials URI.
 pub const ROLE_ANNOTATION: &str = "rolegate.dev/role";
+/// Annotation prefix: `rolegate.dev/role.<container>` gives that container its own role, over
+/// the pod's `rolegate.dev/role` and its service account's.
+pub const CONTAINER_ROLE_PREFIX: &str = "rolegate.dev/role.";
+/// The variables of IRSA (web identity), which AWS SDKs try before container credentials.
+pub const WEB_IDENTITY_VARIABLES: [&str; 2] = ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"];
 /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
 pub const FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
 /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
@@ -139,9 +144,52 @@ fn container_ops(
     ops
 }
 
-/// PURE: the JSON Patch that injects `pod`. Empty when everything is already there. The
-/// credentials URI carries `?role=` from the pod's `rolegate.dev/role` annotation, else from
-/// `service_account_role` (the same annotation on its service account).
+/// The containers the webhook handles, in patch order: init containers (native sidecars among
+/// them) then containers, with their JSON Pointer collection; those named by
+/// `rolegate.dev/skip-containers` are left out.
+fn handled(pod: &Pod) -> Vec<(&'static str, usize, &Container)> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let annotations = pod.metadata.annotations.as_ref();
+    let skipped: Vec<&str> = annotations
+        .and_then(|a| a.get(SKIP_ANNOTATION))
+        .map(|s| s.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    [
+        ("initContainers", spec.init_containers.as_deref()),
+        ("containers", Some(spec.containers.as_slice())),
+    ]
+    .into_iter()
+    .flat_map(|(kind, containers)| {
+        containers
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(move |(i, c)| (kind, i, c))
+    })
+    .filter(|(_, _, c)| !skipped.contains(&c.name.as_str()))
+    .collect()
+}
+
+/// PURE: the role `container` asks for: its own `rolegate.dev/role.<container>`, else the pod's
+/// `rolegate.dev/role`, else `service_account_role` (the same annotation on the service
+/// account), else none (the server picks the only role granted).
+pub fn role_for<'a>(
+    pod: &'a Pod,
+    container: &str,
+    service_account_role: Option<&'a str>,
+) -> Option<&'a str> {
+    let annotations = pod.metadata.annotations.as_ref();
+    annotations
+        .and_then(|a| a.get(&format!("{CONTAINER_ROLE_PREFIX}{container}")))
+        .or_else(|| annotations.and_then(|a| a.get(ROLE_ANNOTATION)))
+        .map(String::as_str)
+        .or(service_account_role)
+}
+
+/// PURE: the JSON Patch that injects `pod`. Empty when everything is already there. Each
+/// container's credentials URI carries `?role=` from [`role_for`].
 pub fn patch(
     pod: &Pod,
     injection: &Injection,
@@ -150,33 +198,16 @@ pub fn patch(
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let skipped: Vec<&str> = annotations
-        .get(SKIP_ANNOTATION)
-        .map(|s| s.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    let role = annotations
-        .get(ROLE_ANNOTATION)
-        .map(String::as_str)
-        .or(service_account_role);
-    let uri = match role {
-        Some(role) => format!("{}?role={}", injection.credentials_uri, url_escape(role)),
-        None => injection.credentials_uri.clone(),
-    };
     let mut ops = Vec::new();
     let mut touched = false;
-    for (kind, containers) in [
-        ("initContainers", spec.init_containers.as_deref()),
-        ("containers", Some(spec.containers.as_slice())),
-    ] {
-        for (i, c) in containers.unwrap_or_default().iter().enumerate() {
-            if skipped.contains(&c.name.as_str()) {
-                continue;
-            }
-            let container_ops = container_ops(kind, i, c, injection, &uri);
-            touched |= !container_ops.is_empty();
-            ops.extend(container_ops);
-        }
+    for (kind, i, c) in handled(pod) {
+        let uri = match role_for(pod, &c.name, service_account_role) {
+            Some(role) => format!("{}?role={}", injection.credentials_uri, url_escape(role)),
+            None => injection.credentials_uri.clone(),
+        };
+        let container_ops = container_ops(kind, i, c, injection, &uri);
+        touched |= !container_ops.is_empty();
+        ops.extend(container_ops);
     }
     let has_volume = spec
         .volumes
@@ -196,6 +227,84 @@ pub fn patch(
         ops.insert(0, op);
     }
     ops
+}
+
+/// PURE: what the pod's author should know about an injected pod: a per-container role
+/// annotation naming no container, and containers that also carry IRSA's variables (AWS SDKs
+/// try web identity first, so those containers would get the IRSA role instead).
+pub fn warnings(pod: &Pod) -> Vec<String> {
+    let mut out = Vec::new();
+    let names: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .map(|c| c.name.as_str())
+        .collect();
+    for key in pod.metadata.annotations.iter().flat_map(|a| a.keys()) {
+        if let Some(container) = key.strip_prefix(CONTAINER_ROLE_PREFIX)
+            && !names.contains(&container)
+        {
+            out.push(format!(
+                "annotation {key} names no container of this pod (containers: {})",
+                names.join(", ")
+            ));
+        }
+    }
+    for (_, _, c) in handled(pod) {
+        let env = c.env.as_deref().unwrap_or_default();
+        if let Some(variable) = WEB_IDENTITY_VARIABLES
+            .iter()
+            .find(|v| env.iter().any(|e| e.name == **v))
+        {
+            out.push(format!(
+                "container {} also has {variable} (IRSA): AWS SDKs try web identity before container credentials, \
+                 so it gets the IRSA role, not rolegate's; remove the eks.amazonaws.com/role-arn annotation from its service account",
+                c.name
+            ));
+        }
+    }
+    out
+}
+
+/// PURE: why `pod`, already admitted, lacks the credentials it is granted: its service account
+/// is mapped to a role (or it opted in), yet containers the webhook handles have no
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI`. That is a pod admitted while the webhook was down or
+/// skipped (`failurePolicy: Ignore`), or created before its RoleMapping. `None` for a pod that
+/// is fine, not granted anything, finished or being deleted.
+pub fn missed(pod: &Pod, namespace: &str, snapshot: &Snapshot) -> Option<String> {
+    if pod.metadata.deletion_timestamp.is_some()
+        || pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed")
+    {
+        return None;
+    }
+    let why = match decide(pod, namespace, snapshot) {
+        Decision::Mapped(m) => format!("RoleMapping {m} grants its service account a role"),
+        Decision::OptedIn => format!("it carries {INJECT_LABEL}: \"true\""),
+        Decision::Skip(_) => return None,
+    };
+    let lacking: Vec<&str> = handled(pod)
+        .into_iter()
+        .filter(|(_, _, c)| {
+            !c.env
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e.name == FULL_URI)
+        })
+        .map(|(_, _, c)| c.name.as_str())
+        .collect();
+    if lacking.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{why}, but container(s) {} have no {FULL_URI}: the pod was admitted without the rolegate webhook \
+         (down, or its selectors skipped the pod) or before the RoleMapping; delete the pod so that it is recreated with credentials",
+        lacking.join(", ")
+    ))
 }
 
 fn url_escape(value: &str) -> String {
@@ -253,16 +362,24 @@ pub fn review(
         return Err(Malformed("request.uid is empty".into()));
     }
     // Pods nobody maps are the common case: they get no warning, only a debug log line.
-    let allow = |message: String, patch: Option<Vec<PatchOperation>>, warn: bool| {
+    let allow = |message: String, patch: Option<(Vec<PatchOperation>, Vec<String>)>, warn: bool| {
         let mut response = json!({"uid": request.uid, "allowed": true});
         match patch {
-            Some(ops) if !ops.is_empty() => {
-                let bytes = serde_json::to_vec(&ops).unwrap_or_default();
-                response["patchType"] = json!("JSONPatch");
-                response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            Some((ops, warnings)) => {
+                if !ops.is_empty() {
+                    let bytes = serde_json::to_vec(&ops).unwrap_or_default();
+                    response["patchType"] = json!("JSONPatch");
+                    response["patch"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+                }
+                if !warnings.is_empty() {
+                    let shown: Vec<String> =
+                        warnings.iter().map(|w| format!("rolegate: {w}")).collect();
+                    response["warnings"] = json!(shown);
+                }
             }
-            _ if warn => response["warnings"] = json!([format!("rolegate: {message}")]),
-            _ => {}
+            None if warn => response["warnings"] = json!([format!("rolegate: {message}")]),
+            None => {}
         }
         (
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}),
@@ -312,7 +429,7 @@ pub fn review(
             } else {
                 format!("injected ({why})")
             };
-            allow(message, Some(ops), false)
+            allow(message, Some((ops, warnings(&pod))), false)
         }
     })
 }

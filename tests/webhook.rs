@@ -307,3 +307,169 @@ async fn the_server_answers_reviews_over_http() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"], "invalid_request");
 }
+
+#[test]
+fn a_container_annotated_with_its_own_role_gets_it_over_the_pods() {
+    let mut p = pod("multi");
+    p["metadata"]["annotations"] = json!({
+        "rolegate.dev/role": "arn:aws:iam::123456789012:role/app-reader",
+        "rolegate.dev/role.uploader": "arn:aws:iam::123456789012:role/app-writer",
+    });
+    p["spec"]["containers"] =
+        json!([{"name": "app", "image": "app:1"}, {"name": "uploader", "image": "up:1"}]);
+    let (patched, response, _) = admit(&p);
+    assert!(response.get("warnings").is_none(), "{response}");
+    let uri = |i: usize| {
+        env(
+            &patched["spec"]["containers"][i],
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        uri(0),
+        "http://169.254.170.23/v1/credentials?role=arn:aws:iam::123456789012:role/app-reader"
+    );
+    assert_eq!(
+        uri(1),
+        "http://169.254.170.23/v1/credentials?role=arn:aws:iam::123456789012:role/app-writer"
+    );
+}
+
+#[test]
+fn a_role_annotation_naming_no_container_and_irsa_variables_are_warned_about() {
+    let mut p = pod("app");
+    p["metadata"]["annotations"] =
+        json!({"rolegate.dev/role.uploadr": "arn:aws:iam::123456789012:role/app-reader"});
+    p["spec"]["containers"][0]["env"] =
+        json!([{"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/irsa"}]);
+    let (patched, response, _) = admit(&p);
+    // Still injected: warnings never block a pod.
+    assert!(
+        env(
+            &patched["spec"]["containers"][0],
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+        )
+        .is_some()
+    );
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .contains("rolegate.dev/role.uploadr names no container of this pod (containers: app)"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("container app also has AWS_ROLE_ARN (IRSA)"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_native_sidecar_keeps_its_restart_policy_and_gets_the_variables() {
+    let mut p = pod("app");
+    p["spec"]["initContainers"] = json!([
+        {"name": "proxy", "image": "envoy:1", "restartPolicy": "Always",
+         "env": [{"name": "LOG", "value": "info"}]},
+    ]);
+    let (patched, _, _) = admit(&p);
+    let sidecar = &patched["spec"]["initContainers"][0];
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(sidecar["image"], "envoy:1");
+    assert_eq!(env(sidecar, "LOG").as_deref(), Some("info"));
+    assert!(env(sidecar, "AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some());
+    assert!(env(sidecar, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").is_some());
+    // And the patched pod still parses as a Pod, its sidecar a restartable init container.
+    let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(patched).unwrap();
+    assert_eq!(
+        typed.spec.unwrap().init_containers.unwrap()[0]
+            .restart_policy
+            .as_deref(),
+        Some("Always")
+    );
+}
+
+#[test]
+fn a_granted_pod_admitted_without_the_webhook_is_missed_and_an_injected_one_is_not() {
+    let snapshot = snapshot();
+    let parse = |v: &Value| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(v.clone()).unwrap()
+    };
+    let bare = pod("app");
+    let reason = rolegate::webhook::missed(&parse(&bare), "team-a", &snapshot).unwrap();
+    assert!(
+        reason.contains("RoleMapping team-a/app-reader")
+            || reason.contains("RoleMapping app-reader"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("container(s) app have no AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+        "{reason}"
+    );
+    let (injected, _, _) = admit(&bare);
+    assert_eq!(
+        rolegate::webhook::missed(&parse(&injected), "team-a", &snapshot),
+        None
+    );
+    // Not granted anything, or finished: nothing to report.
+    assert_eq!(
+        rolegate::webhook::missed(&parse(&pod("nobody")), "team-a", &snapshot),
+        None
+    );
+    let mut done = bare.clone();
+    done["status"] = json!({"phase": "Succeeded"});
+    assert_eq!(
+        rolegate::webhook::missed(&parse(&done), "team-a", &snapshot),
+        None
+    );
+    // A container skipped by annotation is not expected to have the variables.
+    let mut skipped = bare;
+    skipped["metadata"]["annotations"] = json!({"rolegate.dev/skip-containers": "app"});
+    assert_eq!(
+        rolegate::webhook::missed(&parse(&skipped), "team-a", &snapshot),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_missed_pod_gets_one_warning_event_and_counts_once() {
+    use common::apiserver::{self, Expect};
+    let mut p = pod("app");
+    p["metadata"]["uid"] = json!("0f6c1b9e-3b0c-4a47-9c1e-3a2f1d9e7c11");
+    let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(p).unwrap();
+    let (client, handle) = apiserver::client();
+    let metrics = std::sync::Arc::new(rolegate::metrics::Metrics::new());
+    let audit = rolegate::pod_audit::PodAudit::new(client, std::sync::Arc::clone(&metrics));
+    let server = apiserver::scenario(handle, vec![Expect::event("team-a")]);
+    let snapshot = snapshot();
+    assert!(audit.check(&p, &snapshot).await);
+    // The pod's next update (status, readiness) is not reported again.
+    assert!(!audit.check(&p, &snapshot).await);
+    let (seen, mut handle) = server.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    let event = &seen[0].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "CredentialsNotInjected");
+    assert_eq!(event["regarding"]["kind"], "Pod");
+    assert_eq!(event["regarding"]["name"], "web");
+    assert_eq!(
+        event["regarding"]["uid"],
+        "0f6c1b9e-3b0c-4a47-9c1e-3a2f1d9e7c11"
+    );
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("admitted without the rolegate webhook")
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("rolegate_webhook_pods_missed_total 1")
+    );
+}

@@ -245,11 +245,21 @@ async fn admit_pod(
     let snapshot = state.store.current();
     let (review, message) = crate::webhook::review(&body, &snapshot, &state.injection)
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    if message.starts_with("injected") {
+    let outcome = if message.starts_with("injected") {
         tracing::info!(%message, "admission");
+        "injected"
+    } else if message.starts_with("already") {
+        tracing::debug!(%message, "admission");
+        "already"
     } else {
         tracing::debug!(%message, "admission");
-    }
+        "skipped"
+    };
+    state
+        .metrics
+        .webhook_admissions
+        .get_or_create(&vec![("outcome", outcome.to_owned())])
+        .inc();
     Ok(Json(review).into_response())
 }
 
