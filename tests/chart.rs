@@ -1405,7 +1405,12 @@ fn monitoring_objects_follow_their_switches_and_name_only_exported_metrics() {
     assert!(!docs.iter().any(|d| d["metadata"]["name"] == "rg-dashboard"));
     find(&docs, "Service", "rg-controller-metrics");
 
+    assert_eq!(
+        metrics_in(r#"sum by (kind) (rate(rolegate_nope_total{kind="a"}[5m])) / certmanager_x"#),
+        ["rolegate_nope_total", "certmanager_x"]
+    );
     let exported = exported_metrics();
+    assert!(!exported.contains(&"rolegate_nope_total".to_owned()));
     assert!(
         exported.contains(&"rolegate_sts_calls_total".to_owned()),
         "{exported:?}"
