@@ -3,7 +3,7 @@
 #   - xmlsec1 (Debian package; pysaml2 shells out to it for XML signatures)
 #   - chromium and chromium-driver (Debian packages; the browser of the sign-in test)
 #   - oidc-provider and the AWS SDK for JavaScript (npm, pinned by tests/peers/js)
-#   - a Python venv with moto[server], pysaml2, boto3 and awscli v1 (pinned)
+#   - a Python venv with moto[server], pysaml2, boto3, awscli v1 and kubernetes-validate (pinned)
 #
 # Idempotent and fast when everything is already in place: the venv carries a
 # stamp holding the hash of requirements.txt + constraints.txt + the Python
@@ -134,7 +134,8 @@ PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --no-input -q 
   -r "$req" -c "$cons"
 
 log "checking imports"
-"$venv/bin/python" -c 'import saml2, moto, boto3, botocore, awscli' >/dev/null
+"$venv/bin/python" -c 'import saml2, moto, boto3, botocore, awscli, kubernetes_validate' >/dev/null
+test -x "$venv/bin/kubernetes-validate"
 test -x "$venv/bin/moto_server"
 test -x "$venv/bin/aws"
 
