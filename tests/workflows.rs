@@ -159,3 +159,31 @@ fn release_builds_both_platforms_and_signs_keyless() {
     assert_eq!(build["with"]["sbom"], true);
     assert!(root().join("Dockerfile").is_file());
 }
+
+/// The release builds the image from the Dockerfile, `make image` from scripts/image.sh: the
+/// two give the same entrypoint, user and CA bundle, and both carry `sh` and `ip` for the
+/// agent's init container.
+#[test]
+fn dockerfile_and_image_script_make_the_same_layout() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let script = std::fs::read_to_string(root().join("scripts/image.sh")).unwrap();
+    for (docker, umoci) in [
+        (
+            r#"ENTRYPOINT ["/usr/local/bin/rolegate"]"#,
+            "--config.entrypoint /usr/local/bin/rolegate",
+        ),
+        ("USER 65532:65532", "--config.user 65532:65532"),
+        (
+            "COPY --from=build /src/target/release/rolegate /usr/local/bin/rolegate",
+            "/usr/local/bin/rolegate",
+        ),
+        (
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+        ),
+        ("iproute2", "iproute2"),
+    ] {
+        assert!(dockerfile.contains(docker), "Dockerfile: {docker}");
+        assert!(script.contains(umoci), "scripts/image.sh: {umoci}");
+    }
+}
