@@ -36,17 +36,17 @@ fn image() -> (PathBuf, String) {
     (dir, tag)
 }
 
-/// The image unpacked once for every test: the runtime bundle (config.json and rootfs/).
+/// The image unpacked once for every test of a run: the runtime bundle (config.json and
+/// rootfs/).
 fn bundle() -> &'static Path {
     static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
     BUNDLE.get_or_init(|| {
         let (dir, tag) = image();
-        let scratch = tempfile::Builder::new()
-            .prefix("rolegate-image-test")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let bundle = scratch.join("bundle");
+        // Under target/tmp, replaced by the next run, so runs do not pile up unpacked images.
+        let bundle = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-bundle");
+        if bundle.exists() {
+            std::fs::remove_dir_all(&bundle).unwrap();
+        }
         let out = Command::new("umoci")
             .args(["unpack", "--rootless", "--image"])
             .arg(format!("{}:{tag}", dir.display()))
