@@ -49,7 +49,8 @@ trap 'rm -rf "$work"' EXIT
 
 # The root filesystem, as a directory; then what maintainer scripts would have added (the CA
 # bundle, /bin/sh), the users, and without what nothing in the image reads (docs, locales,
-# iconv modules, perl from debconf's dependencies, package-manager state).
+# iconv modules, debconf and its perl, the openssl tool and libraries ca-certificates' scripts
+# use, package-manager state). rolegate links no OpenSSL (rustls with aws-lc-rs), nor does `ip`.
 rootfs="$work/rootfs"
 mmdebstrap --quiet --variant=extract --mode="${MMDEBSTRAP_MODE:-auto}" --architectures="$arch" \
   --include=libc6,libgcc-s1,ca-certificates,busybox,iproute2 \
@@ -62,6 +63,9 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/nonexisten
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
 rm -rf "$rootfs"/usr/share/{doc,man,info,locale,lintian,bash-completion,pixmaps,initramfs-tools} \
   "$rootfs"/usr/share/perl* "$rootfs"/usr/lib/*/perl* "$rootfs"/usr/bin/perl* "$rootfs"/usr/lib/*/gconv \
+  "$rootfs"/usr/bin/debconf* "$rootfs"/usr/share/debconf "$rootfs"/etc/debconf.conf \
+  "$rootfs"/usr/bin/openssl "$rootfs"/usr/bin/c_rehash "$rootfs"/usr/lib/*/libssl.so* \
+  "$rootfs"/usr/lib/*/libcrypto.so* "$rootfs"/usr/lib/*/engines-3 "$rootfs"/usr/lib/*/ossl-modules \
   "$rootfs"/etc/{apt,dpkg,hostname,resolv.conf} "$rootfs"/var/{lib/apt,cache/apt,lib/dpkg,log} \
   "$rootfs"/dev
 mkdir -p "$rootfs/dev" "$rootfs/proc" "$rootfs/sys"
