@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test peers generate fmt lint bench ci e2e fuzz fuzz-smoke fuzz-merge
+.PHONY: demo test peers generate fmt lint bench ci e2e image fuzz fuzz-smoke fuzz-merge
 
 ## Standalone demo: moto + `rolegate serve` + an unmodified boto3 "pod" getting credentials.
 demo:
@@ -19,6 +19,14 @@ peers:
 ## server, statuses and a pod's credentials.
 e2e: peers
 	scripts/with-moto.sh $(CARGO) test --test e2e_cluster -- --ignored --nocapture
+
+## The container image without Docker (scripts/image.sh: release binary, mmdebstrap, umoci) as an
+## OCI layout in target/image (+ target/image.tar), then tests/image.rs runs it from the unpacked
+## root filesystem. Needs root or user namespaces; apt-get install -y mmdebstrap umoci skopeo.
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
+image: peers
+	IMAGE_TAG=$(IMAGE_TAG) scripts/image.sh
+	ROLEGATE_IMAGE=target/image:$(IMAGE_TAG) scripts/with-moto.sh $(CARGO) test --test image -- --ignored
 
 ## Regenerate the CRDs under crds/ from the Rust types.
 generate:
