@@ -14,6 +14,10 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `rolegate=debug`.
     #[arg(long, global = true, env = "ROLEGATE_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as one JSON object each (for a log pipeline: every issuance is a
+    /// line with the subject, role, session name and AccessKeyId, to join with CloudTrail).
+    #[arg(long, global = true, env = "ROLEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -533,4 +537,13 @@ pub enum DevCommand {
     },
     /// Generate a 2048-bit RSA private key (PKCS#8 PEM) on stdout.
     Keygen,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
 }

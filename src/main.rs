@@ -30,11 +30,15 @@ fn main() -> ExitCode {
 
 async fn start(cli: Cli) -> ExitCode {
     // A credential_process's stdout is read by the SDK: logs only ever go to stderr.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_default())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        rolegate::cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+        rolegate::cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

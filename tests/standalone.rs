@@ -51,6 +51,7 @@ async fn start(config: &Path, state: &Path) -> Server {
         .arg(state)
         .env("AWS_ENDPOINT_URL", moto())
         .env("AWS_REGION", "us-east-1")
+        .env("ROLEGATE_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -135,6 +136,30 @@ async fn serve_registers_reloads_and_serves() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let issued: serde_json::Value = response.json().await.unwrap();
+    // With ROLEGATE_LOG_FORMAT=json every line is a JSON object; the issuance names the subject,
+    // role, session and AccessKeyId (to join with CloudTrail), never the secret or the token.
+    let port = server.url.rsplit(':').next().unwrap();
+    let log = std::fs::read_to_string(dir.path().join(format!("serve-{port}.log"))).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let issuance = lines
+        .iter()
+        .find(|l| l["message"] == "issued credentials")
+        .unwrap_or_else(|| panic!("no issuance line in {log}"));
+    assert_eq!(issuance["access_key_id"], issued["AccessKeyId"]);
+    assert_eq!(issuance["subject"], "system:serviceaccount:team-a:app");
+    assert_eq!(issuance["role"], common::ROLE);
+    assert!(issuance["session"].is_string());
+    for secret in [&issued["SecretAccessKey"], &issued["Token"]] {
+        assert!(
+            !log.contains(secret.as_str().unwrap()),
+            "a secret reached the log"
+        );
+    }
+    assert!(!log.contains(&token), "the token reached the log");
 
     // A broken change is rejected; the previous resources keep serving.
     std::fs::write(config.join("broken.yaml"), "kind: [unclosed").unwrap();
