@@ -293,6 +293,10 @@ pub struct AgentArgs {
     /// a name of its own that resolves to the agent's address (DNS rebinding).
     #[arg(long = "allowed-host", num_args = 1)]
     pub allowed_hosts: Vec<String>,
+    /// Also serve `/metrics` and `/healthz` (never credentials) here, e.g. the node IP for
+    /// Prometheus, which cannot reach the link-local address from another node.
+    #[arg(long, env = "ROLEGATE_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Credential requests per second one client address may make, sustained; more get 429
     /// with Retry-After. 0 turns the limit off.
     #[arg(long, env = "ROLEGATE_AGENT_RATE_LIMIT", default_value_t = 100)]
@@ -349,6 +353,7 @@ impl AgentArgs {
             ca_file: self.ca_file,
             limits: self.limits.limits(crate::server::Limits::agent()),
             allowed_hosts: self.allowed_hosts,
+            metrics_listen: self.metrics_listen,
             rate_limit,
             max_concurrent_refreshes: usize::from(self.max_concurrent_refreshes),
             startup_taint: match (self.remove_startup_taint, self.node_name) {

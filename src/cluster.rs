@@ -131,7 +131,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             ready.store(true, Ordering::Release);
         }));
     }
-    let reviewer = Arc::new(KubeTokenReviewer::new(client.clone(), options.review_ttl));
+    let reviewer = Arc::new(KubeTokenReviewer::new(client, options.review_ttl));
     let state = AppState {
         store,
         keys,
@@ -153,14 +153,6 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             ..crate::webhook::Injection::default()
         }),
     };
-    // Pods admitted without their credentials (the webhook down, or skipped) are reported.
-    tokio::spawn(
-        crate::pod_audit::PodAudit::new(client.clone(), Arc::clone(&state.metrics)).run(
-            client,
-            Arc::clone(&state.store),
-            Arc::clone(&state.ready),
-        ),
-    );
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|e| ServerError::Serve(addr, e))
     };

@@ -32,8 +32,6 @@ pub struct Metrics {
     pub connections_refused: Family<Labels, Counter>,
     /// Pod admissions, by outcome (`injected`, `already`, `skipped`).
     pub webhook_admissions: Family<Labels, Counter>,
-    /// Pods found running without the credentials their service account is granted.
-    pub pods_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -57,7 +55,6 @@ impl Metrics {
             registrations: Family::default(),
             connections_refused: Family::default(),
             webhook_admissions: Family::default(),
-            pods_missed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -105,11 +102,6 @@ impl Metrics {
             "webhook_admissions",
             "Pod admission reviews answered, by outcome",
             m.webhook_admissions.clone(),
-        );
-        registry.register(
-            "webhook_pods_missed",
-            "Pods granted a role but running without the injected credentials (admitted while the webhook was down or skipped)",
-            m.pods_missed.clone(),
         );
         Self { registry, ..m }
     }

@@ -1,6 +1,7 @@
 //! Pods admitted without their credentials. With `failurePolicy: Ignore`, a pod created while
 //! the webhook was down starts without the injected variables, and its SDK silently falls back
-//! to whatever else it finds. The server watches Pods and, for each pod that
+//! to whatever else it finds. The controller (the leader only, so each pod is reported once)
+//! watches Pods and, for each pod that
 //! [`crate::webhook::missed`] flags, records a Warning Event on the pod
 //! (`CredentialsNotInjected`) and counts `rolegate_webhook_pods_missed_total`, once per pod.
 
@@ -13,7 +14,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 
-use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
+
 use crate::store::SharedSnapshot;
 
 /// The Event's reason.
@@ -22,7 +24,7 @@ pub const REASON: &str = "CredentialsNotInjected";
 /// Flags pods once each (by UID): remembered for a day, at most 100 000.
 pub struct PodAudit {
     recorder: Recorder,
-    metrics: Arc<Metrics>,
+    missed: Counter,
     flagged: moka::sync::Cache<String, ()>,
 }
 
@@ -35,17 +37,17 @@ impl std::fmt::Debug for PodAudit {
 }
 
 impl PodAudit {
-    /// An audit publishing Events through `client`.
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// An audit publishing Events through `client` and counting flagged pods in `missed`.
+    pub fn new(client: Client, missed: Counter) -> Self {
         Self {
             recorder: Recorder::new(
                 client,
                 Reporter {
-                    controller: "rolegate-server".into(),
+                    controller: "rolegate-controller".into(),
                     instance: std::env::var("POD_NAME").ok(),
                 },
             ),
-            metrics,
+            missed,
             flagged: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
@@ -66,7 +68,7 @@ impl PodAudit {
             return false;
         };
         self.flagged.insert(uid, ());
-        self.metrics.pods_missed.inc();
+        self.missed.inc();
         tracing::warn!(pod = %pod.name_any(), %namespace, %reason, "pod runs without its credentials");
         let event = Event {
             type_: EventType::Warning,
@@ -81,15 +83,19 @@ impl PodAudit {
         true
     }
 
-    /// Watches every Pod once `ready` says the snapshot is complete, until the process stops.
-    pub async fn run(
-        self,
-        client: Client,
-        store: Arc<SharedSnapshot>,
-        ready: Arc<std::sync::atomic::AtomicBool>,
-    ) {
-        while !ready.load(std::sync::atomic::Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    /// Follows the resources rolegate's policy reads (as the server's index does) and watches
+    /// every Pod once they have all listed, until the process stops.
+    pub async fn run(self, client: Client, namespace: &str) {
+        let index = crate::store::index::Index::start(&client, namespace);
+        index.ready().await;
+        let store = Arc::new(SharedSnapshot::new(index.snapshot()));
+        {
+            let store = Arc::clone(&store);
+            tokio::spawn(crate::store::index::follow(
+                index,
+                Duration::from_millis(200),
+                move |snapshot| store.replace(snapshot),
+            ));
         }
         let pods = watcher(Api::<Pod>::all(client), watcher::Config::default())
             .default_backoff()

@@ -691,12 +691,18 @@ async fn on_an_ipv4_only_node_the_agent_serves_ipv4_and_says_why_ipv6_is_skipped
         .local_addr()
         .unwrap()
         .port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // fd00:ec2::23 is not an address of this machine, as on a node without IPv6: binding it
     // fails with EADDRNOTAVAIL (or EAFNOSUPPORT without IPv6 at all).
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
         .args(["agent", "--server", &h.url])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--listen", &format!("[fd00:ec2::23]:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -718,6 +724,26 @@ async fn on_an_ipv4_only_node_the_agent_serves_ipv4_and_says_why_ipv6_is_skipped
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(answered, Some(200));
+    // The metrics listener (the node IP, for Prometheus) serves metrics and never credentials.
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let text = reqwest::get(format!("{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("rolegate_agent_cache_misses_total 1"),
+        "{text}"
+    );
+    let status = reqwest::Client::new()
+        .get(format!("{metrics}/v1/credentials"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
     let logs = format!(

@@ -96,6 +96,17 @@ fn the_chart_renders_both_workloads_with_their_rbac_and_the_generated_crds() {
             );
         }
     }
+    // The pod audit (pods admitted without credentials) is the controller's: it reads pods and
+    // what the policy reads, and publishes Events.
+    for verb in ["list", "watch"] {
+        for resource in ["pods", "serviceaccounts", "namespaces"] {
+            assert!(
+                may(&docs, "rg-controller", verb, resource, "team-a"),
+                "{verb} {resource}"
+            );
+        }
+    }
+    assert!(!may(&docs, "rg-server", "watch", "pods", "team-a"));
     // Secrets only in the release namespace, never cluster-wide.
     for role in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
         assert!(
@@ -686,7 +697,13 @@ const KUBERNETES_VERSIONS: [&str; 6] = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", 
 
 /// Kinds that have no schema in kubernetes-validate: their CRDs are cert-manager's and
 /// prometheus-operator's, so the validator skips them with a warning.
-const CUSTOM_KINDS: [&str; 4] = ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"];
+const CUSTOM_KINDS: [&str; 5] = [
+    "Certificate",
+    "Issuer",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+];
 
 #[test]
 fn every_rendered_manifest_passes_the_kubernetes_schemas_of_each_supported_version() {
@@ -1444,6 +1461,19 @@ fn monitoring_objects_follow_their_switches_and_name_only_exported_metrics() {
             .map(|e| e["port"].as_str().unwrap())
             .collect();
         assert_eq!(ports, ["http", "metrics"]);
+        // Each agent is scraped on its node IP, where it serves metrics and never credentials.
+        let agents = find(&docs, "PodMonitor", "rg-agent");
+        assert_eq!(agents["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+        let daemonset = find(&docs, "DaemonSet", "rg-agent");
+        let agent = &daemonset["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            agent["args"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("--metrics-listen=$(HOST_IP):9102")),
+            "{agent}"
+        );
+        assert_eq!(agent["ports"][0]["containerPort"], 9102);
         // The ports it scrapes are the Services' own.
         assert!(
             find(&docs, "Service", "rg-server")["spec"]["ports"]

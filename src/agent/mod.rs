@@ -141,6 +141,8 @@ pub struct AgentOptions {
     pub limits: crate::server::Limits,
     /// Names besides the listen addresses that a request's `Host` may carry.
     pub allowed_hosts: Vec<String>,
+    /// Where `/metrics` and `/healthz` are also served, without `/v1/credentials`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Per-client-address rate of `/v1/credentials`; `None` turns it off.
     pub rate_limit: Option<RateLimit>,
     /// Requests to the server in flight at once; further misses wait for a slot.
@@ -553,7 +555,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
 }
 
 async fn credentials(
-    State(agent): State<Agent>,
+    State(agent): State<Arc<Agent>>,
     ClientAddress(client): ClientAddress,
     Query(query): Query<RoleQuery>,
     headers: HeaderMap,
@@ -613,18 +615,30 @@ async fn credentials(
 
 /// The agent's router: `/v1/credentials`, `/healthz`, `/metrics`.
 pub fn router(agent: Agent) -> Router {
-    Router::new()
-        .route("/v1/credentials", get(credentials))
+    observability(
+        Router::new().route("/v1/credentials", get(credentials)),
+        agent,
+    )
+}
+
+/// `/healthz` and `/metrics` only: what the agent serves on `--metrics-listen`.
+pub fn metrics_router(agent: Agent) -> Router {
+    observability(Router::new(), agent)
+}
+
+fn observability(routes: Router<Arc<Agent>>, agent: Agent) -> Router {
+    routes
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(|State(agent): State<Agent>| async move {
+            get(|State(agent): State<Arc<Agent>>| async move {
                 let mut out = String::new();
                 let _ = prometheus_client::encoding::text::encode(&mut out, &agent.registry);
                 out
             }),
         )
-        .with_state(agent)
+        // Shared behind one Arc: a request clones one pointer, not every field.
+        .with_state(Arc::new(agent))
 }
 
 /// Binds every listen address. An IPv6 address the node cannot have (an IPv4-only node: no
@@ -721,6 +735,20 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         .counting(agent.connections_refused.clone());
     let handle = crate::server::listener::shutdown_on_signal();
     let mut servers = tokio::task::JoinSet::new();
+    if let Some(addr) = options.metrics_listen {
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| AgentError::Serve(addr, e))?;
+        tracing::info!(listen = %addr, "agent metrics serving");
+        let (app, limits, handle) = (
+            metrics_router(agent.clone()),
+            limits.clone(),
+            handle.clone(),
+        );
+        servers.spawn(async move {
+            crate::server::listener::serve(listener, app, None, &limits, handle)
+                .await
+                .map_err(|e| AgentError::Serve(addr, e))
+        });
+    }
     for (addr, listener) in listeners {
         tracing::info!(listen = %addr, server = %options.server, "agent serving");
         let (app, limits, handle) = (router(agent.clone()), limits.clone(), handle.clone());

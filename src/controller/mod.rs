@@ -104,6 +104,8 @@ pub struct ControllerMetrics {
     pub errors: Family<Vec<(&'static str, String)>, Counter>,
     /// Reconcile durations in seconds, by kind.
     pub durations: Family<Vec<(&'static str, String)>, Histogram>,
+    /// Pods granted a role that run without the injected credentials.
+    pub pods_missed: Counter,
 }
 
 impl ControllerMetrics {
@@ -115,6 +117,7 @@ impl ControllerMetrics {
             durations: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
+            pods_missed: Counter::default(),
         };
         registry.register("reconciles", "Reconciles by kind", m.reconciles.clone());
         registry.register(
@@ -126,6 +129,11 @@ impl ControllerMetrics {
             "reconcile_duration_seconds",
             "Reconcile durations by kind",
             m.durations.clone(),
+        );
+        registry.register(
+            "webhook_pods_missed",
+            "Pods granted a role but running without the injected credentials (admitted while the webhook was down or skipped, or before their RoleMapping)",
+            m.pods_missed.clone(),
         );
         m
     }

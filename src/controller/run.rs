@@ -238,6 +238,18 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
 async fn controllers(client: Client, options: ControllerOptions, ctx: Arc<Context>) {
     let shutdown =
         futures::future::FutureExt::shared(Box::pin(crate::standalone::shutdown_signal()));
+    // Pods admitted without their credentials get an Event, from the leader only.
+    let audit = crate::pod_audit::PodAudit::new(client.clone(), ctx.metrics.pods_missed.clone());
+    let audit = {
+        let (client, namespace, stop) =
+            (client.clone(), options.namespace.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                () = audit.run(client, &namespace) => {}
+                () = stop => {}
+            }
+        }
+    };
 
     let providers = Controller::new(
         Api::<IAMProvider>::all(client.clone()),
@@ -353,5 +365,5 @@ async fn controllers(client: Client, options: ControllerOptions, ctx: Arc<Contex
         shutdown.clone(),
     );
 
-    tokio::join!(providers, mappings, apps, connections, certificates);
+    tokio::join!(providers, mappings, apps, connections, certificates, audit);
 }
