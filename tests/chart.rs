@@ -116,7 +116,16 @@ fn the_chart_renders_both_workloads_with_their_rbac_and_the_generated_crds() {
         );
     }
 
-    // The key sealing sign-in cookies: one Secret every replica reads, labelled for the index.
+    // The key sealing sign-in cookies: by default the controller creates it at run time; with
+    // session.create the chart renders one Secret every replica reads, labelled for the index.
+    assert!(!docs.iter().any(|d| d["kind"] == "Secret"));
+    let (ok, docs, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "session.create=true",
+    ]);
+    assert!(ok, "{err}");
     let session = find(&docs, "Secret", rolegate::login::SESSION_SECRET);
     assert_eq!(
         session["metadata"]["labels"][rolegate::store::index::LOGIN_SECRET_LABEL],
@@ -663,7 +672,7 @@ const COMBINATIONS: &[&[&str]] = &[
     &["controller.aws.irsaRoleARN=arn:aws:iam::123456789012:role/rolegate"],
     &["controller.aws.webIdentity.roleARN=arn:aws:iam::123456789012:role/rolegate"],
     &[
-        "session.create=false",
+        "session.create=true",
         "crds.install=true",
         "crds.keep=false",
     ],
@@ -1118,15 +1127,33 @@ fn the_network_policy_lets_agents_and_the_api_server_in_and_only_the_ingress_to_
 
 #[test]
 fn upgrades_and_rerenders_keep_every_key() {
-    // The signing keys, the CA and the serving certificate are the controller's run-time
-    // Secrets: the chart renders none of them, so no upgrade or re-render can change them.
-    let docs = rendered(&[]);
-    let secrets: Vec<&str> = docs
-        .iter()
-        .filter(|d| d["kind"] == "Secret")
-        .map(|d| d["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(secrets, [rolegate::login::SESSION_SECRET]);
+    // The signing keys, the CA, the serving certificate and (by default) the session key are
+    // the controller's run-time Secrets: the chart renders none of them, so no upgrade or
+    // re-render can change them, and two renders (GitOps) are identical.
+    let render_text = |sets: &[&str]| {
+        let mut command = helm();
+        command
+            .args([
+                "template",
+                "rg",
+                "charts/rolegate",
+                "--namespace",
+                "rolegate",
+            ])
+            .args(URL);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let (ok, out, err) = run(&mut command);
+        assert!(ok, "{err}");
+        out
+    };
+    let first = render_text(&[]);
+    assert_eq!(first, render_text(&[]), "two renders differ");
+    assert!(!first.contains("kind: Secret"), "no Secret rendered");
+
+    // session.create=true renders the Secret, kept on uninstall and read back on upgrade...
+    let docs = rendered(&["session.create=true"]);
     let session = find(&docs, "Secret", rolegate::login::SESSION_SECRET);
     assert_eq!(
         session["metadata"]["annotations"]["helm.sh/resource-policy"],
@@ -1139,30 +1166,12 @@ fn upgrades_and_rerenders_keep_every_key() {
         template.contains("lookup \"v1\" \"Secret\" .Release.Namespace $name"),
         "helm upgrade reads the session key back"
     );
-    // Without a cluster (helm template, GitOps) a generated key changes on every render ...
-    let again = rendered(&[]);
+    // ... but without a cluster a generated key changes on every render: the reason it is off.
+    let again = rendered(&["session.create=true"]);
     assert_ne!(
         find(&again, "Secret", rolegate::login::SESSION_SECRET)["data"],
         session["data"]
     );
-    // ... so there the Secret is made outside the chart, and two renders are identical.
-    let render_text = || {
-        let (ok, out, err) = run(helm()
-            .args([
-                "template",
-                "rg",
-                "charts/rolegate",
-                "--namespace",
-                "rolegate",
-            ])
-            .args(URL)
-            .args(["--set", "session.create=false"]));
-        assert!(ok, "{err}");
-        out
-    };
-    let first = render_text();
-    assert_eq!(first, render_text(), "two renders differ");
-    assert!(!first.contains("kind: Secret"), "no Secret rendered");
 }
 
 #[test]

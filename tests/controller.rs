@@ -1493,3 +1493,46 @@ async fn a_leader_that_cannot_renew_its_lease_stops_reconciling_before_a_standby
         );
     }
 }
+
+#[tokio::test]
+async fn the_session_key_secret_is_created_once_when_missing_and_never_replaced() {
+    use rolegate::controller::session::{SessionKey, ensure};
+    let path = "/api/v1/namespaces/rolegate/secrets/rolegate-session";
+    let (client, handle) = apiserver::client();
+    let server = apiserver::scenario(
+        handle,
+        vec![
+            Expect::not_found(path),
+            Expect::create("/api/v1/namespaces/rolegate/secrets"),
+        ],
+    );
+    assert_eq!(
+        ensure(client, "rolegate").await.unwrap(),
+        SessionKey::Created
+    );
+    let (seen, mut handle) = server.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    let secret = &seen[1].body;
+    assert_eq!(secret["metadata"]["name"], "rolegate-session");
+    // Labelled so that the server's index watches it.
+    assert_eq!(secret["metadata"]["labels"]["rolegate.dev/login"], "true");
+    let material = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        secret["data"]["session.key"].as_str().unwrap(),
+    )
+    .unwrap();
+    rolegate::login::CookieKey::from_material(&material).unwrap();
+
+    // Present (the chart's, the team's, or the last run's): read, never written.
+    let (client, handle) = apiserver::client();
+    let existing = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "rolegate-session", "namespace": "rolegate"},
+        "data": {"session.key": "c2VjcmV0"}});
+    let server = apiserver::scenario(handle, vec![Expect::get(path, existing)]);
+    assert_eq!(
+        ensure(client, "rolegate").await.unwrap(),
+        SessionKey::Present
+    );
+    let (_, mut handle) = server.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+}

@@ -8,6 +8,7 @@ pub mod leader;
 pub mod rolemapping;
 pub mod run;
 pub mod samlapp;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -238,6 +238,33 @@ pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
 async fn controllers(client: Client, options: ControllerOptions, ctx: Arc<Context>) {
     let shutdown =
         futures::future::FutureExt::shared(Box::pin(crate::standalone::shutdown_signal()));
+    // The sign-in session key: created once if missing, never changed.
+    let session = {
+        let (client, namespace, stop) =
+            (client.clone(), options.namespace.clone(), shutdown.clone());
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let work = async {
+                loop {
+                    match super::session::ensure(client.clone(), &namespace).await {
+                        Ok(super::session::SessionKey::Created) => {
+                            tracing::info!(secret = crate::login::SESSION_SECRET, %namespace, "session key created");
+                            return;
+                        }
+                        Ok(super::session::SessionKey::Present) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot ensure the session key Secret");
+                            tokio::time::sleep(ctx.backoff("session-key")).await;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = work => {}
+                () = stop => {}
+            }
+        }
+    };
     // Pods admitted without their credentials get an Event, from the leader only.
     let audit = crate::pod_audit::PodAudit::new(client.clone(), ctx.metrics.pods_missed.clone());
     let audit = {
@@ -365,5 +392,13 @@ async fn controllers(client: Client, options: ControllerOptions, ctx: Arc<Contex
         shutdown.clone(),
     );
 
-    tokio::join!(providers, mappings, apps, connections, certificates, audit);
+    tokio::join!(
+        providers,
+        mappings,
+        apps,
+        connections,
+        certificates,
+        audit,
+        session
+    );
 }
