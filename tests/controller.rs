@@ -910,6 +910,18 @@ async fn certificates_in_order_cause_no_writes_and_a_due_serving_certificate_is_
     .await
     .unwrap();
     assert!(outcome.changes.is_empty(), "{outcome:?}");
+    // What rolegate_certificate_expiry_timestamp_seconds reports: the CA's ten years and the
+    // serving certificate's 90 days from when they were made.
+    let expiry = |which: &str| {
+        outcome
+            .expiries
+            .iter()
+            .find(|(w, _)| *w == which)
+            .map(|(_, at)| at.duration_since(cert_now()).as_hours())
+            .unwrap()
+    };
+    assert!(expiry("ca") > 24 * 365 * 5, "{outcome:?}");
+    assert_eq!(expiry("serving"), 24 * 90, "{outcome:?}");
     let (_, mut handle) = verifier.await.unwrap();
     apiserver::no_more(&mut handle).await;
 
@@ -931,6 +943,14 @@ async fn certificates_in_order_cause_no_writes_and_a_due_serving_certificate_is_
         outcome.changes[0].contains("third of its life"),
         "{outcome:?}"
     );
+    // The reissued certificate's expiry is the one reported.
+    let serving_expiry = outcome
+        .expiries
+        .iter()
+        .find(|(w, _)| *w == "serving")
+        .unwrap()
+        .1;
+    assert_eq!(serving_expiry.duration_since(later).as_hours(), 24 * 90);
     let (seen, mut handle) = verifier.await.unwrap();
     apiserver::no_more(&mut handle).await;
     let renewed = unb64(&seen[5].body["data"]["tls.crt"]);

@@ -236,6 +236,16 @@ where
 pub struct Outcome {
     /// Why each change was made.
     pub changes: Vec<String>,
+    /// When each certificate in use expires: `ca` (self-signed mode) and `serving`.
+    pub expiries: Vec<(&'static str, Timestamp)>,
+}
+
+impl Outcome {
+    fn expires(&mut self, which: &'static str, pem: &str) {
+        if let Ok(info) = pki::inspect(pem) {
+            self.expiries.push((which, info.not_after));
+        }
+    }
 }
 
 /// One pass: gather, plan, apply. `now` comes from the caller's clock.
@@ -253,7 +263,12 @@ pub async fn reconcile(
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     let bundle = match options.mode {
         CertMode::External => match observed.serving.as_ref().and_then(|(_, ca)| ca.clone()) {
-            Some(ca) => ca,
+            Some(ca) => {
+                if let Some((cert, _)) = &observed.serving {
+                    outcome.expires("serving", cert);
+                }
+                ca
+            }
             None => {
                 return Err(Error::Pending(format!(
                     "Secret {namespace}/{} has no ca.crt yet (is cert-manager issuing it?)",
@@ -310,6 +325,7 @@ pub async fn reconcile(
                 }
             };
             let bundle = pki::bundle(&ca.cert_pem, previous.as_deref(), now);
+            outcome.expires("ca", &ca.cert_pem);
             let serving_ca = observed.serving.as_ref().and_then(|(_, c)| c.as_deref());
             if let Some(why) = &plan.new_serving {
                 let serving = pki::issue_serving(&ca, &names, now)
@@ -325,8 +341,12 @@ pub async fn reconcile(
                     ..Secret::default()
                 };
                 upsert(&secrets, &options.serving_secret, secret).await?;
+                outcome.expires("serving", &serving.cert_pem);
                 outcome.changes.push(why.clone());
-            } else if serving_ca != Some(bundle.as_str()) {
+            } else if let Some((cert, _)) = &observed.serving {
+                outcome.expires("serving", cert);
+            }
+            if plan.new_serving.is_none() && serving_ca != Some(bundle.as_str()) {
                 // Same certificate, but the bundle beside it changed (an old CA expired).
                 let patch =
                     serde_json::json!({"data": {"ca.crt": ByteString(bundle.as_bytes().to_vec())}});

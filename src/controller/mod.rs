@@ -21,6 +21,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -107,6 +108,8 @@ pub struct ControllerMetrics {
     pub durations: Family<Vec<(&'static str, String)>, Histogram>,
     /// Pods granted a role that run without the injected credentials.
     pub pods_missed: Counter,
+    /// When each certificate in use expires (Unix seconds), by `certificate` (`ca`, `serving`).
+    pub certificate_expiry: Family<Vec<(&'static str, String)>, Gauge>,
 }
 
 impl ControllerMetrics {
@@ -119,6 +122,7 @@ impl ControllerMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
             pods_missed: Counter::default(),
+            certificate_expiry: Family::default(),
         };
         registry.register("reconciles", "Reconciles by kind", m.reconciles.clone());
         registry.register(
@@ -130,6 +134,11 @@ impl ControllerMetrics {
             "reconcile_duration_seconds",
             "Reconcile durations by kind",
             m.durations.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the operator CA and the serving certificate in use expire (Unix seconds)",
+            m.certificate_expiry.clone(),
         );
         registry.register(
             "webhook_pods_missed",

@@ -151,6 +151,12 @@ async fn keep_certificates(
             ctx.observe("Certificates", started, result.as_ref().map(|_| ()));
             let wait = match result {
                 Ok(outcome) => {
+                    for (which, at) in &outcome.expiries {
+                        ctx.metrics
+                            .certificate_expiry
+                            .get_or_create(&vec![("certificate", (*which).to_owned())])
+                            .set(at.as_second());
+                    }
                     for change in outcome.changes {
                         tracing::info!(%change, "certificates");
                     }
