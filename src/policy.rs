@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use kube::core::{Selector, SelectorExt as _};
 
 use crate::crd::{IAMProvider, RoleMapping, SubjectKind};
-use crate::saml::aws::{RoleSession, SessionError, sanitize_session_name};
+use crate::saml::aws::{
+    ChainTarget, MAX_CHAINED_SECONDS, RoleSession, SessionError, sanitize_session_name,
+};
 use crate::store::Snapshot;
 
 /// Who asks for a role.
@@ -187,6 +189,8 @@ pub struct RoleGrant {
     pub app: String,
     /// The session attributes.
     pub session: RoleSession,
+    /// The role the SAML session chains into at once, if any.
+    pub chain: Option<ChainTarget>,
 }
 
 /// The outcome of a decision for one subject.
@@ -240,6 +244,14 @@ pub fn admit<'s>(mapping: &RoleMapping, snapshot: &'s Snapshot) -> Result<&'s IA
     if !role_allowed(&provider.spec.allowed_roles, role) {
         return Err(Denial::RoleNotAllowed {
             role: role.clone(),
+            provider: provider_name.clone(),
+        });
+    }
+    if let Some(target) = &mapping.spec.target_role_arn
+        && (target.contains(',') || !role_allowed(&provider.spec.allowed_roles, target))
+    {
+        return Err(Denial::RoleNotAllowed {
+            role: target.clone(),
             provider: provider_name.clone(),
         });
     }
@@ -383,6 +395,11 @@ pub fn grant(
         provider: spec.provider.clone(),
         app: provider.spec.saml_app.clone(),
         session,
+        chain: spec.target_role_arn.as_ref().map(|role_arn| ChainTarget {
+            role_arn: role_arn.clone(),
+            external_id: spec.external_id.clone(),
+            duration_seconds: spec.session_duration.min(MAX_CHAINED_SECONDS),
+        }),
     })
 }
 

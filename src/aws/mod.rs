@@ -61,6 +61,19 @@ impl std::fmt::Debug for AssumeRequest {
     }
 }
 
+/// An `sts:AssumeRole` request signed with the credentials of a SAML session (role chaining).
+#[derive(Debug, Clone)]
+pub struct ChainRequest {
+    /// The target role.
+    pub role_arn: String,
+    /// The role session name, the SAML session's.
+    pub session_name: String,
+    /// `ExternalId`, when the target's trust policy asks for one.
+    pub external_id: Option<String>,
+    /// Requested duration; AWS allows at most one hour when chaining.
+    pub duration_seconds: u32,
+}
+
 /// Temporary credentials and what STS says about them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StsCredentials {
@@ -115,6 +128,15 @@ pub trait Sts: Send + Sync + std::fmt::Debug {
     async fn assume_role_with_saml(
         &self,
         request: AssumeRequest,
+    ) -> Result<StsCredentials, AwsError>;
+
+    /// `sts:AssumeRole` with `source`'s credentials: chains a SAML session into another role.
+    /// Transitive session tags carry through on AWS's side. The answer keeps `source`'s
+    /// `Subject`, `Issuer` and the other SAML fields, which `AssumeRole` does not return.
+    async fn assume_role(
+        &self,
+        source: &StsCredentials,
+        request: ChainRequest,
     ) -> Result<StsCredentials, AwsError>;
 }
 

@@ -9,7 +9,9 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use jiff::Timestamp;
 
-use super::{AssumeRequest, AwsError, RegisteredProvider, SamlProviders, Sts, StsCredentials};
+use super::{
+    AssumeRequest, AwsError, ChainRequest, RegisteredProvider, SamlProviders, Sts, StsCredentials,
+};
 
 fn to_aws_error<E, R>(err: &SdkError<E, R>) -> AwsError
 where
@@ -54,6 +56,7 @@ async fn region() -> aws_config::Region {
 #[derive(Debug, Clone)]
 pub struct SdkSts {
     client: aws_sdk_sts::Client,
+    config: aws_config::SdkConfig,
 }
 
 impl SdkSts {
@@ -69,12 +72,55 @@ impl SdkSts {
         let config = loader.load().await;
         Self {
             client: aws_sdk_sts::Client::new(&config),
+            config,
         }
     }
 }
 
 #[async_trait]
 impl Sts for SdkSts {
+    async fn assume_role(
+        &self,
+        source: &StsCredentials,
+        request: ChainRequest,
+    ) -> Result<StsCredentials, AwsError> {
+        let signing = aws_sdk_sts::config::Credentials::new(
+            source.access_key_id.clone(),
+            source.secret_access_key.clone(),
+            Some(source.session_token.clone()),
+            None,
+            "rolegate-saml-session",
+        );
+        let config = aws_sdk_sts::config::Builder::from(&self.config)
+            .credentials_provider(signing)
+            .build();
+        let client = aws_sdk_sts::Client::from_conf(config);
+        let out = client
+            .assume_role()
+            .role_arn(&request.role_arn)
+            .role_session_name(&request.session_name)
+            .set_external_id(request.external_id.clone())
+            .duration_seconds(i32::try_from(request.duration_seconds).unwrap_or(3600))
+            .send()
+            .await
+            .map_err(|e| to_aws_error(&e))?;
+        let creds = out
+            .credentials()
+            .ok_or_else(|| AwsError::Transport("STS answered without credentials".into()))?;
+        let user = out.assumed_role_user();
+        Ok(StsCredentials {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: creds.secret_access_key().to_owned(),
+            session_token: creds.session_token().to_owned(),
+            expiration: timestamp(creds.expiration()),
+            assumed_role_arn: user.map(|u| u.arn().to_owned()).unwrap_or_default(),
+            assumed_role_id: user
+                .map(|u| u.assumed_role_id().to_owned())
+                .unwrap_or_default(),
+            ..source.clone()
+        })
+    }
+
     async fn assume_role_with_saml(
         &self,
         request: AssumeRequest,

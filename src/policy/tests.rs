@@ -29,6 +29,9 @@ fn mapping(namespace: &str, name: &str) -> RoleMapping {
             transitive_tag_keys: vec![],
             source_identity: None,
             disable_session_tags: false,
+            target_role_arn: None,
+            external_id: None,
+            revoke_on_delete: true,
         },
     );
     m.metadata.namespace = Some(namespace.into());
@@ -595,4 +598,30 @@ fn the_provider_bounds_session_names() {
     );
     let s = snapshot(p, vec![mapping("team-a", "m").for_sa("app")]);
     assert_eq!(decide(&APP, &RequestContext::default(), &s).grants.len(), 1);
+}
+
+#[test]
+fn a_chain_target_must_match_allowed_roles_and_lasts_at_most_an_hour() {
+    let mut p = provider(Some(team("a")));
+    p.spec
+        .allowed_roles
+        .push("arn:aws:iam::210987654321:role/app-*".into());
+    let mut chained = mapping("team-a", "m").for_sa("app");
+    chained.spec.target_role_arn = Some("arn:aws:iam::210987654321:role/app-target".into());
+    chained.spec.external_id = Some("ext-1".into());
+    chained.spec.session_duration = 7200;
+    let mut escape = mapping("team-a", "e").for_sa("app");
+    escape.spec.target_role_arn = Some("arn:aws:iam::210987654321:role/admin".into());
+    let s = snapshot(p, vec![chained, escape]);
+    let d = decide(&APP, &RequestContext::default(), &s);
+    let chain = d.grants[0].chain.as_ref().expect("the grant chains");
+    assert_eq!(chain.role_arn, "arn:aws:iam::210987654321:role/app-target");
+    assert_eq!(chain.external_id.as_deref(), Some("ext-1"));
+    assert_eq!(chain.duration_seconds, 3600, "AWS caps chained sessions");
+    assert_eq!(d.grants[0].session.duration_seconds, 7200);
+    assert_eq!(d.grants.len(), 1);
+    let (mapping, denial) = &d.denials[0];
+    assert_eq!(mapping, "team-a/e");
+    assert_eq!(denial.reason(), "RoleNotAllowed");
+    assert!(denial.to_string().contains("role/admin"), "{denial}");
 }

@@ -22,6 +22,9 @@ fn mapping(subjects: Vec<SubjectRef>) -> RoleMapping {
             transitive_tag_keys: vec![],
             source_identity: None,
             disable_session_tags: false,
+            target_role_arn: None,
+            external_id: None,
+            revoke_on_delete: true,
         },
     );
     m.metadata.namespace = Some("team-a".into());
