@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod registration;
+pub mod revocation;
 pub mod rotation;
 pub mod saml;
 pub mod server;
