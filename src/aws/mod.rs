@@ -170,3 +170,101 @@ pub trait SamlProviders: Send + Sync + std::fmt::Debug {
     /// `iam:DeleteSAMLProvider`; deleting a missing provider succeeds.
     async fn delete(&self, arn: &str) -> Result<(), AwsError>;
 }
+
+/// Inline policies of IAM roles, as revocation needs them.
+#[async_trait]
+pub trait RolePolicies: Send + Sync + std::fmt::Debug {
+    /// `iam:PutRolePolicy`: creates or replaces the inline policy `name` on `role`.
+    async fn put(&self, role: &str, name: &str, document: &str) -> Result<(), AwsError>;
+    /// `iam:ListRolePolicies`: the names of `role`'s inline policies.
+    async fn list(&self, role: &str) -> Result<Vec<String>, AwsError>;
+    /// `iam:GetRolePolicy`: the document (decoded JSON), `None` when it does not exist.
+    async fn get(&self, role: &str, name: &str) -> Result<Option<String>, AwsError>;
+    /// `iam:DeleteRolePolicy`; deleting a missing policy succeeds.
+    async fn delete(&self, role: &str, name: &str) -> Result<(), AwsError>;
+}
+
+/// Why a revocation could not be written or swept: the IAM action and role, and AWS's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{action} on role {role:?} failed: {error}")]
+pub struct RevocationError {
+    /// The IAM action that failed, e.g. `iam:PutRolePolicy`.
+    pub action: &'static str,
+    /// The role's name.
+    pub role: String,
+    /// What AWS answered.
+    pub error: AwsError,
+}
+
+impl RevocationError {
+    /// The condition reason: `RevocationDenied` when IAM refused (`AccessDenied`),
+    /// `RevocationFailed` otherwise.
+    pub fn reason(&self) -> &'static str {
+        if self.error.code().contains("AccessDenied") {
+            "RevocationDenied"
+        } else {
+            "RevocationFailed"
+        }
+    }
+}
+
+/// Puts `revocation`'s deny policy on its role.
+///
+/// # Errors
+/// `iam:PutRolePolicy` failing.
+pub async fn revoke(
+    iam: &dyn RolePolicies,
+    revocation: &crate::revocation::Revocation,
+) -> Result<(), RevocationError> {
+    iam.put(
+        &revocation.role_name,
+        &revocation.policy_name,
+        &revocation.document,
+    )
+    .await
+    .map_err(|error| RevocationError {
+        action: "iam:PutRolePolicy",
+        role: revocation.role_name.clone(),
+        error,
+    })
+}
+
+/// Removes from `role` every revocation policy whose sessions have all expired at `now`;
+/// returns the names removed. Policies rolegate did not write are left alone.
+///
+/// # Errors
+/// The first IAM call that failed.
+pub async fn sweep(
+    iam: &dyn RolePolicies,
+    role: &str,
+    now: Timestamp,
+) -> Result<Vec<String>, RevocationError> {
+    let fail = |action: &'static str| {
+        move |error| RevocationError {
+            action,
+            role: role.to_owned(),
+            error,
+        }
+    };
+    let mut removed = Vec::new();
+    let names = iam.list(role).await.map_err(fail("iam:ListRolePolicies"))?;
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with(crate::revocation::POLICY_PREFIX))
+    {
+        let Some(document) = iam
+            .get(role, name)
+            .await
+            .map_err(fail("iam:GetRolePolicy"))?
+        else {
+            continue;
+        };
+        if crate::revocation::due_for_removal(name, &document, now) {
+            iam.delete(role, name)
+                .await
+                .map_err(fail("iam:DeleteRolePolicy"))?;
+            removed.push(name.clone());
+        }
+    }
+    Ok(removed)
+}

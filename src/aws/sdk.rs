@@ -10,7 +10,8 @@ use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use jiff::Timestamp;
 
 use super::{
-    AssumeRequest, AwsError, ChainRequest, RegisteredProvider, SamlProviders, Sts, StsCredentials,
+    AssumeRequest, AwsError, ChainRequest, RegisteredProvider, RolePolicies, SamlProviders, Sts,
+    StsCredentials,
 };
 
 fn to_aws_error<E, R>(err: &SdkError<E, R>) -> AwsError
@@ -277,6 +278,120 @@ impl SdkSamlProviders {
             client: aws_sdk_iam::Client::new(&config),
         }
     }
+}
+
+impl SdkSamlProviders {
+    /// Inline role policies through the same client (and credentials).
+    pub fn role_policies(&self) -> SdkRolePolicies {
+        SdkRolePolicies {
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// Inline role policies through aws-sdk-iam.
+#[derive(Debug, Clone)]
+pub struct SdkRolePolicies {
+    client: aws_sdk_iam::Client,
+}
+
+#[async_trait]
+impl RolePolicies for SdkRolePolicies {
+    async fn put(&self, role: &str, name: &str, document: &str) -> Result<(), AwsError> {
+        self.client
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .map_err(|e| to_aws_error(&e))?;
+        Ok(())
+    }
+
+    async fn list(&self, role: &str) -> Result<Vec<String>, AwsError> {
+        let mut names = Vec::new();
+        let mut marker = None;
+        loop {
+            let out = self
+                .client
+                .list_role_policies()
+                .role_name(role)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| to_aws_error(&e))?;
+            names.extend(out.policy_names().iter().cloned());
+            match out.marker() {
+                Some(m) if out.is_truncated() => marker = Some(m.to_owned()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    async fn get(&self, role: &str, name: &str) -> Result<Option<String>, AwsError> {
+        match self
+            .client
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .send()
+            .await
+        {
+            // IAM returns the document URL-encoded (RFC 3986).
+            Ok(out) => Ok(Some(
+                percent_decode(out.policy_document())
+                    .unwrap_or_else(|| out.policy_document().to_owned()),
+            )),
+            Err(e) => {
+                let err = to_aws_error(&e);
+                if err.code() == "NoSuchEntity" {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, role: &str, name: &str) -> Result<(), AwsError> {
+        match self
+            .client
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = to_aws_error(&e);
+                if err.code() == "NoSuchEntity" {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when one is malformed or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[async_trait]
