@@ -138,6 +138,42 @@ pub fn due_for_removal(name: &str, document: &str, now: Timestamp) -> bool {
     name.starts_with(POLICY_PREFIX) && remove_after(document).is_some_and(|t| now >= t)
 }
 
+/// A revocation policy recorded as pending: `(annotation key, role name, policy name, remove
+/// after)`, read from annotations `<prefix><policy>: "<role> <unix seconds>"`.
+pub type Pending = (String, String, String, Timestamp);
+
+/// PURE: the pending revocations among `annotations` (keys starting with `prefix`), split into
+/// those due for removal at `now` and the earliest time one of the others becomes due.
+pub fn pending(
+    annotations: &std::collections::BTreeMap<String, String>,
+    prefix: &str,
+    now: Timestamp,
+) -> (Vec<Pending>, Option<Timestamp>) {
+    let mut due = Vec::new();
+    let mut next: Option<Timestamp> = None;
+    for (key, value) in annotations {
+        let Some(policy) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((role, secs)) = value.split_once(' ') else {
+            continue;
+        };
+        let Some(at) = secs
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| Timestamp::from_second(s).ok())
+        else {
+            continue;
+        };
+        if now >= at {
+            due.push((key.clone(), role.to_owned(), policy.to_owned(), at));
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    (due, next)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -199,6 +235,35 @@ mod tests {
             !due_for_removal("someone-elses", &r.document, r.remove_after),
             "only rolegate's own policies are swept"
         );
+    }
+
+    #[test]
+    fn pending_revocations_are_due_at_their_time() {
+        let annotations = [
+            (
+                "revoke.rolegate.dev/rolegate-revoke-a".to_owned(),
+                "app 100".to_owned(),
+            ),
+            (
+                "revoke.rolegate.dev/rolegate-revoke-b".to_owned(),
+                "app 200".to_owned(),
+            ),
+            (
+                "revoke.rolegate.dev/broken".to_owned(),
+                "app soon".to_owned(),
+            ),
+            ("other/x".to_owned(), "app 1".to_owned()),
+        ]
+        .into();
+        let at = |s| Timestamp::from_second(s).unwrap();
+        let (due, next) = pending(&annotations, "revoke.rolegate.dev/", at(150));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, "app");
+        assert_eq!(due[0].2, "rolegate-revoke-a");
+        assert_eq!(next, Some(at(200)));
+        let (due, next) = pending(&annotations, "revoke.rolegate.dev/", at(99));
+        assert!(due.is_empty());
+        assert_eq!(next, Some(at(100)));
     }
 
     #[test]

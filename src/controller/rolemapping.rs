@@ -1,5 +1,9 @@
 //! RoleMapping: `Accepted` with the policy core's reason, the resolved provider ARN, and a
-//! suggested trust policy. Nothing outside the cluster changes, so there is no finalizer.
+//! suggested trust policy. A finalizer (`rolegate.dev/revoke`) lets the controller see the
+//! delete: with `revokeOnDelete`, it revokes the sessions already issued to the mapping's
+//! subjects with an inline deny on the role (see `crate::revocation`), records the policy on
+//! the IAMProvider (annotation `revoke.rolegate.dev/<policy>`) so the IAMProvider's resync
+//! removes it once those sessions have expired, and reports both in Events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, condition, find};
@@ -154,15 +159,108 @@ async fn gather(mapping: &RoleMapping, ctx: &Context) -> Result<Gathered, Error>
     })
 }
 
-/// Reconciles one RoleMapping.
+/// The finalizer that holds a RoleMapping until its subjects' sessions were revoked.
+pub const FINALIZER: &str = "rolegate.dev/revoke";
+
+/// Annotation prefix on an IAMProvider naming a revocation policy still on a role:
+/// `revoke.rolegate.dev/<policy name>: <role name> <remove-after, Unix seconds>`.
+pub const REVOCATION_ANNOTATION: &str = "revoke.rolegate.dev/";
+
+/// Reconciles one RoleMapping through its finalizer.
 ///
 /// # Errors
-/// API failures; the controller retries them with backoff.
+/// API and IAM failures; the controller retries them with backoff.
 pub async fn reconcile(mapping: Arc<RoleMapping>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&mapping, &ctx).await;
+    let api = Api::<RoleMapping>::namespaced(
+        ctx.client.clone(),
+        &mapping.namespace().unwrap_or_default(),
+    );
+    let result = finalizer(&api, FINALIZER, mapping, |event| async {
+        match event {
+            Finalizer::Apply(m) => reconcile_inner(&m, &ctx).await,
+            Finalizer::Cleanup(m) => revoke_deleted(&m, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
     ctx.observe("RoleMapping", started, result.as_ref().map(|_| ()));
     result
+}
+
+/// The mapping is being deleted: revoke its subjects' sessions, unless `revokeOnDelete` is
+/// off or there is nothing to revoke. A failure keeps the finalizer (and says why in a Warning
+/// Event naming the IAM action), so the delete waits until the deny is in place.
+async fn revoke_deleted(mapping: &RoleMapping, ctx: &Context) -> Result<Action, Error> {
+    if !mapping.spec.revoke_on_delete {
+        return Ok(Action::await_change());
+    }
+    let now = ctx.clock.now();
+    let subjects = crate::revocation::removed_subjects(mapping, None);
+    let Some(revocation) = crate::revocation::revocation(
+        &mapping.spec.role_arn,
+        &subjects,
+        now,
+        mapping.spec.session_duration,
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let providers = Api::<IAMProvider>::all(ctx.client.clone());
+    let Some(provider) = providers.get_opt(&mapping.spec.provider).await? else {
+        ctx.event(
+            mapping,
+            true,
+            "NotRevoked",
+            format!(
+                "IAMProvider {:?} does not exist, so the sessions of {} on {} could not be revoked",
+                mapping.spec.provider,
+                subjects.iter().cloned().collect::<Vec<_>>().join(", "),
+                mapping.spec.role_arn
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+    let access = super::iamprovider::access(ctx, &provider).await?;
+    let iam = ctx.iam.role_policies(&access).await;
+    if let Err(e) = crate::aws::revoke(iam.as_ref(), &revocation).await {
+        let reason = e.reason();
+        let message = format!(
+            "cannot revoke the sessions of {} (revokeOnDelete): {e}",
+            subjects.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        ctx.event(mapping, true, reason, message.clone()).await;
+        return Err(Error::Refused {
+            reason: reason.to_owned(),
+            message,
+        });
+    }
+    let until = revocation.remove_after.strftime("%Y-%m-%dT%H:%M:%SZ");
+    let message = format!(
+        "revoked the sessions of {} on {} issued before {}: inline policy {} stays until {until}",
+        subjects.iter().cloned().collect::<Vec<_>>().join(", "),
+        mapping.spec.role_arn,
+        now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        revocation.policy_name,
+    );
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        format!("{REVOCATION_ANNOTATION}{}", revocation.policy_name):
+            format!("{} {}", revocation.role_name, revocation.remove_after.as_second()),
+    }}});
+    providers
+        .patch(
+            &provider.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    ctx.event(mapping, false, "Revoked", message.clone()).await;
+    ctx.event(&provider, false, "Revoked", message).await;
+    Ok(Action::await_change())
 }
 
 async fn reconcile_inner(mapping: &RoleMapping, ctx: &Context) -> Result<Action, Error> {
