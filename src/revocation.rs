@@ -61,6 +61,32 @@ pub fn removed_subjects(before: &RoleMapping, after: Option<&RoleMapping>) -> BT
     }
 }
 
+/// PURE: what a reload from `before` to `after` revokes: for each mapping with
+/// `revokeOnDelete` that disappeared or lost subjects (matched by namespace and name), the
+/// provider whose IAM access writes the policy, and the policy.
+pub fn between(
+    before: &[RoleMapping],
+    after: &[RoleMapping],
+    now: Timestamp,
+) -> Vec<(String, Revocation)> {
+    let id = |m: &RoleMapping| (m.metadata.namespace.clone(), m.metadata.name.clone());
+    before
+        .iter()
+        .filter(|m| m.spec.revoke_on_delete)
+        .filter_map(|old| {
+            let new = after.iter().find(|n| id(n) == id(old));
+            let subjects = removed_subjects(old, new);
+            revocation(
+                &old.spec.role_arn,
+                &subjects,
+                now,
+                old.spec.session_duration,
+            )
+            .map(|r| (old.spec.provider.clone(), r))
+        })
+        .collect()
+}
+
 /// The name of a role from its ARN, `arn:aws:iam::<account>:role/<path>/<name>`.
 pub fn role_name(role_arn: &str) -> Option<&str> {
     let resource = role_arn.split(':').nth(5)?;
@@ -235,6 +261,31 @@ mod tests {
             !due_for_removal("someone-elses", &r.document, r.remove_after),
             "only rolegate's own policies are swept"
         );
+    }
+
+    #[test]
+    fn a_reload_revokes_removed_mappings_and_subjects_unless_told_not_to() {
+        let both = mapping(&[
+            (SubjectKind::ServiceAccount, "app"),
+            (SubjectKind::ServiceAccount, "job"),
+        ]);
+        let one = mapping(&[(SubjectKind::ServiceAccount, "app")]);
+        let now = Timestamp::UNIX_EPOCH;
+        let gone = between(std::slice::from_ref(&both), &[], now);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "acct");
+        assert!(
+            gone[0]
+                .1
+                .document
+                .contains("system:serviceaccount:team-a:job")
+        );
+        let shrunk = between(std::slice::from_ref(&both), std::slice::from_ref(&one), now);
+        assert!(!shrunk[0].1.document.contains(":app\""));
+        assert!(between(std::slice::from_ref(&one), std::slice::from_ref(&one), now).is_empty());
+        let mut off = both.clone();
+        off.spec.revoke_on_delete = false;
+        assert!(between(&[off], &[], now).is_empty());
     }
 
     #[test]
