@@ -33,6 +33,8 @@ pub struct SessionKey {
     pub session: RoleSession,
     /// The role the session chains into, if any: the pair is cached as one session.
     pub chain: Option<ChainTarget>,
+    /// The IAMProvider's STS region, if it names one.
+    pub sts_region: Option<String>,
     /// Every other attribute the assertion carries (the SAMLApp's claim mappings).
     pub attributes: Vec<Attribute>,
 }

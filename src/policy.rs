@@ -191,6 +191,8 @@ pub struct RoleGrant {
     pub session: RoleSession,
     /// The role the SAML session chains into at once, if any.
     pub chain: Option<ChainTarget>,
+    /// The IAMProvider's STS `region`, if set.
+    pub sts_region: Option<String>,
 }
 
 /// The outcome of a decision for one subject.
@@ -400,6 +402,7 @@ pub fn grant(
             external_id: spec.external_id.clone(),
             duration_seconds: spec.session_duration.min(MAX_CHAINED_SECONDS),
         }),
+        sts_region: provider.spec.region.clone(),
     })
 }
 

@@ -30,6 +30,8 @@ use crate::tokens::TokenVerifier;
 pub struct ServeOptions {
     /// The cluster's name for the `rolegate-cluster` session tag.
     pub cluster_name: Option<String>,
+    /// The STS region for IAMProviders without `region` (`--sts-region`).
+    pub sts_region: Option<String>,
     /// Directory of CR YAML files.
     pub config: PathBuf,
     /// Where generated signing keys are kept between runs.
@@ -422,7 +424,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", public.as_ref().map_or(addr, |(a, _)| *a)));
-    let sts: Arc<dyn Sts> = Arc::new(SdkSts::new(None).await);
+    let sts: Arc<dyn Sts> = Arc::new(SdkSts::in_region(None, options.sts_region.as_deref()).await);
     let store = Arc::new(SharedSnapshot::new(snapshot));
     let state = AppState {
         store: Arc::clone(&store),

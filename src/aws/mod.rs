@@ -27,6 +27,34 @@ pub enum AwsError {
     Transport(String),
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sts_is_called_at_the_regional_endpoint_of_the_chosen_region() {
+        assert_eq!(
+            sts_endpoint("eu-west-1"),
+            "https://sts.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            sts_endpoint("cn-north-1"),
+            "https://sts.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            sts_region(Some("eu-west-1"), Some("us-west-2")),
+            "eu-west-1"
+        );
+        assert_eq!(sts_region(None, Some("us-west-2")), "us-west-2");
+        assert_eq!(sts_region(None, None), "us-east-1");
+        assert_ne!(
+            sts_endpoint(sts_region(None, None)),
+            "https://sts.amazonaws.com",
+            "never the global endpoint"
+        );
+    }
+}
+
 impl AwsError {
     /// The AWS error code, or `Throttling`/`Unreachable`.
     pub fn code(&self) -> &str {
@@ -49,6 +77,8 @@ pub struct AssumeRequest {
     pub saml_assertion: String,
     /// Requested duration; the assertion's `SessionDuration` still bounds it.
     pub duration_seconds: u32,
+    /// The region whose STS endpoint to call; `None` uses the server's.
+    pub region: Option<String>,
 }
 
 impl std::fmt::Debug for AssumeRequest {
@@ -59,6 +89,24 @@ impl std::fmt::Debug for AssumeRequest {
             .field("duration_seconds", &self.duration_seconds)
             .finish_non_exhaustive()
     }
+}
+
+/// PURE: the regional STS endpoint of `region`, `https://sts.<region>.amazonaws.com` (the
+/// `.amazonaws.com.cn` domain in China, `.amazonaws.com` in every other partition rolegate
+/// knows). Calling it instead of the global `sts.amazonaws.com` keeps issuance up when the
+/// global endpoint (hosted in us-east-1) is not.
+pub fn sts_endpoint(region: &str) -> String {
+    if region.starts_with("cn-") {
+        format!("https://sts.{region}.amazonaws.com.cn")
+    } else {
+        format!("https://sts.{region}.amazonaws.com")
+    }
+}
+
+/// PURE: the region the server calls STS in: the IAMProvider's `region`, else the server's
+/// (`--sts-region` or `AWS_REGION`), else `us-east-1`.
+pub fn sts_region<'a>(provider: Option<&'a str>, server: Option<&'a str>) -> &'a str {
+    provider.or(server).unwrap_or("us-east-1")
 }
 
 /// An `sts:AssumeRole` request signed with the credentials of a SAML session (role chaining).

@@ -1,7 +1,8 @@
 //! The AWS traits implemented with aws-sdk-rust. `AWS_ENDPOINT_URL` is honoured through
 //! aws-config; an IAMProvider's `endpointURL` overrides it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -53,28 +54,69 @@ async fn region() -> aws_config::Region {
         .unwrap_or_else(|| aws_config::Region::new("us-east-1"))
 }
 
-/// STS through aws-sdk-sts, with no credentials.
+/// STS through aws-sdk-sts, with no credentials, at the regional endpoint of the chosen
+/// region (never the global one), unless an endpoint is set (`AWS_ENDPOINT_URL`, tests).
 #[derive(Debug, Clone)]
 pub struct SdkSts {
     client: aws_sdk_sts::Client,
     config: aws_config::SdkConfig,
+    /// Clients for IAMProviders naming another `region`.
+    regional: Arc<Mutex<HashMap<String, aws_sdk_sts::Client>>>,
 }
 
 impl SdkSts {
     /// A client configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`), without
     /// credentials: `AssumeRoleWithSAML` is unsigned. `endpoint_url` overrides the endpoint.
     pub async fn new(endpoint_url: Option<&str>) -> Self {
+        Self::in_region(endpoint_url, None).await
+    }
+
+    /// As [`Self::new`], in `region` (`--sts-region`) rather than the environment's.
+    pub async fn in_region(endpoint_url: Option<&str>, region: Option<&str>) -> Self {
+        let region = match region {
+            Some(r) => aws_config::Region::new(r.to_owned()),
+            None => self::region().await,
+        };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
-            .region(region().await);
+            .region(region.clone());
         if let Some(url) = endpoint_url {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        let client = Self::client(&config, region.as_ref());
         Self {
-            client: aws_sdk_sts::Client::new(&config),
+            client,
             config,
+            regional: Arc::default(),
         }
+    }
+
+    /// A client for `region`: its regional endpoint, unless the configuration sets one.
+    fn client(config: &aws_config::SdkConfig, region: &str) -> aws_sdk_sts::Client {
+        let mut builder = aws_sdk_sts::config::Builder::from(config)
+            .region(aws_config::Region::new(region.to_owned()));
+        if config.endpoint_url().is_none() {
+            builder = builder.endpoint_url(super::sts_endpoint(region));
+        }
+        aws_sdk_sts::Client::from_conf(builder.build())
+    }
+
+    /// The client for an IAMProvider's `region` (`None`: the server's).
+    fn for_region(&self, region: Option<&str>) -> aws_sdk_sts::Client {
+        let Some(region) =
+            region.filter(|r| Some(*r) != self.config.region().map(aws_config::Region::as_ref))
+        else {
+            return self.client.clone();
+        };
+        let mut clients = self
+            .regional
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| Self::client(&self.config, region))
+            .clone()
     }
 }
 
@@ -127,7 +169,7 @@ impl Sts for SdkSts {
         request: AssumeRequest,
     ) -> Result<StsCredentials, AwsError> {
         let out = self
-            .client
+            .for_region(request.region.as_deref())
             .assume_role_with_saml()
             .role_arn(&request.role_arn)
             .principal_arn(&request.principal_arn)

@@ -78,6 +78,7 @@ fn provider(selector: Option<LabelSelector>) -> IAMProvider {
             provider_name: "rolegate".into(),
             credentials: None,
             endpoint_url: None,
+            region: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
             adopt: false,

@@ -205,6 +205,7 @@ impl Issuer {
             name_id,
             session: grant.session.clone(),
             chain: grant.chain.clone(),
+            sts_region: grant.sts_region.clone(),
             attributes,
         };
         let fetch = self.sign_and_assume(state, &settings, &subject, &key, now);
@@ -258,6 +259,7 @@ impl Issuer {
             principal_arn: key.session.provider_arn.clone(),
             saml_assertion: signed.to_base64(),
             duration_seconds: key.session.duration_seconds,
+            region: key.sts_region.clone(),
         };
         let result = self.sts.assume_role_with_saml(request).await;
         count_sts_call(state, &result);

@@ -41,6 +41,7 @@ fn provider() -> IAMProvider {
             provider_name: "rolegate".into(),
             credentials: None,
             endpoint_url: None,
+            region: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
             adopt: false,
