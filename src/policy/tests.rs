@@ -626,3 +626,39 @@ fn a_chain_target_must_match_allowed_roles_and_lasts_at_most_an_hour() {
     assert_eq!(denial.reason(), "RoleNotAllowed");
     assert!(denial.to_string().contains("role/admin"), "{denial}");
 }
+
+#[test]
+fn tags_that_could_overflow_the_packed_budget_are_refused_ahead_naming_the_budget() {
+    let mut fits = mapping("team-a", "m").for_sa("app");
+    fits.spec
+        .session_tags
+        .insert("team".into(), "{namespace}".into());
+    let reserved_only = worst_case_tag_chars(&mapping("team-a", "r"));
+    assert!(reserved_only < PACKED_TAG_BUDGET, "{reserved_only}");
+    let mut big = mapping("team-a", "big").for_sa("app");
+    for i in 0..6 {
+        big.spec
+            .session_tags
+            .insert(format!("owner-{i}"), "{serviceAccount}".into());
+    }
+    // Short names render short: the check is on the worst case, not this request.
+    let worst = worst_case_tag_chars(&big);
+    assert!(worst > PACKED_TAG_BUDGET, "{worst}");
+    let s = snapshot(provider(Some(team("a"))), vec![fits, big.clone()]);
+    let d = decide(&APP, &RequestContext::default(), &s);
+    assert_eq!(d.grants.len(), 1);
+    let (name, denial) = &d.denials[0];
+    assert_eq!(name, "team-a/big");
+    assert_eq!(denial.reason(), "InvalidTags");
+    assert!(
+        denial.to_string().contains("2048-character budget"),
+        "{denial}"
+    );
+    assert!(
+        denial.to_string().contains("PackedPolicyTooLarge"),
+        "{denial}"
+    );
+    // Without the reserved tags the same mapping fits.
+    big.spec.disable_session_tags = true;
+    assert!(worst_case_tag_chars(&big) <= PACKED_TAG_BUDGET);
+}
