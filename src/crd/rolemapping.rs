@@ -123,6 +123,13 @@ pub struct RoleMappingStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The role and `saml:sub` values last accepted: a subject that leaves them has its
+    /// sessions revoked (`revokeOnDelete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_role: Option<String>,
+    /// See `grantedRole`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_subjects: Vec<String>,
     /// `Accepted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
