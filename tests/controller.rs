@@ -1647,3 +1647,78 @@ async fn a_deleted_rolemapping_revokes_its_sessions_and_the_provider_removes_the
     let policies = aws_cli(&["iam", "list-role-policies", "--role-name", &role]);
     assert_eq!(policies["PolicyNames"], json!([]), "the deny is gone");
 }
+
+#[tokio::test]
+async fn a_subject_removed_from_a_rolemapping_has_its_sessions_revoked() {
+    let role = unique("app-dropped");
+    aws_cli(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        &role,
+        "--assume-role-policy-document",
+        r#"{"Version":"2012-10-17","Statement":[]}"#,
+    ]);
+    let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{role}");
+    // The last accepted status granted `app` and `job`; the spec now names only `app`.
+    let mut m = serde_json::to_value(mapping(Some(json!({
+        "grantedRole": role_arn,
+        "grantedSubjects": ["system:serviceaccount:team-a:app", "system:serviceaccount:team-a:job"],
+    }))))
+    .unwrap();
+    m["spec"]["roleArn"] = json!(role_arn);
+    let m: RoleMapping = serde_json::from_value(m).unwrap();
+    let now: jiff::Timestamp = "2026-12-02T18:30:00Z".parse().unwrap();
+    let (client, handle) = apiserver::client();
+    let ctx = Arc::new(
+        Arc::try_unwrap(context(client))
+            .unwrap()
+            .with_clock(Arc::new(Pinned(now))),
+    );
+    let provider = provider_json("unused", json!({}));
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(&format!("{PROVIDERS}/acct"), provider.clone()),
+            Expect::get("/api/v1/namespaces/team-a", namespace("a")),
+            Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+            Expect::get(&format!("{PROVIDERS}/acct"), provider.clone()),
+            Expect::patch(&format!("{PROVIDERS}/acct"), provider.clone()).after_peer(),
+            Expect::event("team-a"),
+            Expect::event("default"),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/namespaces/team-a/rolemappings/reader/status",
+                serde_json::to_value(&m).unwrap(),
+            ),
+            Expect::event("team-a"),
+        ],
+    );
+    rolemapping::reconcile(Arc::new(m), ctx).await.unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    assert_eq!(seen[5].body["reason"], "Revoked");
+    assert_eq!(
+        seen[7].body["status"]["grantedSubjects"],
+        json!(["system:serviceaccount:team-a:app"])
+    );
+    let policies = aws_cli(&["iam", "list-role-policies", "--role-name", &role]);
+    let name = policies["PolicyNames"][0].as_str().unwrap().to_owned();
+    let held = aws_cli(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        &role,
+        "--policy-name",
+        &name,
+    ]);
+    let condition = &held["PolicyDocument"]["Statement"][0]["Condition"];
+    assert_eq!(
+        condition["StringEquals"]["saml:sub"],
+        json!(["system:serviceaccount:team-a:job"]),
+        "only the removed subject is revoked"
+    );
+    assert_eq!(
+        condition["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-12-02T18:30:00Z"
+    );
+}
