@@ -120,6 +120,8 @@ pub struct ChainRequest {
     pub external_id: Option<String>,
     /// Requested duration; AWS allows at most one hour when chaining.
     pub duration_seconds: u32,
+    /// The region whose STS endpoint to call; `None` uses the server's.
+    pub region: Option<String>,
 }
 
 /// Temporary credentials and what STS says about them.

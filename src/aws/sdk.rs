@@ -134,9 +134,18 @@ impl Sts for SdkSts {
             None,
             "rolegate-saml-session",
         );
-        let config = aws_sdk_sts::config::Builder::from(&self.config)
-            .credentials_provider(signing)
-            .build();
+        let region = request
+            .region
+            .clone()
+            .or_else(|| self.config.region().map(ToString::to_string))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut builder = aws_sdk_sts::config::Builder::from(&self.config)
+            .region(aws_config::Region::new(region.clone()))
+            .credentials_provider(signing);
+        if self.config.endpoint_url().is_none() {
+            builder = builder.endpoint_url(super::sts_endpoint(&region));
+        }
+        let config = builder.build();
         let client = aws_sdk_sts::Client::from_conf(config);
         let out = client
             .assume_role()

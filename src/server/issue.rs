@@ -270,6 +270,7 @@ impl Issuer {
                 session_name: key.session.session_name.clone(),
                 external_id: chain.external_id.clone(),
                 duration_seconds: chain.duration_seconds,
+                region: key.sts_region.clone(),
             };
             let result = self.sts.assume_role(&credentials, request).await;
             count_sts_call(state, &result);
