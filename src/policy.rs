@@ -524,7 +524,12 @@ fn reserved_tags(subject: &Subject<'_>, ctx: &RequestContext<'_>) -> Vec<(&'stat
 /// Every role `subject` may assume, and why each other mapping naming it grants nothing.
 pub fn decide(subject: &Subject<'_>, ctx: &RequestContext<'_>, snapshot: &Snapshot) -> Decision {
     let mut decision = Decision::default();
-    for mapping in snapshot.mappings.iter().filter(|m| subject.is_named_by(m)) {
+    // A mapping being deleted grants nothing, even while its finalizer (revocation) holds it.
+    for mapping in snapshot
+        .mappings
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none() && subject.is_named_by(m))
+    {
         match grant(mapping, subject, ctx, snapshot) {
             Ok(g) => decision.grants.push(g),
             Err(d) => decision.denials.push((mapping_key(mapping), d)),

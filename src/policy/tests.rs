@@ -662,3 +662,14 @@ fn tags_that_could_overflow_the_packed_budget_are_refused_ahead_naming_the_budge
     big.spec.disable_session_tags = true;
     assert!(worst_case_tag_chars(&big) <= PACKED_TAG_BUDGET);
 }
+
+#[test]
+fn a_mapping_being_deleted_grants_nothing_while_its_finalizer_revokes() {
+    let mut deleting = mapping("team-a", "m").for_sa("app");
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    let s = snapshot(provider(Some(team("a"))), vec![deleting]);
+    let d = decide(&APP, &RequestContext::default(), &s);
+    assert!(d.grants.is_empty() && d.denials.is_empty(), "{d:?}");
+}
