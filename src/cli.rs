@@ -167,6 +167,11 @@ pub struct ServeArgs {
     /// installation sharing an AWS account its own.
     #[arg(long, env = "ROLEGATE_CLUSTER_NAME", value_parser = cluster_name)]
     pub cluster_name: Option<String>,
+    /// The AWS region whose regional STS endpoint (`https://sts.<region>.amazonaws.com`)
+    /// assertions are exchanged at, for IAMProviders that name no `region`. Absent: the
+    /// `AWS_REGION` of the environment, else `us-east-1`. The global endpoint is never used.
+    #[arg(long, env = "ROLEGATE_STS_REGION")]
+    pub sts_region: Option<String>,
 }
 
 /// A cluster name that fits the ownership tag.
@@ -179,6 +184,7 @@ impl ServeArgs {
     pub fn options(&self) -> crate::standalone::ServeOptions {
         crate::standalone::ServeOptions {
             cluster_name: self.cluster_name.clone(),
+            sts_region: self.sts_region.clone(),
             credentials_uri: self.credentials_uri.clone(),
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
@@ -244,6 +250,11 @@ pub struct ServerArgs {
     /// no such tag.
     #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// The AWS region whose regional STS endpoint (`https://sts.<region>.amazonaws.com`)
+    /// assertions are exchanged at, for IAMProviders that name no `region`. Absent: the
+    /// `AWS_REGION` of the environment, else `us-east-1`. The global endpoint is never used.
+    #[arg(long, env = "ROLEGATE_STS_REGION")]
+    pub sts_region: Option<String>,
 }
 
 impl ServerArgs {
@@ -251,6 +262,7 @@ impl ServerArgs {
     pub fn options(&self) -> crate::cluster::ServerOptions {
         crate::cluster::ServerOptions {
             cluster_name: self.cluster_name.clone(),
+            sts_region: self.sts_region.clone(),
             credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,

@@ -25,6 +25,8 @@ use crate::tokens::TokenVerifier;
 pub struct ServerOptions {
     /// The cluster's name for the `rolegate-cluster` session tag.
     pub cluster_name: Option<String>,
+    /// The STS region for IAMProviders without `region` (`--sts-region`).
+    pub sts_region: Option<String>,
     /// The operator namespace, where the signing Secrets are.
     pub namespace: String,
     /// Listen address: everything, or without the sign-in pages when `public_listen` is set.
@@ -139,7 +141,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             TokenVerifier::new(std::path::PathBuf::from("/")).with_token_review(reviewer),
         ),
         issuer: Arc::new(Issuer {
-            sts: Arc::new(SdkSts::new(None).await),
+            sts: Arc::new(SdkSts::in_region(None, options.sts_region.as_deref()).await),
             cache: CredentialCache::default(),
             cluster: options.cluster_name.clone(),
         }),

@@ -14,7 +14,7 @@ use moka::future::Cache;
 
 use crate::aws::StsCredentials;
 use crate::saml::Attribute;
-use crate::saml::aws::RoleSession;
+use crate::saml::aws::{ChainTarget, RoleSession};
 
 /// Cache key: everything that shapes the session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,6 +31,10 @@ pub struct SessionKey {
     pub name_id: String,
     /// The role session (role, provider, name, duration, tags, source identity).
     pub session: RoleSession,
+    /// The role the session chains into, if any: the pair is cached as one session.
+    pub chain: Option<ChainTarget>,
+    /// The IAMProvider's STS region, if it names one.
+    pub sts_region: Option<String>,
     /// Every other attribute the assertion carries (the SAMLApp's claim mappings).
     pub attributes: Vec<Attribute>,
 }

@@ -21,6 +21,7 @@ pub mod pki;
 pub mod pod_audit;
 pub mod policy;
 pub mod registration;
+pub mod revocation;
 pub mod rotation;
 pub mod saml;
 pub mod server;

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use kube::core::{Selector, SelectorExt as _};
 
 use crate::crd::{IAMProvider, RoleMapping, SubjectKind};
-use crate::saml::aws::{RoleSession, SessionError, sanitize_session_name};
+use crate::saml::aws::{
+    ChainTarget, MAX_CHAINED_SECONDS, RoleSession, SessionError, sanitize_session_name,
+};
 use crate::store::Snapshot;
 
 /// Who asks for a role.
@@ -91,6 +93,21 @@ pub const RESERVED_TAG_KEYS: [&str; 5] = [
     "kubernetes-pod-uid",
     "rolegate-cluster",
 ];
+
+/// The budget, in characters, for a session's tags (keys, values and transitive keys) at
+/// their longest. AWS packs session policies and tags into a binary form whose limit it does
+/// not publish (`PackedPolicyTooLarge` reports a percentage); the limit it does publish for the
+/// plaintext of session policies is 2,048 characters. rolegate holds the tags to the same
+/// 2,048, which stays well below the point where the packed form overflows, and checks it
+/// ahead, when the mapping is accepted, rather than at run time.
+pub const PACKED_TAG_BUDGET: usize = 2048;
+
+/// The longest values the reserved tags and templates can take: a namespace (63), a service
+/// account or pod name (253), a pod UID (36) and a cluster name (128).
+const MAX_NAMESPACE: usize = 63;
+const MAX_NAME: usize = 253;
+const MAX_UID: usize = 36;
+const MAX_CLUSTER: usize = 128;
 
 /// Why a mapping grants nothing. The variant names are the `Accepted` condition reasons.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +204,10 @@ pub struct RoleGrant {
     pub app: String,
     /// The session attributes.
     pub session: RoleSession,
+    /// The role the SAML session chains into at once, if any.
+    pub chain: Option<ChainTarget>,
+    /// The IAMProvider's STS `region`, if set.
+    pub sts_region: Option<String>,
 }
 
 /// The outcome of a decision for one subject.
@@ -240,6 +261,14 @@ pub fn admit<'s>(mapping: &RoleMapping, snapshot: &'s Snapshot) -> Result<&'s IA
     if !role_allowed(&provider.spec.allowed_roles, role) {
         return Err(Denial::RoleNotAllowed {
             role: role.clone(),
+            provider: provider_name.clone(),
+        });
+    }
+    if let Some(target) = &mapping.spec.target_role_arn
+        && (target.contains(',') || !role_allowed(&provider.spec.allowed_roles, target))
+    {
+        return Err(Denial::RoleNotAllowed {
+            role: target.clone(),
             provider: provider_name.clone(),
         });
     }
@@ -383,6 +412,12 @@ pub fn grant(
         provider: spec.provider.clone(),
         app: provider.spec.saml_app.clone(),
         session,
+        chain: spec.target_role_arn.as_ref().map(|role_arn| ChainTarget {
+            role_arn: role_arn.clone(),
+            external_id: spec.external_id.clone(),
+            duration_seconds: spec.session_duration.min(MAX_CHAINED_SECONDS),
+        }),
+        sts_region: provider.spec.region.clone(),
     })
 }
 
@@ -402,6 +437,12 @@ fn check_tag_bounds(mapping: &RoleMapping, provider: &IAMProvider) -> Result<(),
             )));
         }
     }
+    let worst = worst_case_tag_chars(mapping);
+    if worst > PACKED_TAG_BUDGET {
+        return Err(Denial::InvalidTags(format!(
+            "session tags could need {worst} characters (keys, values with namespace, service account and pod names at their longest, transitive keys), over the {PACKED_TAG_BUDGET}-character budget for AWS's packed policy and tags; STS would refuse such a session with PackedPolicyTooLarge"
+        )));
+    }
     let Some(bounds) = &provider.spec.session_tags else {
         return Ok(());
     };
@@ -416,6 +457,48 @@ fn check_tag_bounds(mapping: &RoleMapping, provider: &IAMProvider) -> Result<(),
         )));
     }
     Ok(())
+}
+
+/// PURE: the characters a mapping's session tags can take at most: every key, every value
+/// rendered with the longest names (capped at AWS's 256 per value, beyond which the session is
+/// refused anyway), the reserved tags unless disabled, and the transitive keys.
+pub fn worst_case_tag_chars(mapping: &RoleMapping) -> usize {
+    let spec = &mapping.spec;
+    let namespace = "n".repeat(MAX_NAMESPACE);
+    let name = "s".repeat(MAX_NAME);
+    let pod = "p".repeat(MAX_NAME);
+    let subject = Subject::ServiceAccount {
+        namespace: &namespace,
+        name: &name,
+    };
+    let ctx = RequestContext {
+        pod: Some(&pod),
+        pod_uid: None,
+        cluster: None,
+    };
+    let value_len = |template: &str| {
+        render_template(template, &subject, &namespace, &ctx)
+            .map_or(template.chars().count(), |v| v.chars().count())
+            .min(256)
+    };
+    let mut total: usize = spec
+        .session_tags
+        .iter()
+        .map(|(k, v)| k.chars().count() + value_len(v))
+        .sum();
+    let mut transitive: usize = spec
+        .transitive_tag_keys
+        .iter()
+        .map(|k| k.chars().count())
+        .sum();
+    if !spec.disable_session_tags {
+        let values = [MAX_NAMESPACE, MAX_NAME, MAX_NAME, MAX_UID, MAX_CLUSTER];
+        for (key, value) in RESERVED_TAG_KEYS.iter().zip(values) {
+            total += key.len() + value;
+            transitive += key.len();
+        }
+    }
+    total + transitive
 }
 
 /// The tags rolegate sets itself: the workload's namespace, service account and pod, as EKS
@@ -441,7 +524,12 @@ fn reserved_tags(subject: &Subject<'_>, ctx: &RequestContext<'_>) -> Vec<(&'stat
 /// Every role `subject` may assume, and why each other mapping naming it grants nothing.
 pub fn decide(subject: &Subject<'_>, ctx: &RequestContext<'_>, snapshot: &Snapshot) -> Decision {
     let mut decision = Decision::default();
-    for mapping in snapshot.mappings.iter().filter(|m| subject.is_named_by(m)) {
+    // A mapping being deleted grants nothing, even while its finalizer (revocation) holds it.
+    for mapping in snapshot
+        .mappings
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none() && subject.is_named_by(m))
+    {
         match grant(mapping, subject, ctx, snapshot) {
             Ok(g) => decision.grants.push(g),
             Err(d) => decision.denials.push((mapping_key(mapping), d)),

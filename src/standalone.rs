@@ -30,6 +30,8 @@ use crate::tokens::TokenVerifier;
 pub struct ServeOptions {
     /// The cluster's name for the `rolegate-cluster` session tag.
     pub cluster_name: Option<String>,
+    /// The STS region for IAMProviders without `region` (`--sts-region`).
+    pub sts_region: Option<String>,
     /// Directory of CR YAML files.
     pub config: PathBuf,
     /// Where generated signing keys are kept between runs.
@@ -422,7 +424,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", public.as_ref().map_or(addr, |(a, _)| *a)));
-    let sts: Arc<dyn Sts> = Arc::new(SdkSts::new(None).await);
+    let sts: Arc<dyn Sts> = Arc::new(SdkSts::in_region(None, options.sts_region.as_deref()).await);
     let store = Arc::new(SharedSnapshot::new(snapshot));
     let state = AppState {
         store: Arc::clone(&store),
@@ -499,6 +501,81 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Roles holding a revocation policy written by this process, by the IAMProvider whose access
+/// wrote it. (After a restart, policies written before are left to expire harmlessly: a deny
+/// on sessions issued before a past instant matches no new session.)
+type Revoked = std::collections::BTreeSet<(String, String)>;
+
+/// Revokes, in IAM, the sessions of every mapping or subject that `after` no longer has.
+async fn revoke_removed(
+    before: &Snapshot,
+    after: &Snapshot,
+    namespace: &str,
+    revoked: &mut Revoked,
+) {
+    for (provider_name, revocation) in
+        crate::revocation::between(&before.mappings, &after.mappings, Timestamp::now())
+    {
+        let Some(provider) = before.providers.get(&provider_name) else {
+            tracing::error!(provider = %provider_name, policy = %revocation.policy_name, "cannot revoke: the IAMProvider does not exist");
+            continue;
+        };
+        let access = match iam_access(provider, before, namespace) {
+            Ok(a) => a,
+            Err(reason) => {
+                tracing::error!(provider = %provider_name, %reason, "cannot revoke: no IAM access");
+                continue;
+            }
+        };
+        let iam = SdkSamlProviders::new(&access).await.role_policies();
+        match crate::aws::revoke(&iam, &revocation).await {
+            Ok(()) => {
+                tracing::info!(provider = %provider_name, role = %revocation.role_name, policy = %revocation.policy_name, until = %revocation.remove_after, "revoked the sessions of removed subjects");
+                revoked.insert((provider_name, revocation.role_name));
+            }
+            Err(e) => {
+                tracing::error!(provider = %provider_name, reason = e.reason(), error = %e, "revocation failed");
+            }
+        }
+    }
+}
+
+/// Removes the revocation policies whose sessions have all expired.
+async fn sweep_revoked(snapshot: &Snapshot, namespace: &str, revoked: &mut Revoked) {
+    let mut done = Vec::new();
+    for (provider_name, role) in revoked.iter() {
+        let Some(access) = snapshot
+            .providers
+            .get(provider_name)
+            .and_then(|p| iam_access(p, snapshot, namespace).ok())
+        else {
+            continue;
+        };
+        let iam = SdkSamlProviders::new(&access).await.role_policies();
+        match crate::aws::sweep(&iam, role, Timestamp::now()).await {
+            Ok(removed) => {
+                for policy in &removed {
+                    tracing::info!(%role, %policy, "removed an expired revocation policy");
+                }
+                let left = crate::aws::RolePolicies::list(&iam, role)
+                    .await
+                    .map(|names| {
+                        names
+                            .iter()
+                            .any(|n| n.starts_with(crate::revocation::POLICY_PREFIX))
+                    });
+                if matches!(left, Ok(false)) {
+                    done.push((provider_name.clone(), role.clone()));
+                }
+            }
+            Err(e) => tracing::error!(%role, error = %e, "revocation sweep failed"),
+        }
+    }
+    for d in done {
+        revoked.remove(&d);
+    }
+}
+
 /// Registers at start, then reloads and re-registers whenever the files change, and at least
 /// every `resync` to repair drift in IAM.
 async fn sync_loop(options: ServeOptions, state: AppState) {
@@ -515,6 +592,7 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
         .await;
     };
     let mut fingerprint = dir_fingerprint(&options.config);
+    let mut revoked = Revoked::new();
     register().await;
     state.ready.store(true, Ordering::Release);
     let mut last_sync = Instant::now();
@@ -539,8 +617,11 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             match reloaded {
                 Ok((snapshot, keys)) => {
                     tracing::info!("reloaded {}", options.config.display());
+                    let before = state.store.current();
                     state.keys.replace(keys);
-                    state.store.replace(snapshot);
+                    state.store.replace(snapshot.clone());
+                    // The server refuses from now on; sessions already issued are revoked.
+                    revoke_removed(&before, &snapshot, &options.namespace, &mut revoked).await;
                 }
                 Err(reason) => {
                     tracing::error!(%reason, "config change rejected; still serving the previous resources");
@@ -564,6 +645,7 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
                 }
             }
             register().await;
+            sweep_revoked(&state.store.current(), &options.namespace, &mut revoked).await;
             last_sync = Instant::now();
         }
     }

@@ -42,7 +42,8 @@ fn context(client: kube::Client) -> Arc<Context> {
 fn mapping(status: Option<serde_json::Value>) -> RoleMapping {
     let mut m = json!({
         "apiVersion": "rolegate.dev/v1alpha1", "kind": "RoleMapping",
-        "metadata": {"name": "reader", "namespace": "team-a", "generation": 1, "uid": "u1"},
+        "metadata": {"name": "reader", "namespace": "team-a", "generation": 1, "uid": "u1",
+                     "finalizers": [rolemapping::FINALIZER]},
         "spec": {"provider": "acct", "roleArn": format!("arn:aws:iam::{ACCOUNT}:role/app-reader"),
                  "subjects": [{"kind": "ServiceAccount", "name": "app"}]},
     });
@@ -1555,4 +1556,232 @@ async fn the_session_key_secret_is_created_once_when_missing_and_never_replaced(
     );
     let (_, mut handle) = server.await.unwrap();
     apiserver::no_more(&mut handle).await;
+}
+
+/// A clock pinned to one instant.
+#[derive(Debug)]
+struct Pinned(jiff::Timestamp);
+
+impl rolegate::server::Clock for Pinned {
+    fn now(&self) -> jiff::Timestamp {
+        self.0
+    }
+}
+
+fn aws_cli(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(common::venv().join("bin/aws"))
+        .args(args)
+        .args(["--output", "json"])
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn a_deleted_rolemapping_revokes_its_sessions_and_the_provider_removes_the_deny_later() {
+    let role = unique("app-revoked");
+    aws_cli(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        &role,
+        "--assume-role-policy-document",
+        r#"{"Version":"2012-10-17","Statement":[]}"#,
+    ]);
+    let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{role}");
+    let mut deleting = serde_json::to_value(mapping(None)).unwrap();
+    deleting["spec"]["roleArn"] = json!(role_arn);
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-12-02T18:00:00Z");
+    let deleting: RoleMapping = serde_json::from_value(deleting).unwrap();
+    let deleted_at: jiff::Timestamp = "2026-12-02T18:00:00Z".parse().unwrap();
+
+    let (client, handle) = apiserver::client();
+    let ctx = Arc::new(
+        Arc::try_unwrap(context(client))
+            .unwrap()
+            .with_clock(Arc::new(Pinned(deleted_at))),
+    );
+    let provider = provider_json("unused", json!({}));
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(&format!("{PROVIDERS}/acct"), provider.clone()),
+            Expect::patch(&format!("{PROVIDERS}/acct"), provider.clone()).after_peer(),
+            Expect::event("team-a"),
+            Expect::event("default"),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/namespaces/team-a/rolemappings/reader",
+                serde_json::to_value(&deleting).unwrap(),
+            ),
+        ],
+    );
+    rolemapping::reconcile(Arc::new(deleting), ctx)
+        .await
+        .unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+
+    // The role holds the deny, with the deletion time and the mapping's subject.
+    let policies = aws_cli(&["iam", "list-role-policies", "--role-name", &role]);
+    let name = policies["PolicyNames"][0].as_str().unwrap().to_owned();
+    assert!(name.starts_with("rolegate-revoke-"), "{policies}");
+    let held = aws_cli(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        &role,
+        "--policy-name",
+        &name,
+    ]);
+    let statement = &held["PolicyDocument"]["Statement"][0];
+    assert_eq!(statement["Effect"], "Deny");
+    assert_eq!(
+        statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-12-02T18:00:00Z"
+    );
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["saml:sub"],
+        json!(["system:serviceaccount:team-a:app"])
+    );
+    // Recorded on the IAMProvider, reported in Events, and the finalizer released.
+    let annotation = format!("{}{name}", rolemapping::REVOCATION_ANNOTATION);
+    let remove_after = deleted_at.as_second() + 3600;
+    assert_eq!(
+        seen[1].body["metadata"]["annotations"][&annotation],
+        format!("{role} {remove_after}")
+    );
+    assert_eq!(seen[2].body["reason"], "Revoked");
+    assert!(
+        seen[2].body["note"]
+            .as_str()
+            .unwrap()
+            .contains("system:serviceaccount:team-a:app"),
+        "{}",
+        seen[2].body
+    );
+    assert!(
+        seen[4].body.to_string().contains("remove"),
+        "{}",
+        seen[4].body
+    );
+
+    // An hour later the IAMProvider's resync removes the deny and its annotation.
+    let secret = signing_secret();
+    let mut recorded = provider_json(
+        &unique("ctl-rev"),
+        json!({"metadata": {"finalizers": [iamprovider::FINALIZER],
+                            "annotations": {annotation.clone(): format!("{role} {remove_after}")}}}),
+    );
+    let (client, handle) = apiserver::client();
+    let later = jiff::Timestamp::from_second(remove_after).unwrap();
+    let ctx = Arc::new(
+        Arc::try_unwrap(context(client))
+            .unwrap()
+            .with_clock(Arc::new(Pinned(later))),
+    );
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+            Expect::get("/api/v1/namespaces/rolegate/secrets/aws-signing", secret),
+            Expect::patch(&format!("{PROVIDERS}/acct/status"), recorded.clone()).after_peer(),
+            Expect::event("default"),
+            Expect::event("default").after_peer(),
+            Expect::patch(&format!("{PROVIDERS}/acct"), recorded.clone()),
+        ],
+    );
+    recorded["metadata"]["uid"] = json!("u3");
+    let p: IAMProvider = serde_json::from_value(recorded).unwrap();
+    iamprovider::reconcile(Arc::new(p), ctx).await.unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    assert_eq!(seen[4].body["reason"], "RevocationExpired");
+    assert_eq!(
+        seen[5].body["metadata"]["annotations"][&annotation],
+        serde_json::Value::Null
+    );
+    let policies = aws_cli(&["iam", "list-role-policies", "--role-name", &role]);
+    assert_eq!(policies["PolicyNames"], json!([]), "the deny is gone");
+}
+
+#[tokio::test]
+async fn a_subject_removed_from_a_rolemapping_has_its_sessions_revoked() {
+    let role = unique("app-dropped");
+    aws_cli(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        &role,
+        "--assume-role-policy-document",
+        r#"{"Version":"2012-10-17","Statement":[]}"#,
+    ]);
+    let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{role}");
+    // The last accepted status granted `app` and `job`; the spec now names only `app`.
+    let mut m = serde_json::to_value(mapping(Some(json!({
+        "grantedRole": role_arn,
+        "grantedSubjects": ["system:serviceaccount:team-a:app", "system:serviceaccount:team-a:job"],
+    }))))
+    .unwrap();
+    m["spec"]["roleArn"] = json!(role_arn);
+    let m: RoleMapping = serde_json::from_value(m).unwrap();
+    let now: jiff::Timestamp = "2026-12-02T18:30:00Z".parse().unwrap();
+    let (client, handle) = apiserver::client();
+    let ctx = Arc::new(
+        Arc::try_unwrap(context(client))
+            .unwrap()
+            .with_clock(Arc::new(Pinned(now))),
+    );
+    let provider = provider_json("unused", json!({}));
+    let verifier = apiserver::scenario(
+        handle,
+        vec![
+            Expect::get(&format!("{PROVIDERS}/acct"), provider.clone()),
+            Expect::get("/api/v1/namespaces/team-a", namespace("a")),
+            Expect::get("/apis/rolegate.dev/v1alpha1/samlapps/aws", saml_app()),
+            Expect::get(&format!("{PROVIDERS}/acct"), provider.clone()),
+            Expect::patch(&format!("{PROVIDERS}/acct"), provider.clone()).after_peer(),
+            Expect::event("team-a"),
+            Expect::event("default"),
+            Expect::patch(
+                "/apis/rolegate.dev/v1alpha1/namespaces/team-a/rolemappings/reader/status",
+                serde_json::to_value(&m).unwrap(),
+            ),
+            Expect::event("team-a"),
+        ],
+    );
+    rolemapping::reconcile(Arc::new(m), ctx).await.unwrap();
+    let (seen, mut handle) = verifier.await.unwrap();
+    apiserver::no_more(&mut handle).await;
+    assert_eq!(seen[5].body["reason"], "Revoked");
+    assert_eq!(
+        seen[7].body["status"]["grantedSubjects"],
+        json!(["system:serviceaccount:team-a:app"])
+    );
+    let policies = aws_cli(&["iam", "list-role-policies", "--role-name", &role]);
+    let name = policies["PolicyNames"][0].as_str().unwrap().to_owned();
+    let held = aws_cli(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        &role,
+        "--policy-name",
+        &name,
+    ]);
+    let condition = &held["PolicyDocument"]["Statement"][0]["Condition"];
+    assert_eq!(
+        condition["StringEquals"]["saml:sub"],
+        json!(["system:serviceaccount:team-a:job"]),
+        "only the removed subject is revoked"
+    );
+    assert_eq!(
+        condition["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-12-02T18:30:00Z"
+    );
 }

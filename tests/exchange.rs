@@ -243,3 +243,32 @@ async fn a_rotated_issuer_key_is_fetched_on_its_unknown_kid() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn tags_that_could_overflow_the_packed_budget_are_refused_at_the_endpoint() {
+    let tags: Vec<String> = (0..6)
+        .map(|i| format!("owner-{i}: \"{{serviceAccount}}\""))
+        .collect();
+    let yaml = resources(&unique("packed"), false)
+        + &format!(
+            r#"
+---
+apiVersion: rolegate.dev/v1alpha1
+kind: RoleMapping
+metadata: {{name: tagged, namespace: team-a}}
+spec:
+  provider: acct
+  roleArn: {ROLE}
+  subjects: [{{kind: ServiceAccount, name: tagged}}]
+  sessionTags: {{{}}}
+"#,
+            tags.join(", ")
+        );
+    let h = Harness::start(&yaml).await;
+    let (status, body) = h.credentials(&h.sa_token("team-a", "tagged"), None).await;
+    assert_eq!(status, 403, "{body}");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.contains("InvalidTags"), "{body}");
+    assert!(description.contains("2048-character budget"), "{body}");
+    assert_eq!(h.metric("rolegate_sts_calls_total"), 0.0);
+}

@@ -316,3 +316,119 @@ fn the_state_directory_rotates_its_signing_key_when_due() {
     assert!(!dir.join("retiring.crt").exists());
     assert!(!state.path().join("aws.new").exists() && !state.path().join("aws.old").exists());
 }
+
+fn aws_cli(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(common::venv().join("bin/aws"))
+        .args(args)
+        .args(["--output", "json"])
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_revokes_the_sessions_of_a_mapping_removed_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&config).unwrap();
+    let sa_key = rolegate::dev::generate_key().unwrap();
+    std::fs::write(
+        config.join("jwks.json"),
+        rolegate::dev::jwks(&sa_key).unwrap().to_string(),
+    )
+    .unwrap();
+    let role = unique("app-standalone");
+    aws_cli(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        &role,
+        "--assume-role-policy-document",
+        r#"{"Version":"2012-10-17","Statement":[]}"#,
+    ]);
+    let yaml = resources(&unique("standalone-rev"), false).replace(
+        &format!("roleArn: {}\n  subjects: [{{kind: ServiceAccount, name: app}}, {{kind: ServiceAccount, name: multi}}]", common::ROLE),
+        &format!("roleArn: arn:aws:iam::{ACCOUNT}:role/{role}\n  subjects: [{{kind: ServiceAccount, name: app}}, {{kind: ServiceAccount, name: multi}}]"),
+    );
+    assert!(yaml.contains(&role), "the fixture changed");
+    std::fs::write(config.join("resources.yaml"), &yaml).unwrap();
+    let server = start(&config, &state).await;
+    let spec = rolegate::dev::TokenSpec {
+        issuer: ISSUER.into(),
+        subject: "system:serviceaccount:team-a:app".into(),
+        audiences: vec!["rolegate".into()],
+        ttl_seconds: 600,
+        pod: None,
+        kid: None,
+    };
+    let token = rolegate::dev::token(&sa_key, &spec, jiff::Timestamp::now()).unwrap();
+    let credentials = async || {
+        reqwest::Client::new()
+            .get(format!("{}/v1/credentials", server.url))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(credentials().await, 200);
+
+    // The mapping disappears from the files.
+    let start_of_mapping = yaml.find("metadata: {name: app-reader").unwrap();
+    let end_of_mapping = start_of_mapping + yaml[start_of_mapping..].find("---").unwrap();
+    let without = format!(
+        "{}{}",
+        &yaml[..start_of_mapping],
+        &yaml[end_of_mapping + 3..]
+    )
+    .replacen(
+        "apiVersion: rolegate.dev/v1alpha1\nkind: RoleMapping\n\n",
+        "",
+        1,
+    );
+    let deleted_before = jiff::Timestamp::now();
+    std::fs::write(config.join("resources.yaml"), &without).unwrap();
+    eventually("the role holds a revocation policy", || async {
+        aws_cli(&["iam", "list-role-policies", "--role-name", &role])["PolicyNames"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    assert_eq!(credentials().await, 403, "the server refuses");
+    let names = aws_cli(&["iam", "list-role-policies", "--role-name", &role]);
+    let name = names["PolicyNames"][0].as_str().unwrap();
+    assert!(name.starts_with("rolegate-revoke-"), "{names}");
+    let held = aws_cli(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        &role,
+        "--policy-name",
+        name,
+    ]);
+    let condition = &held["PolicyDocument"]["Statement"][0]["Condition"];
+    assert_eq!(
+        condition["StringEquals"]["saml:sub"],
+        serde_json::json!([
+            "system:serviceaccount:team-a:app",
+            "system:serviceaccount:team-a:multi"
+        ])
+    );
+    let issued: jiff::Timestamp = condition["DateLessThan"]["aws:TokenIssueTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        issued.as_second() >= deleted_before.as_second() && issued <= jiff::Timestamp::now(),
+        "{issued} is the time of the reload"
+    );
+}

@@ -1,7 +1,8 @@
 //! The AWS traits implemented with aws-sdk-rust. `AWS_ENDPOINT_URL` is honoured through
 //! aws-config; an IAMProvider's `endpointURL` overrides it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -9,7 +10,10 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use jiff::Timestamp;
 
-use super::{AssumeRequest, AwsError, RegisteredProvider, SamlProviders, Sts, StsCredentials};
+use super::{
+    AssumeRequest, AwsError, ChainRequest, RegisteredProvider, RolePolicies, SamlProviders, Sts,
+    StsCredentials,
+};
 
 fn to_aws_error<E, R>(err: &SdkError<E, R>) -> AwsError
 where
@@ -50,37 +54,131 @@ async fn region() -> aws_config::Region {
         .unwrap_or_else(|| aws_config::Region::new("us-east-1"))
 }
 
-/// STS through aws-sdk-sts, with no credentials.
+/// STS through aws-sdk-sts, with no credentials, at the regional endpoint of the chosen
+/// region (never the global one), unless an endpoint is set (`AWS_ENDPOINT_URL`, tests).
 #[derive(Debug, Clone)]
 pub struct SdkSts {
     client: aws_sdk_sts::Client,
+    config: aws_config::SdkConfig,
+    /// Clients for IAMProviders naming another `region`.
+    regional: Arc<Mutex<HashMap<String, aws_sdk_sts::Client>>>,
 }
 
 impl SdkSts {
     /// A client configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`), without
     /// credentials: `AssumeRoleWithSAML` is unsigned. `endpoint_url` overrides the endpoint.
     pub async fn new(endpoint_url: Option<&str>) -> Self {
+        Self::in_region(endpoint_url, None).await
+    }
+
+    /// As [`Self::new`], in `region` (`--sts-region`) rather than the environment's.
+    pub async fn in_region(endpoint_url: Option<&str>, region: Option<&str>) -> Self {
+        let region = match region {
+            Some(r) => aws_config::Region::new(r.to_owned()),
+            None => self::region().await,
+        };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
-            .region(region().await);
+            .region(region.clone());
         if let Some(url) = endpoint_url {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        let client = Self::client(&config, region.as_ref());
         Self {
-            client: aws_sdk_sts::Client::new(&config),
+            client,
+            config,
+            regional: Arc::default(),
         }
+    }
+
+    /// A client for `region`: its regional endpoint, unless the configuration sets one.
+    fn client(config: &aws_config::SdkConfig, region: &str) -> aws_sdk_sts::Client {
+        let mut builder = aws_sdk_sts::config::Builder::from(config)
+            .region(aws_config::Region::new(region.to_owned()));
+        if config.endpoint_url().is_none() {
+            builder = builder.endpoint_url(super::sts_endpoint(region));
+        }
+        aws_sdk_sts::Client::from_conf(builder.build())
+    }
+
+    /// The client for an IAMProvider's `region` (`None`: the server's).
+    fn for_region(&self, region: Option<&str>) -> aws_sdk_sts::Client {
+        let Some(region) =
+            region.filter(|r| Some(*r) != self.config.region().map(aws_config::Region::as_ref))
+        else {
+            return self.client.clone();
+        };
+        let mut clients = self
+            .regional
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| Self::client(&self.config, region))
+            .clone()
     }
 }
 
 #[async_trait]
 impl Sts for SdkSts {
+    async fn assume_role(
+        &self,
+        source: &StsCredentials,
+        request: ChainRequest,
+    ) -> Result<StsCredentials, AwsError> {
+        let signing = aws_sdk_sts::config::Credentials::new(
+            source.access_key_id.clone(),
+            source.secret_access_key.clone(),
+            Some(source.session_token.clone()),
+            None,
+            "rolegate-saml-session",
+        );
+        let region = request
+            .region
+            .clone()
+            .or_else(|| self.config.region().map(ToString::to_string))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut builder = aws_sdk_sts::config::Builder::from(&self.config)
+            .region(aws_config::Region::new(region.clone()))
+            .credentials_provider(signing);
+        if self.config.endpoint_url().is_none() {
+            builder = builder.endpoint_url(super::sts_endpoint(&region));
+        }
+        let config = builder.build();
+        let client = aws_sdk_sts::Client::from_conf(config);
+        let out = client
+            .assume_role()
+            .role_arn(&request.role_arn)
+            .role_session_name(&request.session_name)
+            .set_external_id(request.external_id.clone())
+            .duration_seconds(i32::try_from(request.duration_seconds).unwrap_or(3600))
+            .send()
+            .await
+            .map_err(|e| to_aws_error(&e))?;
+        let creds = out
+            .credentials()
+            .ok_or_else(|| AwsError::Transport("STS answered without credentials".into()))?;
+        let user = out.assumed_role_user();
+        Ok(StsCredentials {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: creds.secret_access_key().to_owned(),
+            session_token: creds.session_token().to_owned(),
+            expiration: timestamp(creds.expiration()),
+            assumed_role_arn: user.map(|u| u.arn().to_owned()).unwrap_or_default(),
+            assumed_role_id: user
+                .map(|u| u.assumed_role_id().to_owned())
+                .unwrap_or_default(),
+            ..source.clone()
+        })
+    }
+
     async fn assume_role_with_saml(
         &self,
         request: AssumeRequest,
     ) -> Result<StsCredentials, AwsError> {
         let out = self
-            .client
+            .for_region(request.region.as_deref())
             .assume_role_with_saml()
             .role_arn(&request.role_arn)
             .principal_arn(&request.principal_arn)
@@ -231,6 +329,120 @@ impl SdkSamlProviders {
             client: aws_sdk_iam::Client::new(&config),
         }
     }
+}
+
+impl SdkSamlProviders {
+    /// Inline role policies through the same client (and credentials).
+    pub fn role_policies(&self) -> SdkRolePolicies {
+        SdkRolePolicies {
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// Inline role policies through aws-sdk-iam.
+#[derive(Debug, Clone)]
+pub struct SdkRolePolicies {
+    client: aws_sdk_iam::Client,
+}
+
+#[async_trait]
+impl RolePolicies for SdkRolePolicies {
+    async fn put(&self, role: &str, name: &str, document: &str) -> Result<(), AwsError> {
+        self.client
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .map_err(|e| to_aws_error(&e))?;
+        Ok(())
+    }
+
+    async fn list(&self, role: &str) -> Result<Vec<String>, AwsError> {
+        let mut names = Vec::new();
+        let mut marker = None;
+        loop {
+            let out = self
+                .client
+                .list_role_policies()
+                .role_name(role)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| to_aws_error(&e))?;
+            names.extend(out.policy_names().iter().cloned());
+            match out.marker() {
+                Some(m) if out.is_truncated() => marker = Some(m.to_owned()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    async fn get(&self, role: &str, name: &str) -> Result<Option<String>, AwsError> {
+        match self
+            .client
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .send()
+            .await
+        {
+            // IAM returns the document URL-encoded (RFC 3986).
+            Ok(out) => Ok(Some(
+                percent_decode(out.policy_document())
+                    .unwrap_or_else(|| out.policy_document().to_owned()),
+            )),
+            Err(e) => {
+                let err = to_aws_error(&e);
+                if err.code() == "NoSuchEntity" {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, role: &str, name: &str) -> Result<(), AwsError> {
+        match self
+            .client
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = to_aws_error(&e);
+                if err.code() == "NoSuchEntity" {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when one is malformed or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[async_trait]

@@ -170,7 +170,7 @@ async fn app_keys(ctx: &Context, app: &SAMLApp) -> Result<AppKeys, Error> {
         .map_err(Error::Pending)
 }
 
-async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {
+pub(super) async fn access(ctx: &Context, provider: &IAMProvider) -> Result<IamAccess, Error> {
     let keys = match credentials_secret(provider, &ctx.namespace, &ctx.secrets_namespace)? {
         None => None,
         Some((namespace, name)) => {
@@ -218,8 +218,15 @@ async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await;
             }
+            let next = sweep_revocations(provider, ctx).await?;
             ctx.succeeded(&key(provider));
-            Ok(Action::requeue(ctx.resync))
+            let now = ctx.clock.now();
+            let wait = next.map_or(ctx.resync, |at| {
+                let secs = at.duration_since(now).as_secs().max(1);
+                ctx.resync
+                    .min(std::time::Duration::from_secs(secs.unsigned_abs()))
+            });
+            Ok(Action::requeue(wait))
         }
         Err(e) => {
             let was = provider
@@ -234,6 +241,47 @@ async fn apply(provider: &IAMProvider, ctx: &Context) -> Result<Action, Error> {
             Err(e)
         }
     }
+}
+
+/// Removes the revocation policies recorded on `provider` whose sessions have all expired,
+/// then their annotations; returns when the next one is due.
+async fn sweep_revocations(
+    provider: &IAMProvider,
+    ctx: &Context,
+) -> Result<Option<Timestamp>, Error> {
+    let now = ctx.clock.now();
+    let (due, next) = crate::revocation::pending(
+        provider.annotations(),
+        super::rolemapping::REVOCATION_ANNOTATION,
+        now,
+    );
+    if due.is_empty() {
+        return Ok(next);
+    }
+    let iam = ctx.iam.role_policies(&access(ctx, provider).await?).await;
+    let mut cleared = serde_json::Map::new();
+    for (annotation, role, policy, _) in &due {
+        iam.delete(role, policy).await.map_err(|e| Error::Refused {
+            reason: "RevocationFailed".into(),
+            message: format!("iam:DeleteRolePolicy {policy} on role {role:?} failed: {e}"),
+        })?;
+        cleared.insert(annotation.clone(), serde_json::Value::Null);
+        ctx.event(
+            provider,
+            false,
+            "RevocationExpired",
+            format!("removed {policy} from role {role}: every session it revoked has expired"),
+        )
+        .await;
+    }
+    Api::<IAMProvider>::all(ctx.client.clone())
+        .patch(
+            &provider.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": cleared}})),
+        )
+        .await?;
+    Ok(next)
 }
 
 fn reason_of(e: &Error) -> String {

@@ -84,6 +84,8 @@ impl Error {
 pub trait IamConnector: Send + Sync + std::fmt::Debug {
     /// A client for `access`.
     async fn connect(&self, access: &IamAccess) -> Arc<dyn SamlProviders>;
+    /// Inline role policies (revocation) for `access`.
+    async fn role_policies(&self, access: &IamAccess) -> Arc<dyn crate::aws::RolePolicies>;
 }
 
 /// The aws-sdk-rust connector.
@@ -94,6 +96,10 @@ pub struct SdkConnector;
 impl IamConnector for SdkConnector {
     async fn connect(&self, access: &IamAccess) -> Arc<dyn SamlProviders> {
         Arc::new(SdkSamlProviders::new(access).await)
+    }
+
+    async fn role_policies(&self, access: &IamAccess) -> Arc<dyn crate::aws::RolePolicies> {
+        Arc::new(SdkSamlProviders::new(access).await.role_policies())
     }
 }
 

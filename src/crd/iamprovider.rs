@@ -45,6 +45,12 @@ pub struct IAMProviderSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub endpoint_url: Option<String>,
+    /// The AWS region whose STS endpoint (`https://sts.<region>.amazonaws.com`) the server
+    /// exchanges assertions with, so an outage of the global endpoint does not stop issuance.
+    /// Absent: the server's `--sts-region` (or `AWS_REGION`), else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
     /// Tags set on the IAM SAML provider.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,

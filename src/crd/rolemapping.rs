@@ -57,10 +57,32 @@ pub struct RoleMappingSpec {
     /// `rolegate-cluster`), e.g. for a role whose trust policy does not allow `sts:TagSession`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_session_tags: bool,
+    /// A role to chain into at once with `sts:AssumeRole` (typically in another account): the
+    /// caller gets the target's credentials. The target must also match the provider's
+    /// `allowedRoles`; the chained session lasts at most one hour, as AWS caps role chaining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+    ))]
+    pub target_role_arn: Option<String>,
+    /// `ExternalId` sent with the chained `sts:AssumeRole`, when the target's trust policy
+    /// asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$"))]
+    pub external_id: Option<String>,
+    /// When the mapping (or one of its subjects) goes away, revoke that subject's sessions
+    /// already issued with an inline deny policy on the role (`aws:TokenIssueTime` and
+    /// `saml:sub`), removed once they have all expired.
+    #[serde(default = "default_true")]
+    pub revoke_on_delete: bool,
 }
 
 const fn default_session_duration() -> u32 {
     3600
+}
+
+const fn default_true() -> bool {
+    true
 }
 
 /// One subject of a RoleMapping.
@@ -101,6 +123,13 @@ pub struct RoleMappingStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The role and `saml:sub` values last accepted: a subject that leaves them has its
+    /// sessions revoked (`revokeOnDelete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_role: Option<String>,
+    /// See `grantedRole`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_subjects: Vec<String>,
     /// `Accepted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -161,6 +161,8 @@ pub fn identity_from_claims(
 
 /// What happens after sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// `Issue` is the common outcome and lives for one request; boxing it buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum RoleStep {
     /// Sign an assertion: with this role, or with none for a service provider that is not AWS.
     Issue(Option<RoleGrant>),

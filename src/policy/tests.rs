@@ -29,6 +29,9 @@ fn mapping(namespace: &str, name: &str) -> RoleMapping {
             transitive_tag_keys: vec![],
             source_identity: None,
             disable_session_tags: false,
+            target_role_arn: None,
+            external_id: None,
+            revoke_on_delete: true,
         },
     );
     m.metadata.namespace = Some(namespace.into());
@@ -75,6 +78,7 @@ fn provider(selector: Option<LabelSelector>) -> IAMProvider {
             provider_name: "rolegate".into(),
             credentials: None,
             endpoint_url: None,
+            region: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
             adopt: false,
@@ -595,4 +599,77 @@ fn the_provider_bounds_session_names() {
     );
     let s = snapshot(p, vec![mapping("team-a", "m").for_sa("app")]);
     assert_eq!(decide(&APP, &RequestContext::default(), &s).grants.len(), 1);
+}
+
+#[test]
+fn a_chain_target_must_match_allowed_roles_and_lasts_at_most_an_hour() {
+    let mut p = provider(Some(team("a")));
+    p.spec
+        .allowed_roles
+        .push("arn:aws:iam::210987654321:role/app-*".into());
+    let mut chained = mapping("team-a", "m").for_sa("app");
+    chained.spec.target_role_arn = Some("arn:aws:iam::210987654321:role/app-target".into());
+    chained.spec.external_id = Some("ext-1".into());
+    chained.spec.session_duration = 7200;
+    let mut escape = mapping("team-a", "e").for_sa("app");
+    escape.spec.target_role_arn = Some("arn:aws:iam::210987654321:role/admin".into());
+    let s = snapshot(p, vec![chained, escape]);
+    let d = decide(&APP, &RequestContext::default(), &s);
+    let chain = d.grants[0].chain.as_ref().expect("the grant chains");
+    assert_eq!(chain.role_arn, "arn:aws:iam::210987654321:role/app-target");
+    assert_eq!(chain.external_id.as_deref(), Some("ext-1"));
+    assert_eq!(chain.duration_seconds, 3600, "AWS caps chained sessions");
+    assert_eq!(d.grants[0].session.duration_seconds, 7200);
+    assert_eq!(d.grants.len(), 1);
+    let (mapping, denial) = &d.denials[0];
+    assert_eq!(mapping, "team-a/e");
+    assert_eq!(denial.reason(), "RoleNotAllowed");
+    assert!(denial.to_string().contains("role/admin"), "{denial}");
+}
+
+#[test]
+fn tags_that_could_overflow_the_packed_budget_are_refused_ahead_naming_the_budget() {
+    let mut fits = mapping("team-a", "m").for_sa("app");
+    fits.spec
+        .session_tags
+        .insert("team".into(), "{namespace}".into());
+    let reserved_only = worst_case_tag_chars(&mapping("team-a", "r"));
+    assert!(reserved_only < PACKED_TAG_BUDGET, "{reserved_only}");
+    let mut big = mapping("team-a", "big").for_sa("app");
+    for i in 0..6 {
+        big.spec
+            .session_tags
+            .insert(format!("owner-{i}"), "{serviceAccount}".into());
+    }
+    // Short names render short: the check is on the worst case, not this request.
+    let worst = worst_case_tag_chars(&big);
+    assert!(worst > PACKED_TAG_BUDGET, "{worst}");
+    let s = snapshot(provider(Some(team("a"))), vec![fits, big.clone()]);
+    let d = decide(&APP, &RequestContext::default(), &s);
+    assert_eq!(d.grants.len(), 1);
+    let (name, denial) = &d.denials[0];
+    assert_eq!(name, "team-a/big");
+    assert_eq!(denial.reason(), "InvalidTags");
+    assert!(
+        denial.to_string().contains("2048-character budget"),
+        "{denial}"
+    );
+    assert!(
+        denial.to_string().contains("PackedPolicyTooLarge"),
+        "{denial}"
+    );
+    // Without the reserved tags the same mapping fits.
+    big.spec.disable_session_tags = true;
+    assert!(worst_case_tag_chars(&big) <= PACKED_TAG_BUDGET);
+}
+
+#[test]
+fn a_mapping_being_deleted_grants_nothing_while_its_finalizer_revokes() {
+    let mut deleting = mapping("team-a", "m").for_sa("app");
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    let s = snapshot(provider(Some(team("a"))), vec![deleting]);
+    let d = decide(&APP, &RequestContext::default(), &s);
+    assert!(d.grants.is_empty() && d.denials.is_empty(), "{d:?}");
 }

@@ -68,6 +68,20 @@ pub struct RoleSession {
     pub source_identity: Option<String>,
 }
 
+/// The longest session AWS grants through role chaining, in seconds.
+pub const MAX_CHAINED_SECONDS: u32 = 3600;
+
+/// The role a SAML session chains into at once with `sts:AssumeRole`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChainTarget {
+    /// The target role.
+    pub role_arn: String,
+    /// `ExternalId` for the target's trust policy.
+    pub external_id: Option<String>,
+    /// Requested duration, at most [`MAX_CHAINED_SECONDS`].
+    pub duration_seconds: u32,
+}
+
 const fn session_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-')
 }

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, record};
-use crate::aws::{AssumeRequest, Sts, StsCredentials};
+use crate::aws::{AssumeRequest, AwsError, ChainRequest, Sts, StsCredentials};
 use crate::crd::ConnectionKind;
 use crate::credentials::{CachedSession, CredentialCache, SessionKey};
 use crate::login::flow::claim_strings;
@@ -204,6 +204,8 @@ impl Issuer {
             app: grant.app.clone(),
             name_id,
             session: grant.session.clone(),
+            chain: grant.chain.clone(),
+            sts_region: grant.sts_region.clone(),
             attributes,
         };
         let fetch = self.sign_and_assume(state, &settings, &subject, &key, now);
@@ -257,22 +259,28 @@ impl Issuer {
             principal_arn: key.session.provider_arn.clone(),
             saml_assertion: signed.to_base64(),
             duration_seconds: key.session.duration_seconds,
+            region: key.sts_region.clone(),
         };
         let result = self.sts.assume_role_with_saml(request).await;
-        let outcome = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.code().to_owned(),
-        };
-        state
-            .metrics
-            .sts_calls
-            .get_or_create(&vec![("result", outcome)])
-            .inc();
-        let credentials = result?;
+        count_sts_call(state, &result);
+        let mut credentials = result?;
+        if let Some(chain) = &key.chain {
+            let request = ChainRequest {
+                role_arn: chain.role_arn.clone(),
+                session_name: key.session.session_name.clone(),
+                external_id: chain.external_id.clone(),
+                duration_seconds: chain.duration_seconds,
+                region: key.sts_region.clone(),
+            };
+            let result = self.sts.assume_role(&credentials, request).await;
+            count_sts_call(state, &result);
+            credentials = result.map_err(|e| chain_error(&chain.role_arn, &e))?;
+        }
         tracing::info!(
             subject = %subject.name_id(),
             connection = %key.connection,
             role = %key.session.role_arn,
+            chained_into = key.chain.as_ref().map_or("", |c| c.role_arn.as_str()),
             session = %key.session.session_name,
             access_key_id = %credentials.access_key_id,
             expiration = %credentials.expiration,
@@ -282,6 +290,28 @@ impl Issuer {
             credentials: Arc::new(credentials),
             obtained: now,
         })
+    }
+}
+
+fn count_sts_call(state: &AppState, result: &Result<StsCredentials, AwsError>) {
+    let outcome = match result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code().to_owned(),
+    };
+    state
+        .metrics
+        .sts_calls
+        .get_or_create(&vec![("result", outcome)])
+        .inc();
+}
+
+/// A failed chained `AssumeRole`, named as such so the caller knows which hop failed.
+fn chain_error(target: &str, e: &AwsError) -> ApiError {
+    match e {
+        AwsError::Service { .. } => {
+            ApiError::forbidden(format!("sts:AssumeRole into {target} was refused: {e}"))
+        }
+        other => ApiError::from(other.clone()),
     }
 }
 

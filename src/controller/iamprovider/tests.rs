@@ -18,6 +18,7 @@ fn provider(name: &str) -> IAMProvider {
             provider_name: name.into(),
             credentials: None,
             endpoint_url: None,
+            region: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
             adopt: false,

@@ -22,6 +22,9 @@ fn mapping(subjects: Vec<SubjectRef>) -> RoleMapping {
             transitive_tag_keys: vec![],
             source_identity: None,
             disable_session_tags: false,
+            target_role_arn: None,
+            external_id: None,
+            revoke_on_delete: true,
         },
     );
     m.metadata.namespace = Some("team-a".into());
@@ -38,6 +41,7 @@ fn provider() -> IAMProvider {
             provider_name: "rolegate".into(),
             credentials: None,
             endpoint_url: None,
+            region: None,
             tags: BTreeMap::new(),
             deletion_policy: DeletionPolicy::Retain,
             adopt: false,
@@ -226,4 +230,27 @@ fn tag_bounds_and_reserved_keys_reach_the_status() {
     );
     m.spec.session_tags = [("cost-center".to_owned(), "42".to_owned())].into();
     assert_eq!(plan(&m, &gathered, now()).conditions[0].reason, "Accepted");
+}
+
+#[test]
+fn subjects_that_leave_the_accepted_status_are_the_ones_revoked() {
+    let granted = |role: &str, subjects: &[&str]| RoleMappingStatus {
+        granted_role: Some(role.into()),
+        granted_subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        ..RoleMappingStatus::default()
+    };
+    let before = granted("arn:aws:iam::1:role/a", &["sa:app", "sa:job"]);
+    let (role, dropped) =
+        dropped_subjects(&before, &granted("arn:aws:iam::1:role/a", &["sa:app"])).unwrap();
+    assert_eq!(role, "arn:aws:iam::1:role/a");
+    assert_eq!(dropped, ["sa:job".to_owned()].into());
+    let (_, moved) =
+        dropped_subjects(&before, &granted("arn:aws:iam::1:role/b", &["sa:app"])).unwrap();
+    assert_eq!(
+        moved.len(),
+        2,
+        "a new role revokes every session on the old one"
+    );
+    assert!(dropped_subjects(&before, &before).is_none());
+    assert!(dropped_subjects(&RoleMappingStatus::default(), &before).is_none());
 }
