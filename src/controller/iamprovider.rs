@@ -100,7 +100,44 @@ pub fn plan_status(
             ];
         }
     }
+    if let Some(c) = revoking_condition(provider, &previous, generation, now) {
+        status.conditions.push(c);
+    }
     status
+}
+
+/// PURE: a `Revoking` condition while revocation policies recorded on the provider (by deleted
+/// RoleMappings or removed subjects) are still on their roles, naming them and when the last
+/// one goes.
+fn revoking_condition(
+    provider: &IAMProvider,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let prefix = super::rolemapping::REVOCATION_ANNOTATION;
+    let (due, _) = crate::revocation::pending(provider.annotations(), prefix, Timestamp::MAX);
+    let active: Vec<_> = due.iter().filter(|(_, _, _, at)| *at > now).collect();
+    let last = active.iter().map(|(_, _, _, at)| *at).max()?;
+    let names: Vec<String> = active
+        .iter()
+        .map(|(_, role, policy, _)| format!("{policy} on {role}"))
+        .collect();
+    Some(condition(
+        previous,
+        "Revoking",
+        true,
+        "SessionsRevoked",
+        format!(
+            "{} revocation polic{} in place ({}); the last is removed at {}",
+            names.len(),
+            if names.len() == 1 { "y" } else { "ies" },
+            names.join(", "),
+            last.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        generation,
+        now,
+    ))
 }
 
 async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret, Error> {

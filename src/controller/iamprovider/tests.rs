@@ -118,3 +118,30 @@ fn a_renamed_provider_is_refused() {
     );
     assert!(message.contains("saml-provider/renamed"), "{message}");
 }
+
+#[test]
+fn pending_revocations_show_as_a_revoking_condition_until_they_expire() {
+    let mut p = provider("rolegate");
+    let until = now().as_second() + 600;
+    p.metadata.annotations = Some(
+        [(
+            "revoke.rolegate.dev/rolegate-revoke-ab".to_owned(),
+            format!("app-reader {until}"),
+        )]
+        .into(),
+    );
+    let status = plan_status(&p, &Ok(registration(Plan::InSync)), now());
+    let revoking = crate::controller::find(&status.conditions, "Revoking").unwrap();
+    assert_eq!(revoking.status, "True");
+    assert_eq!(revoking.reason, "SessionsRevoked");
+    assert!(
+        revoking
+            .message
+            .contains("rolegate-revoke-ab on app-reader"),
+        "{}",
+        revoking.message
+    );
+    let later = Timestamp::from_second(until).unwrap();
+    let status = plan_status(&p, &Ok(registration(Plan::InSync)), later);
+    assert!(crate::controller::find(&status.conditions, "Revoking").is_none());
+}
