@@ -4,6 +4,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub registrations: Family<Labels, Counter>,
     /// Connections closed for being over a listener's cap, by listener.
     pub connections_refused: Family<Labels, Counter>,
+    /// STS call latency in seconds, by action (`AssumeRoleWithSAML`, `AssumeRole`).
+    pub sts_duration: Family<Labels, Histogram>,
     /// Pod admissions, by outcome (`injected`, `already`, `skipped`).
     pub webhook_admissions: Family<Labels, Counter>,
 }
@@ -55,6 +58,10 @@ impl Metrics {
             registrations: Family::default(),
             connections_refused: Family::default(),
             webhook_admissions: Family::default(),
+            sts_duration: Family::new_with_constructor(|| {
+                // 5 ms to about 20 s.
+                Histogram::new(exponential_buckets(0.005, 2.0, 13))
+            }),
             registry: Registry::default(),
         };
         registry.register(
@@ -97,6 +104,11 @@ impl Metrics {
             "connections_refused",
             "Connections closed because their listener was at its connection cap",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "sts_call_duration_seconds",
+            "STS call latency by action",
+            m.sts_duration.clone(),
         );
         registry.register(
             "webhook_admissions",

@@ -94,8 +94,10 @@ async fn unmodified_sdks_get_credentials_through_the_agent() {
     let (ok, out, err) = in_pod(&s, common::js_whoami()).await;
     assert!(ok, "the JavaScript SDK: {err}");
     assert_eq!(out.trim(), EXPECTED_ARN);
-    // Four clients, four freshly minted tokens, one STS call.
+    // Four clients, four freshly minted tokens, one STS call, whose latency is recorded.
     assert_eq!(s.h.metric("rolegate_sts_calls_total"), 1.0);
+    assert_eq!(s.h.metric("rolegate_sts_call_duration_seconds_count"), 1.0);
+    assert!(s.h.metric("rolegate_sts_call_duration_seconds_sum") > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -261,8 +261,9 @@ impl Issuer {
             duration_seconds: key.session.duration_seconds,
             region: key.sts_region.clone(),
         };
+        let started = std::time::Instant::now();
         let result = self.sts.assume_role_with_saml(request).await;
-        count_sts_call(state, &result);
+        count_sts_call(state, "AssumeRoleWithSAML", started, &result);
         let mut credentials = result?;
         if let Some(chain) = &key.chain {
             let request = ChainRequest {
@@ -272,8 +273,9 @@ impl Issuer {
                 duration_seconds: chain.duration_seconds,
                 region: key.sts_region.clone(),
             };
+            let started = std::time::Instant::now();
             let result = self.sts.assume_role(&credentials, request).await;
-            count_sts_call(state, &result);
+            count_sts_call(state, "AssumeRole", started, &result);
             credentials = result.map_err(|e| chain_error(&chain.role_arn, &e))?;
         }
         tracing::info!(
@@ -293,7 +295,12 @@ impl Issuer {
     }
 }
 
-fn count_sts_call(state: &AppState, result: &Result<StsCredentials, AwsError>) {
+fn count_sts_call(
+    state: &AppState,
+    action: &'static str,
+    started: std::time::Instant,
+    result: &Result<StsCredentials, AwsError>,
+) {
     let outcome = match result {
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code().to_owned(),
@@ -303,6 +310,11 @@ fn count_sts_call(state: &AppState, result: &Result<StsCredentials, AwsError>) {
         .sts_calls
         .get_or_create(&vec![("result", outcome)])
         .inc();
+    state
+        .metrics
+        .sts_duration
+        .get_or_create(&vec![("action", action.to_owned())])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// A failed chained `AssumeRole`, named as such so the caller knows which hop failed.
