@@ -64,7 +64,10 @@ async fn api_server(
 fn mapping(namespace: &str, name: &str) -> RoleMapping {
     serde_json::from_value(json!({
         "apiVersion": "rolegate.dev/v1alpha1", "kind": "RoleMapping",
-        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        // Already holding the revocation finalizer, as every RoleMapping does after its first
+        // reconcile: the bench measures the steady path to Accepted.
+        "metadata": {"name": name, "namespace": namespace, "generation": 1,
+                     "finalizers": [rolemapping::FINALIZER]},
         "spec": {"provider": "acct", "roleArn": format!("arn:aws:iam::123456789012:role/{name}"),
                  "subjects": [{"kind": "ServiceAccount", "name": "app"}]},
     }))

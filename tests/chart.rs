@@ -1243,7 +1243,7 @@ fn platform_settings_reach_every_workload() {
         for container in containers(template) {
             assert_eq!(
                 container["image"],
-                format!("rolegate/rolegate@{digest}"),
+                format!("ghcr.io/rolegate/rolegate@{digest}"),
                 "{name}"
             );
         }
