@@ -55,7 +55,8 @@ pub struct MappingVerdict {
     pub provider: String,
     /// The provider's tenant guard, when the provider exists.
     pub guard: Option<Guard>,
-    /// Granted, or the policy's denial.
+    /// Granted, or the policy's denial (flattened: `"verdict": "granted"` or `"denied"`).
+    #[serde(flatten)]
     pub verdict: Verdict,
 }
 
