@@ -427,3 +427,6 @@ pub fn default_connection(snapshot: &Snapshot) -> Result<String, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;
