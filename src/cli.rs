@@ -43,9 +43,67 @@ pub enum Command {
     /// AWS credentials for a person, as a `credential_process`: sign in at the OpenID provider,
     /// exchange the id_token at rolegate's /delegation, print `{"Version":1,...}`.
     Credentials(CredentialsArgs),
+    /// Why does (or doesn't) a workload or person get a role: every RoleMapping that names the
+    /// subject, its IAMProvider's guard and verdict, the session that would be sent and the
+    /// trust policy the role needs. Exit status 0 when a role is granted, 1 when not, 2 on a
+    /// usage or config error.
+    Explain(ExplainArgs),
     /// Development helpers.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+/// `rolegate explain` options.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["service_account", "user"])))]
+pub struct ExplainArgs {
+    /// The workload's namespace (with `--service-account`).
+    #[arg(long, requires = "service_account")]
+    pub namespace: Option<String>,
+    /// The workload's service account (with `--namespace`).
+    #[arg(long, requires = "namespace", conflicts_with_all = ["user", "groups", "connection"])]
+    pub service_account: Option<String>,
+    /// A person's user name, as RoleMappings' `User` subjects name it.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// One of the person's groups; repeat for several.
+    #[arg(long = "group", requires = "user")]
+    pub groups: Vec<String>,
+    /// The Connection the person signs in through (default: the only non-Kubernetes one).
+    #[arg(long, requires = "user")]
+    pub connection: Option<String>,
+    /// The role asked for (default: any, or the service account's `rolegate.dev/role`).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// The calling pod's name, for `{pod}` templates and the `kubernetes-pod-name` tag.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// The installation's name, sent as the `rolegate-cluster` tag (as the server's
+    /// `--cluster-name`).
+    #[arg(long, env = "ROLEGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Standalone: read resources from the CR YAML files in this directory instead of the
+    /// cluster of the current kubeconfig.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The operator's namespace (cluster mode: the index watches its Secrets).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "rolegate")]
+    pub operator_namespace: String,
+    /// Seconds to wait for the cluster's resources to list (cluster mode).
+    #[arg(long, default_value_t = 30)]
+    pub timeout_seconds: u64,
+    /// `text` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+}
+
+/// `rolegate explain --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainOutput {
+    /// Plain, stable text.
+    Text,
+    /// The explanation as one JSON object.
+    Json,
 }
 
 /// `rolegate credentials` options.

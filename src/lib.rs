@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod dev;
+pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod idp;

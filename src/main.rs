@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use rolegate::cli::{Cli, Command, DevCommand};
+use rolegate::cli::{Cli, Command, DevCommand, ExplainArgs, ExplainOutput};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,6 +39,16 @@ async fn start(cli: Cli) -> ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+    if let Command::Explain(args) = &cli.command {
+        return match explain(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("rolegate: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -46,6 +56,61 @@ async fn start(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rolegate explain`: load a snapshot, explain, print. `Ok(granted)`; an error is a usage or
+/// config error.
+async fn explain(args: &ExplainArgs) -> Result<bool, Box<dyn std::error::Error>> {
+    let snapshot =
+        match &args.config {
+            Some(dir) => rolegate::store::files::load_dir(dir)?,
+            None => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    format!("no cluster to explain against (or give --config DIR): {e}")
+                })?;
+                let index = rolegate::store::index::Index::start(&client, &args.operator_namespace);
+                let wait = std::time::Duration::from_secs(args.timeout_seconds);
+                tokio::time::timeout(wait, index.ready()).await.map_err(|_| {
+                format!(
+                    "the cluster's resources did not list within {}s: may this kubeconfig list \
+                     SAMLApps, IAMProviders, RoleMappings, Connections, Namespaces, \
+                     ServiceAccounts, and Secrets in namespace {:?}?",
+                    args.timeout_seconds, args.operator_namespace
+                )
+            })?;
+                index.snapshot()
+            }
+        };
+    let connection = match (&args.user, &args.connection) {
+        (Some(_), None) => rolegate::explain::default_connection(&snapshot)?,
+        (_, c) => c.clone().unwrap_or_default(),
+    };
+    let subject = match (&args.namespace, &args.service_account, &args.user) {
+        (Some(namespace), Some(name), _) => {
+            rolegate::policy::Subject::ServiceAccount { namespace, name }
+        }
+        (_, _, Some(user)) => rolegate::policy::Subject::Person {
+            connection: &connection,
+            user,
+            groups: &args.groups,
+        },
+        _ => return Err("give --namespace and --service-account, or --user".into()),
+    };
+    let query = rolegate::explain::Query {
+        subject,
+        role: args.role.as_deref(),
+        ctx: rolegate::policy::RequestContext {
+            pod: args.pod.as_deref(),
+            pod_uid: None,
+            cluster: args.cluster_name.as_deref(),
+        },
+    };
+    let explanation = rolegate::explain::explain(&snapshot, &query);
+    match args.output {
+        ExplainOutput::Text => print!("{explanation}"),
+        ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
+    }
+    Ok(explanation.granted)
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +124,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Credentials(args) => {
             let credentials = rolegate::laptop::credentials(args.options()).await?;
             println!("{}", serde_json::to_string(&credentials)?);
+        }
+        // `start` runs explain itself, for its exit statuses.
+        Command::Explain(args) => {
+            explain(&args).await?;
         }
         Command::Crds { out: None } => print!("{}", rolegate::crd::render_yaml()?),
         Command::Crds { out: Some(dir) } => {

@@ -199,6 +199,45 @@ async fn operator_in_a_real_cluster() {
     })
     .await;
 
+    // `rolegate explain` over the same kubeconfig agrees with the controller: granted, and the
+    // trust policy is the one in the RoleMapping's status.
+    let explained = Command::new(bin)
+        .args([
+            "explain",
+            "--namespace",
+            "e2e-team",
+            "--service-account",
+            "app",
+        ])
+        .args(["--operator-namespace", "rolegate", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(explained.status.code(), Some(0), "{explained:?}");
+    let explained: serde_json::Value = serde_json::from_slice(&explained.stdout).unwrap();
+    let status_policy = mappings
+        .get("app")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .trust_policy;
+    assert_eq!(
+        explained["mappings"][0]["trustPolicy"].as_str(),
+        status_policy.as_deref()
+    );
+    let denied = Command::new(bin)
+        .args([
+            "explain",
+            "--namespace",
+            "default",
+            "--service-account",
+            "app",
+        ])
+        .args(["--operator-namespace", "rolegate"])
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
+
     let token = sas
         .create_token_request(
             "app",
