@@ -247,3 +247,107 @@ async fn evil_twins_are_rejected_by_both_verifiers() {
     assert!(!ok, "pysaml2 must reject a wrong audience");
     assert!(err.to_lowercase().contains("audience"), "{err}");
 }
+
+/// An STS endpoint that keeps every `SAMLAssertion` it is sent and refuses the call (a
+/// non-retried error), so the assertion the server really built can be checked.
+async fn capturing_sts() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |form: axum::extract::Form<std::collections::HashMap<String, String>>| {
+            let kept = std::sync::Arc::clone(&kept);
+            async move {
+                if let Some(assertion) = form.get("SAMLAssertion") {
+                    kept.lock().unwrap().push(assertion.clone());
+                }
+                (
+                    axum::http::StatusCode::FORBIDDEN,
+                    [("content-type", "text/xml")],
+                    r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>captured</Message></Error><RequestId>1</RequestId></ErrorResponse>"#,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_assertion_carries_exactly_the_reserved_tags_under_pysaml2() {
+    let (sts, seen) = capturing_sts().await;
+    let name = unique("tags");
+    let h = Harness::start_with_sts(&resources(&name, false), sts).await;
+    let token = h.pod_token(
+        "system:serviceaccount:team-a:app",
+        &["rolegate"],
+        3600,
+        "uploader-5f7c9",
+    );
+    let (status, body) = h.credentials(&token, Some(ROLE)).await;
+    assert_eq!(status, 403, "the stub STS refuses: {body}");
+    let assertion = seen
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .expect("STS was called");
+
+    let (ok, out, err) = sp_validate(
+        h.dir.path(),
+        &h.metadata("aws").await,
+        &assertion,
+        Timestamp::now(),
+    );
+    assert!(ok, "pysaml2 rejected the server's assertion: {err}");
+    let seen: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let attrs = seen["attributes"].as_object().unwrap();
+    let claims: serde_json::Value = {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let uid = claims["kubernetes.io"]["pod"]["uid"].as_str().unwrap();
+    const TAG: &str = "https://aws.amazon.com/SAML/Attributes/PrincipalTag:";
+    let tags: std::collections::BTreeMap<&str, &str> = attrs
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(TAG)?, v[0].as_str()?)))
+        .collect();
+    assert_eq!(
+        tags,
+        std::collections::BTreeMap::from([
+            ("kubernetes-namespace", "team-a"),
+            ("kubernetes-service-account", "app"),
+            ("kubernetes-pod-name", "uploader-5f7c9"),
+            ("kubernetes-pod-uid", uid),
+            ("rolegate-cluster", "test-cluster"),
+            // The mapping's own tag, `team: "{namespace}"`.
+            ("team", "team-a"),
+        ])
+    );
+    let mut transitive: Vec<&str> =
+        attrs["https://aws.amazon.com/SAML/Attributes/TransitiveTagKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+    transitive.sort_unstable();
+    assert_eq!(
+        transitive,
+        [
+            "kubernetes-namespace",
+            "kubernetes-pod-name",
+            "kubernetes-pod-uid",
+            "kubernetes-service-account",
+            "rolegate-cluster",
+        ]
+    );
+}
