@@ -31,6 +31,8 @@ pub struct Metrics {
     pub registrations: Family<Labels, Counter>,
     /// Connections closed for being over a listener's cap, by listener.
     pub connections_refused: Family<Labels, Counter>,
+    /// `http_responses{route="/v1/credentials",status="200"}`, looked up once.
+    pub credentials_ok: Counter,
     /// STS call latency in seconds, by action (`AssumeRoleWithSAML`, `AssumeRole`).
     pub sts_duration: Family<Labels, Histogram>,
     /// Pod admissions, by outcome (`injected`, `already`, `skipped`).
@@ -58,6 +60,7 @@ impl Metrics {
             registrations: Family::default(),
             connections_refused: Family::default(),
             webhook_admissions: Family::default(),
+            credentials_ok: Counter::default(),
             sts_duration: Family::new_with_constructor(|| {
                 // 5 ms to about 20 s.
                 Histogram::new(exponential_buckets(0.005, 2.0, 13))
@@ -115,7 +118,18 @@ impl Metrics {
             "Pod admission reviews answered, by outcome",
             m.webhook_admissions.clone(),
         );
-        Self { registry, ..m }
+        let credentials_ok = m
+            .http_responses
+            .get_or_create(&vec![
+                ("route", "/v1/credentials".to_owned()),
+                ("status", "200".to_owned()),
+            ])
+            .clone();
+        Self {
+            registry,
+            credentials_ok,
+            ..m
+        }
     }
 
     /// The text exposition format.

@@ -152,7 +152,7 @@ pub struct VerifiedToken {
     /// `aud`.
     pub audiences: Vec<String>,
     /// Every claim.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl VerifiedToken {
@@ -185,7 +185,8 @@ struct CachedKeys {
 struct Parsed {
     alg: String,
     header: jsonwebtoken::Header,
-    claims: serde_json::Value,
+    /// Shared with every [`VerifiedToken`] made from it: a hit clones a pointer.
+    claims: Arc<serde_json::Map<String, serde_json::Value>>,
     issuer: String,
 }
 
@@ -326,10 +327,13 @@ fn parse(token: &str) -> Result<Parsed, TokenError> {
         .and_then(|i| i.as_str())
         .ok_or(TokenError::Claim("iss"))?
         .to_owned();
+    let serde_json::Value::Object(claims) = claims else {
+        return Err(TokenError::Malformed("claims are not a JSON object".into()));
+    };
     Ok(Parsed {
         alg: alg.to_owned(),
         header,
-        claims,
+        claims: Arc::new(claims),
         issuer,
     })
 }
@@ -348,7 +352,10 @@ fn same_issuer(a: &str, b: &str) -> bool {
 
 /// `exp` in the future and `nbf` not ahead of `now`. Checked on the claims before the signature
 /// is (before any key is fetched or any review asked): these checks only ever refuse.
-fn check_times(claims: &serde_json::Value, now: Timestamp) -> Result<(), TokenError> {
+fn check_times(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now: Timestamp,
+) -> Result<(), TokenError> {
     let exp = time_claim(claims, "exp")?.ok_or(TokenError::Claim("exp"))?;
     if exp <= now {
         return Err(TokenError::Expired(exp));
@@ -368,7 +375,7 @@ fn b64_json(part: &str) -> Result<serde_json::Value, TokenError> {
     serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(format!("bad JSON: {e}")))
 }
 
-fn audiences(claims: &serde_json::Value) -> Vec<String> {
+fn audiences(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
     match claims.get("aud") {
         Some(serde_json::Value::String(s)) => vec![s.clone()],
         Some(serde_json::Value::Array(a)) => a
@@ -380,7 +387,7 @@ fn audiences(claims: &serde_json::Value) -> Vec<String> {
 }
 
 fn time_claim(
-    claims: &serde_json::Value,
+    claims: &serde_json::Map<String, serde_json::Value>,
     name: &'static str,
 ) -> Result<Option<Timestamp>, TokenError> {
     match claims.get(name) {
@@ -657,16 +664,13 @@ impl TokenVerifier {
             .and_then(|s| s.as_str())
             .ok_or(TokenError::Claim("sub"))?
             .to_owned();
-        let serde_json::Value::Object(claims) = claims else {
-            return Err(TokenError::Malformed("claims are not a JSON object".into()));
-        };
         let verified = VerifiedToken {
             connection: connection.name.to_owned(),
             is_service_account: connection.is_service_account,
             issuer: issuer.clone(),
             subject,
             audiences: token_audiences,
-            claims: claims.clone(),
+            claims: Arc::clone(claims),
         };
         if verified.is_service_account && verified.service_account().is_none() {
             return Err(TokenError::NotServiceAccount(
@@ -685,7 +689,7 @@ impl TokenVerifier {
         &self,
         reviewer: &dyn TokenReviewer,
         token: &str,
-        claims: &serde_json::Value,
+        claims: &serde_json::Map<String, serde_json::Value>,
         issuer: String,
         snapshot: &Snapshot,
         now: Timestamp,
@@ -786,7 +790,7 @@ impl TokenVerifier {
             issuer,
             subject: reviewed.username,
             audiences: reviewed.audiences,
-            claims,
+            claims: Arc::new(claims),
         };
         if verified.service_account().is_none() {
             return Err(TokenError::NotServiceAccount(

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 pub use issue::{IssuedSession, Issuer};
@@ -311,20 +311,38 @@ async fn credentials(
             )
             .await?;
         let c = &session.credentials;
+        let expiration = c.expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         Ok::<_, ApiError>(
-            Json(serde_json::json!({
-                "AccessKeyId": c.access_key_id,
-                "SecretAccessKey": c.secret_access_key,
-                "Token": c.session_token,
-                "AccountId": c.account_id(),
-                "Expiration": c.expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            }))
+            Json(ContainerAnswer {
+                access_key_id: &c.access_key_id,
+                account_id: c.account_id(),
+                expiration: &expiration,
+                secret_access_key: &c.secret_access_key,
+                token: &c.session_token,
+            })
             .into_response(),
         )
     }
     .await;
-    record(&state, "/v1/credentials", &result);
+    match &result {
+        // The common answer counts without building its labels.
+        Ok(r) if r.status() == StatusCode::OK => {
+            state.metrics.credentials_ok.inc();
+        }
+        _ => record(&state, "/v1/credentials", &result),
+    }
     result
+}
+
+/// The container-credentials answer, serialised straight from the cached session.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerAnswer<'a> {
+    access_key_id: &'a str,
+    account_id: Option<&'a str>,
+    expiration: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
 }
 
 fn record(state: &AppState, route: &'static str, result: &Result<Response, ApiError>) {
