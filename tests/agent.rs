@@ -368,18 +368,6 @@ async fn with_the_server_down_cached_credentials_serve_until_they_expire_then_a_
     assert!(body.get("AccessKeyId").is_none());
 }
 
-/// Rewrites the server's resources as a change of its config directory (or of the cluster)
-/// would: `edit` turns the current YAML into the new one.
-fn change_resources(h: &Harness, edit: impl FnOnce(String) -> String) {
-    let config = h.dir.path().join("config");
-    let path = config.join("resources.yaml");
-    let yaml = edit(std::fs::read_to_string(&path).unwrap());
-    std::fs::write(&path, yaml).unwrap();
-    h.state
-        .store
-        .replace(rolegate::store::files::load_dir(&config).unwrap());
-}
-
 /// An agent on a pinned clock in front of `server` (`ca` for https).
 async fn agent_at(server: &str, ca: Option<&str>) -> (String, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(
@@ -407,9 +395,7 @@ async fn a_refusal_drops_the_cached_credentials_and_reaches_the_sdk_as_is() {
 
     // The Connection stops accepting the token's audience: the server answers 401, and the
     // agent hands the SDK exactly that, not the credentials it holds.
-    change_resources(&h, |yaml| {
-        yaml.replace("audiences: [rolegate]", "audiences: [elsewhere]")
-    });
+    h.change_resources(|yaml| yaml.replace("audiences: [rolegate]", "audiences: [elsewhere]"));
     let (status, body) = get(&agent_url, &second).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "invalid_token");
@@ -420,7 +406,7 @@ async fn a_refusal_drops_the_cached_credentials_and_reaches_the_sdk_as_is() {
     assert!(body.get("AccessKeyId").is_none(), "{body}");
 
     // The RoleMapping no longer names the service account: 403, passed through.
-    change_resources(&h, |yaml| {
+    h.change_resources(|yaml| {
         yaml.replace("audiences: [elsewhere]", "audiences: [rolegate]")
             .replace(
                 "subjects: [{kind: ServiceAccount, name: app}, {kind: ServiceAccount, name: multi}]",

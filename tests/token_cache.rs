@@ -37,17 +37,6 @@ async fn verify(h: &Harness, token: &str, now: Timestamp) -> Result<String, Toke
         .map(|v| v.subject)
 }
 
-/// Rewrites the server's resources (as a change of its directory or the cluster would).
-fn change_resources(h: &Harness, edit: impl FnOnce(String) -> String) {
-    let config = h.dir.path().join("config");
-    let path = config.join("resources.yaml");
-    let yaml = edit(std::fs::read_to_string(&path).unwrap());
-    std::fs::write(&path, yaml).unwrap();
-    h.state
-        .store
-        .replace(rolegate::store::files::load_dir(&config).unwrap());
-}
-
 #[tokio::test]
 async fn a_remembered_token_is_refused_once_it_expires() {
     let h = Harness::start(&resources(&unique("cache-exp"), false)).await;
@@ -76,9 +65,7 @@ async fn a_changed_connection_is_applied_to_a_remembered_token() {
     assert_eq!(h.state.verifier.remembered(), 1);
 
     // The Connection no longer accepts the token's audience.
-    change_resources(&h, |y| {
-        y.replace("audiences: [rolegate]", "audiences: [rolegate-v2]")
-    });
+    h.change_resources(|y| y.replace("audiences: [rolegate]", "audiences: [rolegate-v2]"));
     let refused = verify(&h, &token, now).await.unwrap_err();
     assert!(
         matches!(refused, TokenError::WrongAudience { .. }),
@@ -95,7 +82,7 @@ async fn a_changed_connection_is_applied_to_a_remembered_token() {
         rolegate::dev::jwks(&other_key).unwrap().to_string(),
     )
     .unwrap();
-    change_resources(&h, |y| {
+    h.change_resources(|y| {
         y.replace("audiences: [rolegate-v2]", "audiences: [rolegate]")
             .replace("jwksUri: file:jwks.json", "jwksUri: file:other-jwks.json")
     });
@@ -106,7 +93,7 @@ async fn a_changed_connection_is_applied_to_a_remembered_token() {
     assert_eq!(verify(&h, &new_token, now).await.unwrap(), APP);
 
     // The Connection is deleted: nothing of it is trusted any more.
-    change_resources(&h, |y| y.replace("kind: Connection", "kind: ConfigMap"));
+    h.change_resources(|y| y.replace("kind: Connection", "kind: ConfigMap"));
     let refused = verify(&h, &new_token, now).await.unwrap_err();
     assert!(
         matches!(refused, TokenError::UntrustedIssuer(_)),
@@ -160,7 +147,7 @@ async fn a_mapping_deleted_after_a_cached_success_refuses_the_next_request() {
     }
     assert_eq!(h.state.verifier.remembered(), 1);
 
-    change_resources(&h, |y| {
+    h.change_resources(|y| {
         y.replace(
             "subjects: [{kind: ServiceAccount, name: app}, {kind: ServiceAccount, name: multi}]",
             "subjects: [{kind: ServiceAccount, name: multi}]",

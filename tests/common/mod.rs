@@ -348,6 +348,16 @@ impl Harness {
         }
     }
 
+    /// Rewrites the server's resources as a change of its config directory (or of the cluster)
+    /// would: `edit` turns the current YAML into the new one.
+    pub fn change_resources(&self, edit: impl FnOnce(String) -> String) {
+        let config = self.dir.path().join("config");
+        let path = config.join("resources.yaml");
+        let yaml = edit(std::fs::read_to_string(&path).unwrap());
+        std::fs::write(&path, yaml).unwrap();
+        self.state.store.replace(load_dir(&config).unwrap());
+    }
+
     /// A token for service account `namespace/name`, audience `rolegate`, valid for an hour.
     pub fn sa_token(&self, namespace: &str, name: &str) -> String {
         self.token(
