@@ -1504,6 +1504,7 @@ fn monitoring_objects_follow_their_switches_and_name_only_exported_metrics() {
         for want in [
             "RolegateIAMSyncFailing",
             "RolegateSTSErrorRate",
+            "RolegateSTSThrottlingNotAbsorbed",
             "RolegateAgentServingStale",
         ] {
             assert!(names.contains(&want), "{want} missing: {names:?}");
