@@ -367,6 +367,13 @@ pub struct AgentArgs {
     /// Base URL of rolegate server.
     #[arg(long)]
     pub server: String,
+    /// `NAME:PORT` of a headless Service over the server's pods (one address per ready
+    /// replica, re-resolved every 30 s). Each subject then goes to one replica, the same from
+    /// every node (rendezvous hashing), so one replica's cache serves it and STS is called
+    /// once per session; when that replica fails, the next in the subject's order is asked,
+    /// then --server. TLS still verifies --server's host name.
+    #[arg(long, env = "ROLEGATE_SERVER_ENDPOINTS_DNS")]
+    pub server_endpoints_dns: Option<String>,
     /// PEM CA that signed the server's certificate (the operator CA); required for https.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -436,6 +443,7 @@ impl AgentArgs {
         crate::agent::AgentOptions {
             listen: self.listen,
             server: self.server,
+            server_endpoints_dns: self.server_endpoints_dns,
             ca_file: self.ca_file,
             limits: self.limits.limits(crate::server::Limits::agent()),
             allowed_hosts: self.allowed_hosts,
