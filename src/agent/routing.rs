@@ -1,8 +1,9 @@
 //! Which server replica the agent asks for a subject. Every replica has its own credential
 //! cache, so an agent that lets the Service pick a replica per connection makes each replica
 //! call STS for the same subject. Instead, agents hash the subject over the replicas' endpoints
-//! (rendezvous, highest random weight): every agent on every node picks the same replica for a
-//! subject, and when that one fails, the same next one.
+//! (rendezvous, highest random weight): every token of a pod, before and after the kubelet
+//! rotates it, goes to the same replica, which holds that pod's session; when that replica
+//! fails, every agent picks the same next one.
 //!
 //! The endpoints come from a [`Resolve`] (the system resolver over a headless Service's name in
 //! the product, a fixed list in tests), re-resolved periodically. The agent connects to an
@@ -14,12 +15,14 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 use base64::Engine as _;
 
-/// PURE: the key a request is routed by: the token's subject (read from its payload, not
-/// verified: routing needs no trust, the server checks the token) and the role asked for. A
-/// token whose payload cannot be read is routed by the token itself.
+/// PURE: the key a request is routed by: what the server's session is for, read from the
+/// token's payload (not verified: routing needs no trust, the server checks the token): its
+/// subject and the pod it is bound to (the session carries the pod's name and UID as tags, so
+/// each pod has its own), and the role asked for. Every token the kubelet rotates in for one pod
+/// has the same key. A token whose payload cannot be read is routed by the token itself.
 pub fn routing_key(token: &str, role: Option<&str>) -> Vec<u8> {
     let bearer = token.strip_prefix("Bearer ").unwrap_or(token);
-    let subject = bearer
+    let claims = bearer
         .split('.')
         .nth(1)
         .and_then(|payload| {
@@ -27,9 +30,18 @@ pub fn routing_key(token: &str, role: Option<&str>) -> Vec<u8> {
                 .decode(payload.trim_end_matches('='))
                 .ok()
         })
-        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
-        .and_then(|claims| claims.get("sub")?.as_str().map(str::to_owned));
-    let mut key = subject.unwrap_or_else(|| bearer.to_owned()).into_bytes();
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok());
+    let session = claims.as_ref().and_then(|claims| {
+        let subject = claims.get("sub")?.as_str()?;
+        let pod = claims.get("kubernetes.io").and_then(|k| k.get("pod"));
+        let part = |name: &str| {
+            pod.and_then(|p| p.get(name))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        };
+        Some(format!("{subject}\0{}\0{}", part("name"), part("uid")))
+    });
+    let mut key = session.unwrap_or_else(|| bearer.to_owned()).into_bytes();
     key.push(0);
     key.extend_from_slice(role.unwrap_or_default().as_bytes());
     key
@@ -145,20 +157,35 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_the_tokens_subject_and_the_role() {
-        let payload = |sub: &str, pod: &str| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(serde_json::json!({"sub": sub, "pod": pod}).to_string())
+    fn the_key_is_the_tokens_subject_its_pod_and_the_role() {
+        let payload = |sub: &str, pod: &str, iat: u32| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"sub": sub, "iat": iat,
+                    "kubernetes.io": {"pod": {"name": pod, "uid": format!("uid-{pod}")}}})
+                .to_string(),
+            )
         };
-        // Two pods' tokens for one service account: the same key.
-        let a = format!("h.{}.sig1", payload("system:serviceaccount:ns:app", "p1"));
+        // Two tokens of one pod (the kubelet rotated it): the same key.
+        let a = format!(
+            "h.{}.sig1",
+            payload("system:serviceaccount:ns:app", "p1", 1)
+        );
         let b = format!(
             "Bearer h.{}.sig2",
-            payload("system:serviceaccount:ns:app", "p2")
+            payload("system:serviceaccount:ns:app", "p1", 2)
         );
         assert_eq!(routing_key(&a, None), routing_key(&b, None));
+        // Another pod of the same service account has its own session, and key.
+        let c = format!(
+            "h.{}.sig3",
+            payload("system:serviceaccount:ns:app", "p2", 1)
+        );
+        assert_ne!(routing_key(&a, None), routing_key(&c, None));
         assert_ne!(routing_key(&a, None), routing_key(&a, Some("arn:r")));
-        let other = format!("h.{}.sig", payload("system:serviceaccount:ns:other", "p1"));
+        let other = format!(
+            "h.{}.sig",
+            payload("system:serviceaccount:ns:other", "p1", 1)
+        );
         assert_ne!(routing_key(&a, None), routing_key(&other, None));
         // Unreadable: the token itself.
         assert_eq!(routing_key("opaque", None), b"opaque\0".to_vec());
