@@ -230,6 +230,13 @@ pub struct ServeArgs {
     /// `AWS_REGION` of the environment, else `us-east-1`. The global endpoint is never used.
     #[arg(long, env = "ROLEGATE_STS_REGION")]
     pub sts_region: Option<String>,
+    /// Once STS has answered `Throttling`, calls are paced per account and region (the rate
+    /// cut on each throttle and recovering slowly). A first request waits at most this many
+    /// seconds for its turn; past that it is answered 503 with `Retry-After`. Keep it below the
+    /// node agent's 10 s request timeout.
+    #[arg(long, env = "ROLEGATE_STS_MAX_WAIT_SECONDS", default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(0..=25))]
+    pub sts_max_wait_seconds: u64,
 }
 
 /// A cluster name that fits the ownership tag.
@@ -243,6 +250,7 @@ impl ServeArgs {
         crate::standalone::ServeOptions {
             cluster_name: self.cluster_name.clone(),
             sts_region: self.sts_region.clone(),
+            sts_max_wait: Duration::from_secs(self.sts_max_wait_seconds),
             credentials_uri: self.credentials_uri.clone(),
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
@@ -313,6 +321,13 @@ pub struct ServerArgs {
     /// `AWS_REGION` of the environment, else `us-east-1`. The global endpoint is never used.
     #[arg(long, env = "ROLEGATE_STS_REGION")]
     pub sts_region: Option<String>,
+    /// Once STS has answered `Throttling`, calls are paced per account and region (the rate
+    /// cut on each throttle and recovering slowly). A first request waits at most this many
+    /// seconds for its turn; past that it is answered 503 with `Retry-After`. Keep it below the
+    /// node agent's 10 s request timeout.
+    #[arg(long, env = "ROLEGATE_STS_MAX_WAIT_SECONDS", default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(0..=25))]
+    pub sts_max_wait_seconds: u64,
 }
 
 impl ServerArgs {
@@ -321,6 +336,7 @@ impl ServerArgs {
         crate::cluster::ServerOptions {
             cluster_name: self.cluster_name.clone(),
             sts_region: self.sts_region.clone(),
+            sts_max_wait: Duration::from_secs(self.sts_max_wait_seconds),
             credentials_uri: self.credentials_uri.clone(),
             namespace: self.namespace.clone(),
             listen: self.listen,
@@ -351,6 +367,13 @@ pub struct AgentArgs {
     /// Base URL of rolegate server.
     #[arg(long)]
     pub server: String,
+    /// `NAME:PORT` of a headless Service over the server's pods (one address per ready
+    /// replica, re-resolved every 30 s). Each subject then goes to one replica, the same from
+    /// every node (rendezvous hashing), so one replica's cache serves it and STS is called
+    /// once per session; when that replica fails, the next in the subject's order is asked,
+    /// then --server. TLS still verifies --server's host name.
+    #[arg(long, env = "ROLEGATE_SERVER_ENDPOINTS_DNS")]
+    pub server_endpoints_dns: Option<String>,
     /// PEM CA that signed the server's certificate (the operator CA); required for https.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -420,6 +443,7 @@ impl AgentArgs {
         crate::agent::AgentOptions {
             listen: self.listen,
             server: self.server,
+            server_endpoints_dns: self.server_endpoints_dns,
             ca_file: self.ca_file,
             limits: self.limits.limits(crate::server::Limits::agent()),
             allowed_hosts: self.allowed_hosts,

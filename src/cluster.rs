@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub cluster_name: Option<String>,
     /// The STS region for IAMProviders without `region` (`--sts-region`).
     pub sts_region: Option<String>,
+    /// How long a first request waits for a paced STS call (`--sts-max-wait-seconds`).
+    pub sts_max_wait: Duration,
     /// The operator namespace, where the signing Secrets are.
     pub namespace: String,
     /// Listen address: everything, or without the sign-in pages when `public_listen` is set.
@@ -144,6 +146,10 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             sts: Arc::new(SdkSts::in_region(None, options.sts_region.as_deref()).await),
             cache: CredentialCache::default(),
             cluster: options.cluster_name.clone(),
+            pacer: crate::server::pacing::StsPacer::new(crate::pacing::PacerSettings {
+                max_wait: options.sts_max_wait,
+                ..crate::pacing::PacerSettings::default()
+            }),
         }),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod laptop;
 pub mod login;
 pub mod metrics;
+pub mod pacing;
 pub mod pki;
 pub mod pod_audit;
 pub mod policy;

@@ -35,6 +35,12 @@ pub struct Metrics {
     pub credentials_ok: Counter,
     /// STS call latency in seconds, by action (`AssumeRoleWithSAML`, `AssumeRole`).
     pub sts_duration: Family<Labels, Histogram>,
+    /// First requests waiting for a paced STS slot.
+    pub sts_queue_depth: Gauge,
+    /// `Throttling` answers from STS.
+    pub sts_throttles: Counter,
+    /// First requests refused because no paced STS slot came within `--sts-max-wait`.
+    pub sts_queue_refusals: Counter,
     /// Pod admissions, by outcome (`injected`, `already`, `skipped`).
     pub webhook_admissions: Family<Labels, Counter>,
 }
@@ -60,6 +66,9 @@ impl Metrics {
             registrations: Family::default(),
             connections_refused: Family::default(),
             webhook_admissions: Family::default(),
+            sts_queue_depth: Gauge::default(),
+            sts_throttles: Counter::default(),
+            sts_queue_refusals: Counter::default(),
             credentials_ok: Counter::default(),
             sts_duration: Family::new_with_constructor(|| {
                 // 5 ms to about 20 s.
@@ -74,7 +83,7 @@ impl Metrics {
         );
         registry.register(
             "sts_calls",
-            "sts:AssumeRoleWithSAML calls",
+            "STS calls (each attempt), by result",
             m.sts_calls.clone(),
         );
         registry.register(
@@ -112,6 +121,21 @@ impl Metrics {
             "sts_call_duration_seconds",
             "STS call latency by action",
             m.sts_duration.clone(),
+        );
+        registry.register(
+            "sts_queue_depth",
+            "First requests waiting for a paced STS slot",
+            m.sts_queue_depth.clone(),
+        );
+        registry.register(
+            "sts_throttles",
+            "Throttling answers from STS",
+            m.sts_throttles.clone(),
+        );
+        registry.register(
+            "sts_queue_refusals",
+            "First requests refused (503) because no paced STS slot came within --sts-max-wait",
+            m.sts_queue_refusals.clone(),
         );
         registry.register(
             "webhook_admissions",

@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub cluster_name: Option<String>,
     /// The STS region for IAMProviders without `region` (`--sts-region`).
     pub sts_region: Option<String>,
+    /// How long a first request waits for a paced STS call (`--sts-max-wait-seconds`).
+    pub sts_max_wait: Duration,
     /// Directory of CR YAML files.
     pub config: PathBuf,
     /// Where generated signing keys are kept between runs.
@@ -434,6 +436,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             sts,
             cache: CredentialCache::default(),
             cluster: options.cluster_name.clone(),
+            pacer: crate::server::pacing::StsPacer::new(crate::pacing::PacerSettings {
+                max_wait: options.sts_max_wait,
+                ..crate::pacing::PacerSettings::default()
+            }),
         }),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),

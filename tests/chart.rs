@@ -1504,6 +1504,7 @@ fn monitoring_objects_follow_their_switches_and_name_only_exported_metrics() {
         for want in [
             "RolegateIAMSyncFailing",
             "RolegateSTSErrorRate",
+            "RolegateSTSThrottlingNotAbsorbed",
             "RolegateAgentServingStale",
         ] {
             assert!(names.contains(&want), "{want} missing: {names:?}");
@@ -1544,4 +1545,47 @@ fn monitoring_objects_follow_their_switches_and_name_only_exported_metrics() {
             }
         }
     }
+}
+
+#[test]
+fn agents_route_pods_over_the_servers_headless_service_and_verify_the_service_name() {
+    let docs = rendered(&[]);
+    let headless = find(&docs, "Service", "rg-server-endpoints");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(
+        headless["spec"]["selector"]["app.kubernetes.io/component"],
+        "server"
+    );
+    assert_eq!(headless["spec"]["ports"][0]["port"], 8443);
+    let server = find(&docs, "Deployment", "rg-server");
+    assert!(
+        server["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .to_string()
+            .contains(r#""containerPort":8443"#),
+        "the headless port is the server's TLS port"
+    );
+    let args = |docs: &[serde_json::Value]| {
+        find(docs, "DaemonSet", "rg-agent")["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let on = args(&docs);
+    assert!(
+        on.iter()
+            .any(|a| a == "--server-endpoints-dns=rg-server-endpoints.rolegate.svc:8443"),
+        "{on:?}"
+    );
+    // TLS is still verified against the Service name the serving certificate carries.
+    assert!(
+        on.iter()
+            .any(|a| a.starts_with("--server=https://rg-server.rolegate.svc:"))
+    );
+    let off = args(&rendered(&["agent.routeToReplicas=false"]));
+    assert!(
+        !off.iter().any(|a| a.starts_with("--server-endpoints-dns")),
+        "{off:?}"
+    );
 }

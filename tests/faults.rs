@@ -1,6 +1,7 @@
 //! STS failing under load: a throttling STS (a stub answering every call with AWS's
-//! `Throttling` error) does not get a call per request, the caller gets a clear 503, and nothing is
-//! cached, so the next request tries again.
+//! `Throttling` error) does not get a call per request, the caller gets a clear 503 with
+//! `Retry-After` once the paced wait is over, and nothing is cached, so a request after that
+//! time tries again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -40,10 +41,31 @@ async fn throttling_sts() -> (String, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_sts_is_not_piled_up_on_and_nothing_is_cached() {
     let (sts, calls) = throttling_sts().await;
-    let h = Harness::start_with_sts(&resources(&unique("throttle"), false), sts).await;
+    let pacing = rolegate::pacing::PacerSettings {
+        max_wait: std::time::Duration::from_secs(1),
+        ..rolegate::pacing::PacerSettings::default()
+    };
+    let h =
+        Harness::start_with_sts_pacing(&resources(&unique("throttle"), false), sts, pacing).await;
     let token = h.sa_token("team-a", "app");
-    let burst = futures::future::join_all((0..50).map(|_| h.credentials(&token, None))).await;
-    for (status, body) in &burst {
+    let ask = || async {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/credentials", h.url))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let retry_after: Option<u64> = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, retry_after, body)
+    };
+    let burst = futures::future::join_all((0..50).map(|_| ask())).await;
+    let mut longest = 0;
+    for (status, retry_after, body) in &burst {
         assert_eq!(*status, 503, "{body}");
         assert_eq!(body["error"], "temporarily_unavailable");
         assert!(
@@ -53,24 +75,25 @@ async fn a_throttling_sts_is_not_piled_up_on_and_nothing_is_cached() {
                 .starts_with("STS is throttling"),
             "{body}"
         );
+        longest = longest.max(retry_after.expect("Retry-After on every 503"));
     }
-    // Concurrent callers share the in-flight STS call instead of piling up: one logical call
-    // for the burst (a caller arriving after a failure starts a fresh one, since failures are
-    // not cached), each with at most the SDK's three attempts.
-    let logical = h.metric("rolegate_sts_calls_total");
-    assert!(
-        (1.0..=5.0).contains(&logical),
-        "{logical} STS calls for one burst of 50"
-    );
+    // Concurrent callers share the in-flight STS call instead of piling up, and that call is
+    // paced: after the first Throttling the next attempt waits for a slower slot, so within
+    // the one-second wait the burst of 50 costs a few attempts, each counted.
     let attempts = calls.load(Ordering::SeqCst);
     assert!(
-        attempts >= 1 && attempts as f64 <= 3.0 * logical,
-        "{attempts} attempts for {logical} calls"
+        (1..=4).contains(&attempts),
+        "{attempts} STS attempts for one burst of 50"
     );
+    assert_eq!(h.metric("rolegate_sts_calls_total"), attempts as f64);
+    assert_eq!(h.metric("rolegate_sts_throttles_total"), attempts as f64);
+    assert!(h.metric("rolegate_sts_queue_refusals_total") >= 1.0);
     h.state.issuer.cache.sync().await;
     assert!(h.state.issuer.cache.is_empty(), "a failure is not cached");
-    // The next request tries again.
-    let (status, _) = h.credentials(&token, None).await;
+    // After Retry-After, the next request tries STS again (and is refused again).
+    tokio::time::sleep(std::time::Duration::from_secs(longest)).await;
+    let (status, retry_after, _) = ask().await;
     assert_eq!(status, 503);
-    assert_eq!(h.metric("rolegate_sts_calls_total"), logical + 1.0);
+    assert!(retry_after.is_some());
+    assert!(calls.load(Ordering::SeqCst) > attempts, "tried STS again");
 }

@@ -7,6 +7,7 @@
 
 mod guard;
 pub mod node;
+pub mod routing;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 pub use guard::{ClientLimiter, HostPolicy, RateLimit};
+pub use routing::{FixedEndpoints, Resolve, SystemResolver};
 
 use crate::credentials::refresh_margin;
 use crate::server::{Clock, SystemClock};
@@ -135,6 +137,8 @@ pub struct AgentOptions {
     pub listen: Vec<SocketAddr>,
     /// Base URL of `rolegate server`.
     pub server: String,
+    /// `NAME:PORT` of a headless Service over the server's replicas, to route subjects by.
+    pub server_endpoints_dns: Option<String>,
     /// PEM CA that signed the server's certificate; without it, https is refused.
     pub ca_file: Option<PathBuf>,
     /// What each listener allows a client.
@@ -151,11 +155,27 @@ pub struct AgentOptions {
     pub startup_taint: Option<node::StartupTaint>,
 }
 
+/// One server replica: its address, and a client that connects there while keeping the server
+/// URL's host name for TLS and `Host`.
+#[derive(Debug, Clone)]
+struct Route {
+    addr: SocketAddr,
+    base: String,
+    client: reqwest::Client,
+}
+
 /// The agent's shared state.
 #[derive(Clone)]
 pub struct Agent {
     http: Arc<std::sync::RwLock<reqwest::Client>>,
     server: String,
+    /// The CA bundle the server is verified with, kept to build the replicas' clients.
+    ca: Arc<std::sync::RwLock<Option<Vec<u8>>>>,
+    /// Where the replicas are, when the agent routes subjects to them (`--server-endpoints-dns`).
+    resolver: Option<Arc<dyn Resolve>>,
+    /// The replicas last resolved; empty: every request goes to `server`.
+    routes: Arc<std::sync::RwLock<Vec<Route>>>,
+    failovers: Counter,
     cache: Cache<Key, Cached>,
     clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
@@ -203,7 +223,43 @@ pub enum AgentError {
 
 /// An HTTP client for `server`, trusting only the certificates of `ca_pem` for https.
 fn client(server: &str, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, AgentError> {
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    client_with(server, ca_pem, |b| b)
+}
+
+/// A client and base URL for the replica at `addr`: the connection goes to `addr`, while TLS
+/// (SNI, the certificate's name) and `Host` keep `server`'s host name.
+fn route(server: &str, ca_pem: Option<&[u8]>, addr: SocketAddr) -> Result<Route, AgentError> {
+    let bad = |what| AgentError::Server(server.into(), what);
+    let mut url = reqwest::Url::parse(server).map_err(|_| bad("not a URL"))?;
+    let host = url.host_str().ok_or_else(|| bad("has no host"))?.to_owned();
+    url.set_port(Some(addr.port()))
+        .map_err(|()| bad("cannot carry a port"))?;
+    let by_name = host.trim_matches(['[', ']']).parse::<IpAddr>().is_err();
+    if !by_name {
+        url.set_ip_host(addr.ip())
+            .map_err(|()| bad("cannot carry an address"))?;
+    }
+    let client = client_with(server, ca_pem, |b| {
+        if by_name { b.resolve(&host, addr) } else { b }
+    })?;
+    Ok(Route {
+        addr,
+        base: url.as_str().trim_end_matches('/').to_owned(),
+        client,
+    })
+}
+
+fn client_with(
+    server: &str,
+    ca_pem: Option<&[u8]>,
+    extra: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, AgentError> {
+    // A replica that is gone fails fast, so the next one is asked within the SDK's patience.
+    let mut builder = extra(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2)),
+    );
     match (server.starts_with("https://"), ca_pem) {
         (true, Some(pem)) => {
             let bundle = reqwest::Certificate::from_pem_bundle(pem)
@@ -295,9 +351,18 @@ impl Agent {
             "rate_limited",
             "Requests refused (429) because their client address was over its rate",
         );
+        let failovers = counter(
+            &mut registry,
+            "server_failovers",
+            "Requests passed to the next server replica because the one a subject hashes to failed",
+        );
         Ok(Self {
             http: Arc::new(std::sync::RwLock::new(http)),
             server: server.trim_end_matches('/').to_owned(),
+            ca: Arc::new(std::sync::RwLock::new(ca_pem.map(<[u8]>::to_vec))),
+            resolver: None,
+            routes: Arc::default(),
+            failovers,
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(UntilExpiry(Arc::new(SystemClock)))
@@ -362,11 +427,104 @@ impl Agent {
     /// An unusable bundle; the previous one stays in use.
     pub fn set_ca(&self, ca_pem: &[u8]) -> Result<(), AgentError> {
         let http = client(&self.server, Some(ca_pem))?;
+        let routes = self
+            .routes()
+            .iter()
+            .map(|r| route(&self.server, Some(ca_pem), r.addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        *self
+            .ca
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ca_pem.to_vec());
+        *self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = routes;
         *self
             .http
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = http;
         Ok(())
+    }
+
+    /// Routes each subject to one server replica of those `resolver` finds (rendezvous
+    /// hashing), falling back to the next on failure; [`Self::refresh_endpoints`] resolves them.
+    #[must_use]
+    pub fn with_endpoints(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Resolves the replicas again. A failed or empty answer keeps the previous ones; replicas
+    /// still there keep their clients (and open connections).
+    pub async fn refresh_endpoints(&self) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        let addrs = match resolver.resolve().await {
+            Ok(addrs) if !addrs.is_empty() => addrs,
+            Ok(_) => {
+                tracing::warn!("no server replica resolved; keeping the previous ones");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resolve the server replicas; keeping the previous ones");
+                return;
+            }
+        };
+        let current = self.routes();
+        let ca = self
+            .ca
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut routes = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if let Some(existing) = current.iter().find(|r| r.addr == addr) {
+                routes.push(existing.clone());
+                continue;
+            }
+            match route(&self.server, ca.as_deref(), addr) {
+                Ok(r) => routes.push(r),
+                Err(e) => tracing::warn!(%addr, error = %e, "cannot reach this replica"),
+            }
+        }
+        if routes
+            .iter()
+            .map(|r| r.addr)
+            .ne(current.iter().map(|r| r.addr))
+        {
+            tracing::info!(replicas = ?routes.iter().map(|r| r.addr).collect::<Vec<_>>(), "server replicas");
+        }
+        *self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = routes;
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        self.routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Where to ask for `token` and `role`, in order: the replicas in the subject's rendezvous
+    /// order, then the server URL itself (the Service), last.
+    fn candidates(&self, token: &str, role: Option<&str>) -> Vec<(String, reqwest::Client)> {
+        let routes = self.routes();
+        let mut out = Vec::with_capacity(routes.len() + 1);
+        if !routes.is_empty() {
+            let key = routing::routing_key(token, role);
+            let addrs: Vec<SocketAddr> = routes.iter().map(|r| r.addr).collect();
+            for addr in routing::rendezvous_order(&key, &addrs) {
+                if let Some(r) = routes.iter().find(|r| r.addr == addr) {
+                    out.push((r.base.clone(), r.client.clone()));
+                }
+            }
+        }
+        out.push((self.server.clone(), self.http()));
+        out
     }
 
     fn http(&self) -> reqwest::Client {
@@ -386,21 +544,51 @@ impl Agent {
                 body: serde_json::json!({"error": "server_error", "error_description": "the agent is shutting down"}),
             });
         };
-        let mut request = self
-            .http()
-            .get(format!("{}/v1/credentials", self.server))
-            .header(header::AUTHORIZATION, token);
-        if let Some(role) = &role {
-            request = request.query(&[("role", role)]);
-        }
         let unreachable = |e: &dyn std::fmt::Display| Upstream {
             status: StatusCode::BAD_GATEWAY,
             body: serde_json::json!({"error": "server_unreachable", "error_description": format!("rolegate server cannot be reached: {e}")}),
         };
-        let response = request.send().await.map_err(|e| {
-            self.upstream_errors.inc();
-            unreachable(&e)
-        })?;
+        let candidates = self.candidates(&token, role.as_deref());
+        let last = candidates.len().saturating_sub(1);
+        let mut answer = None;
+        for (i, (base, http)) in candidates.into_iter().enumerate() {
+            if i > 0 {
+                self.failovers.inc();
+            }
+            let mut request = http
+                .get(format!("{base}/v1/credentials"))
+                .header(header::AUTHORIZATION, &token);
+            if let Some(role) = &role {
+                request = request.query(&[("role", role)]);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => {
+                    self.upstream_errors.inc();
+                    if i == last {
+                        return Err(unreachable(&e));
+                    }
+                    tracing::warn!(server = %base, error = %e, "server replica unreachable; asking the next");
+                    continue;
+                }
+            };
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            // A 503 with Retry-After is STS throttling, paced by that replica: another
+            // replica would only add to what STS refuses.
+            let paced = status == StatusCode::SERVICE_UNAVAILABLE
+                && response.headers().contains_key(header::RETRY_AFTER);
+            if status.is_server_error() && !paced && i < last {
+                self.upstream_errors.inc();
+                tracing::warn!(server = %base, %status, "server replica failed; asking the next");
+                continue;
+            }
+            answer = Some(response);
+            break;
+        }
+        let Some(response) = answer else {
+            return Err(unreachable(&"no server to ask"));
+        };
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         if !status.is_success() {
@@ -694,6 +882,21 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         .with_hosts(HostPolicy::for_listeners(&bound, &options.allowed_hosts))
         .with_rate_limit(options.rate_limit)
         .with_max_concurrent_refreshes(options.max_concurrent_refreshes);
+    let agent = match &options.server_endpoints_dns {
+        Some(name) => {
+            let agent = agent.with_endpoints(Arc::new(SystemResolver(name.clone())));
+            agent.refresh_endpoints().await;
+            let every = agent.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    every.refresh_endpoints().await;
+                }
+            });
+            agent
+        }
+        None => agent,
+    };
     if let Some(limiter) = agent.limiter.clone() {
         // Addresses of pods long gone are forgotten, so the limiter's memory follows the node's
         // live pods.

@@ -22,6 +22,15 @@ pub enum AwsError {
     /// AWS asked us to slow down.
     #[error("throttled: {0}")]
     Throttled(String),
+    /// STS has been throttling calls for this account, and the next call paced for it would
+    /// start later than the server's maximum wait (`--sts-max-wait`).
+    #[error("calls for account {account} are paced after STS throttling; the next slot is in {} s", retry_after.as_secs().max(1))]
+    Paced {
+        /// The account the calls are for.
+        account: String,
+        /// Time until the next slot.
+        retry_after: std::time::Duration,
+    },
     /// AWS could not be reached or answered something unreadable.
     #[error("{0}")]
     Transport(String),
@@ -60,7 +69,7 @@ impl AwsError {
     pub fn code(&self) -> &str {
         match self {
             Self::Service { code, .. } => code,
-            Self::Throttled(_) => "Throttling",
+            Self::Throttled(_) | Self::Paced { .. } => "Throttling",
             Self::Transport(_) => "Unreachable",
         }
     }

@@ -77,8 +77,11 @@ impl SdkSts {
             Some(r) => aws_config::Region::new(r.to_owned()),
             None => self::region().await,
         };
+        // One attempt per call: the server's pacer (`server::pacing`) retries throttled and
+        // unreachable calls itself, so that every attempt STS sees is paced.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
             .region(region.clone());
         if let Some(url) = endpoint_url {
             loader = loader.endpoint_url(url);

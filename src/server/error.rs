@@ -16,6 +16,8 @@ pub struct ApiError {
     pub error: &'static str,
     /// The cause, plainly. Never a token or secret.
     pub description: String,
+    /// Seconds for a `Retry-After` header (a 503 while STS calls are paced).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -34,6 +37,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -43,6 +47,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             error: "access_denied",
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -52,6 +57,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             error: "not_found",
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -61,6 +67,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "temporarily_unavailable",
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -70,6 +77,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error: "server_error",
             description: description.into(),
+            retry_after: None,
         }
     }
 }
@@ -93,10 +101,15 @@ impl From<AwsError> for ApiError {
                 Self::forbidden(format!("sts:AssumeRoleWithSAML was refused: {e}"))
             }
             AwsError::Throttled(_) => Self::unavailable(format!("STS is throttling: {e}")),
+            AwsError::Paced { retry_after, .. } => Self {
+                retry_after: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+                ..Self::unavailable(format!("STS is throttling: {e}"))
+            },
             AwsError::Transport(_) => Self {
                 status: StatusCode::BAD_GATEWAY,
                 error: "server_error",
                 description: format!("STS could not be reached: {e}"),
+                retry_after: None,
             },
         }
     }
@@ -106,6 +119,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.error, "error_description": self.description});
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

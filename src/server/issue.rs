@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use super::pacing::{PaceKey, StsPacer};
 use super::{ApiError, AppState, record};
 use crate::aws::{AssumeRequest, AwsError, ChainRequest, Sts, StsCredentials};
 use crate::crd::ConnectionKind;
@@ -30,6 +31,8 @@ pub struct Issuer {
     pub cache: CredentialCache,
     /// The cluster's name, sent as the `rolegate-cluster` session tag when set.
     pub cluster: Option<String>,
+    /// STS calls paced per account and region, absorbing throttling.
+    pub pacer: StsPacer,
 }
 
 /// Credentials for one grant.
@@ -261,10 +264,19 @@ impl Issuer {
             duration_seconds: key.session.duration_seconds,
             region: key.sts_region.clone(),
         };
-        let started = std::time::Instant::now();
-        let result = self.sts.assume_role_with_saml(request).await;
-        count_sts_call(state, "AssumeRoleWithSAML", started, &result);
-        let mut credentials = result?;
+        let pace = PaceKey::new(&request.role_arn, request.region.as_deref());
+        let mut credentials = self
+            .pacer
+            .call(&state.metrics, &pace, || {
+                let request = request.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = self.sts.assume_role_with_saml(request).await;
+                    count_sts_call(state, "AssumeRoleWithSAML", started, &result);
+                    result
+                }
+            })
+            .await?;
         if let Some(chain) = &key.chain {
             let request = ChainRequest {
                 role_arn: chain.role_arn.clone(),
@@ -273,9 +285,20 @@ impl Issuer {
                 duration_seconds: chain.duration_seconds,
                 region: key.sts_region.clone(),
             };
-            let started = std::time::Instant::now();
-            let result = self.sts.assume_role(&credentials, request).await;
-            count_sts_call(state, "AssumeRole", started, &result);
+            let pace = PaceKey::new(&request.role_arn, request.region.as_deref());
+            let source = &credentials;
+            let result = self
+                .pacer
+                .call(&state.metrics, &pace, || {
+                    let request = request.clone();
+                    async move {
+                        let started = std::time::Instant::now();
+                        let result = self.sts.assume_role(source, request).await;
+                        count_sts_call(state, "AssumeRole", started, &result);
+                        result
+                    }
+                })
+                .await;
             credentials = result.map_err(|e| chain_error(&chain.role_arn, &e))?;
         }
         tracing::info!(
@@ -435,6 +458,7 @@ pub async fn delegation(
                 "request body is larger than {} bytes",
                 super::MAX_BODY_BYTES
             ),
+            retry_after: None,
         }),
     };
     record(&state, "/delegation", &result);

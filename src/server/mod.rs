@@ -5,6 +5,7 @@ mod error;
 pub(crate) mod issue;
 pub mod listener;
 pub mod login;
+pub mod pacing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

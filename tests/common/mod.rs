@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 
+use rolegate::pacing::PacerSettings;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -225,18 +226,41 @@ impl Harness {
     /// Starts the server over `yaml` with the token verifier `verifier` builds from the config
     /// directory.
     pub async fn start_with(yaml: &str, verifier: impl FnOnce(PathBuf) -> TokenVerifier) -> Self {
-        Self::start_full(yaml, verifier, None, moto()).await
+        Self::start_full(yaml, verifier, None, moto(), PacerSettings::default()).await
     }
 
     /// Starts the server over `yaml` with STS at `sts_endpoint` instead of moto.
     pub async fn start_with_sts(yaml: &str, sts_endpoint: String) -> Self {
-        Self::start_full(yaml, TokenVerifier::new, None, sts_endpoint).await
+        Self::start_full(
+            yaml,
+            TokenVerifier::new,
+            None,
+            sts_endpoint,
+            PacerSettings::default(),
+        )
+        .await
+    }
+
+    /// Starts the server over `yaml` with STS at `sts_endpoint`, paced with `pacing`.
+    pub async fn start_with_sts_pacing(
+        yaml: &str,
+        sts_endpoint: String,
+        pacing: PacerSettings,
+    ) -> Self {
+        Self::start_full(yaml, TokenVerifier::new, None, sts_endpoint, pacing).await
     }
 
     /// Starts the server over TLS with the PEM certificate chain and key.
     pub async fn start_tls(yaml: &str, cert_pem: &str, key_pem: &str) -> Self {
         let tls = Some((cert_pem.as_bytes().to_vec(), key_pem.as_bytes().to_vec()));
-        Self::start_full(yaml, TokenVerifier::new, tls, moto()).await
+        Self::start_full(
+            yaml,
+            TokenVerifier::new,
+            tls,
+            moto(),
+            PacerSettings::default(),
+        )
+        .await
     }
 
     async fn start_full(
@@ -244,6 +268,7 @@ impl Harness {
         verifier: impl FnOnce(PathBuf) -> TokenVerifier,
         tls: Option<(Vec<u8>, Vec<u8>)>,
         sts_endpoint: String,
+        pacing: PacerSettings,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
@@ -274,6 +299,7 @@ impl Harness {
                 sts: Arc::new(SdkSts::new(Some(&sts_endpoint)).await),
                 cache: CredentialCache::default(),
                 cluster: Some("test-cluster".into()),
+                pacer: rolegate::server::pacing::StsPacer::new(pacing),
             }),
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),

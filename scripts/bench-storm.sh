@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Cold-start storm (issue 12): COUNT distinct service accounts (default 10 000) ask
+# `rolegate serve` for their first credentials at once, CONCURRENCY in flight, against an STS
+# stand-in that answers instantly (examples/storm.rs `standin`), from a separate load process
+# (examples/storm.rs `load`, which mints the tokens before the clock starts). Every first
+# request costs one RSA-2048 signature, so the limit is COUNT / (cores × `openssl speed rsa2048`
+# sign rate), measured in the same run. Records the time to serve all, answers by status,
+# errors (must be none), STS calls, and the server's RSS before and at its peak (VmHWM).
+# Needs release builds: `cargo build --release --bin rolegate --example storm`.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+out="$repo/target/bench-storm"
+rm -rf "$out"; mkdir -p "$out/config"
+count="${COUNT:-10000}"
+concurrency="${CONCURRENCY:-256}"
+per_mapping=100
+cargo build --release --bin rolegate --example storm --quiet
+bin=target/release/rolegate
+storm=target/release/examples/storm
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+wait_up() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "not up: $1" >&2; exit 1; }
+
+# The standalone example, plus a namespace `storm` with COUNT service accounts mapped to a role,
+# PER_MAPPING per RoleMapping.
+cp -r examples/standalone/. "$out/config/"
+rm -f "$out/config/40-rolemapping.yaml" "$out/config/50-people.yaml"
+python3 - "$out/config/60-storm.yaml" "$count" "$per_mapping" <<'PY'
+import sys
+path, count, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+docs = ["apiVersion: v1\nkind: Namespace\nmetadata:\n  name: storm\n  labels: {rolegate.dev/aws-access: \"true\"}\n"]
+for m in range(0, count, per):
+    subjects = ", ".join(f"{{kind: ServiceAccount, name: sa{i}}}" for i in range(m, min(m + per, count)))
+    docs.append(f"apiVersion: rolegate.dev/v1alpha1\nkind: RoleMapping\nmetadata: {{name: storm-{m // per}, namespace: storm}}\n"
+                f"spec:\n  provider: demo-account\n  roleArn: arn:aws:iam::123456789012:role/demo-storm\n  subjects: [{subjects}]\n")
+open(path, "w").write("---\n".join(docs))
+PY
+
+cores="$(nproc)"
+openssl speed -seconds 3 rsa2048 2>/dev/null | tee "$out/openssl.txt" >/dev/null
+sign_rate="$(awk '/^rsa 2048 bits/ {print $6}' "$out/openssl.txt")"
+
+standin_port="$(port)"; rg_port="$(port)"
+"$storm" standin --listen "127.0.0.1:$standin_port" >"$out/standin.log" 2>&1 & pids+=($!)
+state="$(mktemp -d)"
+# IAM registration at start reaches the stand-in too, which refuses it (logged); serving does
+# not depend on it.
+AWS_ENDPOINT_URL="http://127.0.0.1:$standin_port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  ROLEGATE_LOG=warn "$bin" serve --config "$out/config" --state-dir "$state" --listen "127.0.0.1:$rg_port" \
+  >"$out/serve.log" 2>&1 & pids+=($!)
+serve_pid=$!
+wait_up "http://127.0.0.1:$rg_port/readyz"
+rss_before="$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)"
+fds_before="$(ls /proc/$serve_pid/fd | wc -l)"
+
+"$storm" load --url "http://127.0.0.1:$rg_port" --key examples/standalone/issuer/sa-signer.key \
+  --namespace storm --count "$count" --concurrency "$concurrency" | tee "$out/load.json"
+
+rss_peak="$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)"
+rss_after="$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)"
+fds_after="$(ls /proc/$serve_pid/fd | wc -l)"
+standin_calls="$(curl -fs "http://127.0.0.1:$standin_port/calls")"
+curl -fs "http://127.0.0.1:$rg_port/metrics" >"$out/metrics.txt"
+sts_calls="$(awk '/^rolegate_sts_calls_total/ {s += $2} END {print s + 0}' "$out/metrics.txt")"
+signed="$(awk '/^rolegate_assertions_signed_total/ {s += $2} END {print s + 0}' "$out/metrics.txt")"
+
+python3 - "$out/load.json" "$count" "$cores" "$sign_rate" "$rss_before" "$rss_peak" "$rss_after" \
+  "$standin_calls" "$sts_calls" "$signed" "$fds_before" "$fds_after" <<'PY' | tee "$out/result.md"
+import json, sys
+load = json.load(open(sys.argv[1]))
+count, cores, rate = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+before, peak, after = (int(x) // 1024 for x in sys.argv[5:8])
+standin, sts, signed, fds_before, fds_after = sys.argv[8:13]
+limit = count / (cores * rate)
+ratio = load["seconds"] / limit
+errors = sum(load["errors"].values())
+print()
+print("| measure | value |")
+print("|---|---|")
+print(f"| first requests, distinct service accounts | {count} ({load['concurrency']} in flight) |")
+print(f"| time to serve all | **{load['seconds']:.2f} s** ({load['per_second']:.0f}/s) |")
+print(f"| signing limit, same run: {count} / ({cores} cores × {rate:.0f} sign/s `openssl speed rsa2048`) | {limit:.2f} s |")
+print(f"| ratio to the limit (target ≤ 1.5) | **{ratio:.2f}×** |")
+print(f"| answers | {load['statuses']} |")
+print(f"| transport errors (must be none) | {errors} {load['errors'] if errors else ''} |")
+print(f"| assertions signed / STS calls (server) / answered by the stand-in | {signed} / {sts} / {standin} |")
+print(f"| server RSS before / peak (VmHWM) / after | {before} MiB / {peak} MiB / {after} MiB |")
+print(f"| server open fds before / after | {fds_before} / {fds_after} |")
+if errors or load["ok"] != count:
+    sys.exit("not every request was answered 200")
+PY
