@@ -135,7 +135,8 @@ pub fn attributes(spec: &SAMLAppSpec, profile: &Profile<'_>) -> Vec<Attribute> {
             None if spec.map_unknown_claims_as_is => (*claim).to_owned(),
             None => format!("{AUTH0_PREFIX}{claim}"),
         };
-        if is_aws(&name) || out.iter().any(|a| a.name == name) {
+        // A claim named like one of AWS's attributes is not passed on under any name.
+        if is_aws(claim) || is_aws(&name) || out.iter().any(|a| a.name == name) {
             continue;
         }
         if let Some((values, kind)) = values(value).filter(|(v, _)| !v.is_empty()) {
@@ -262,7 +263,10 @@ mod tests {
         assert!(a.iter().all(|x| !x.name.contains("user_metadata")));
         assert!(get(&a, "http://schemas.auth0.com/iss").is_none());
         assert!(get(&a, "http://schemas.auth0.com/sub").is_none());
-        assert!(a.iter().all(|x| !is_aws(&x.name)));
+        assert!(
+            a.iter().all(|x| !x.name.contains("aws.amazon.com")),
+            "{a:?}"
+        );
         // createUpnClaim and mapIdentities default to true.
         assert_eq!(get(&a, UPN).unwrap().values, ["alice@example.com"]);
         assert_eq!(
