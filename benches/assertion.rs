@@ -45,6 +45,10 @@ fn bench(c: &mut Criterion) {
             lifetime_seconds: 300,
             sign_response,
             digest: DigestAlgorithm::Sha256,
+            destination: "https://signin.aws.amazon.com/saml".into(),
+            authn_context: None,
+            typed_attributes: true,
+            name_format: true,
         };
         let name = if sign_response {
             "build_sign_response"

@@ -48,9 +48,28 @@ pub enum Command {
     /// trust policy the role needs. Exit status 0 when a role is granted, 1 when not, 2 on a
     /// usage or config error.
     Explain(ExplainArgs),
+    /// Turn another product's configuration into rolegate resources.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Development helpers.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+/// `rolegate import` sources.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Auth0's SAML2 Web App add-on settings (the JSON of the dashboard's Settings box,
+    /// comments and all) as a SAMLApp, printed as YAML. Unknown keys and settings rolegate
+    /// refuses fail, naming them; what is left out is said on stderr and in the YAML.
+    #[command(name = "auth0-addon")]
+    Auth0Addon {
+        /// The settings JSON; `-` reads stdin.
+        file: PathBuf,
+        /// The SAMLApp's name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// `rolegate explain` options.

@@ -3,6 +3,7 @@
 //! `sts:AssumeRoleWithSAML`.
 
 pub mod agent;
+pub mod auth0;
 pub mod aws;
 pub mod cli;
 pub mod cluster;

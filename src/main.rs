@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use rolegate::cli::{Cli, Command, DevCommand, ExplainArgs, ExplainOutput};
+use rolegate::cli::{Cli, Command, DevCommand, ExplainArgs, ExplainOutput, ImportCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -128,6 +128,19 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         // `start` runs explain itself, for its exit statuses.
         Command::Explain(args) => {
             explain(&args).await?;
+        }
+        Command::Import(ImportCommand::Auth0Addon { file, name }) => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            };
+            let imported = rolegate::auth0::import_addon(&text, &name)?;
+            for note in &imported.notes {
+                eprintln!("note: {note}");
+            }
+            print!("{}", imported.yaml);
         }
         Command::Crds { out: None } => print!("{}", rolegate::crd::render_yaml()?),
         Command::Crds { out: Some(dir) } => {

@@ -4,6 +4,8 @@
 //! SAMLApp's `connections` bound the people it serves, and the session tags rolegate sets
 //! itself (`kubernetes-*`, `rolegate-cluster`) are reserved.
 
+pub mod cors;
+
 use std::collections::BTreeMap;
 
 use kube::core::{Selector, SelectorExt as _};

@@ -15,8 +15,8 @@ pub use iamprovider::{
 };
 pub use rolemapping::{RoleMapping, RoleMappingSpec, RoleMappingStatus, SubjectKind, SubjectRef};
 pub use samlapp::{
-    CertificateState, CertificateStatus, DigestAlgorithm, SAMLApp, SAMLAppSpec, SAMLAppStatus,
-    SignatureAlgorithm, SigningSpec,
+    CertificateState, CertificateStatus, DigestAlgorithm, LogoutSpec, SAMLApp, SAMLAppSpec,
+    SAMLAppStatus, SignatureAlgorithm, SigningSpec,
 };
 
 use kube::CustomResourceExt;

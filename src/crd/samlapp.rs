@@ -73,6 +73,67 @@ pub struct SAMLAppSpec {
     /// Connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<String>,
+    /// Web origins (`scheme://host[:port]`, as a browser sends `Origin`) whose browser
+    /// applications may call `/delegation` for this app: Auth0's "Allowed Web Origins". A
+    /// request carrying another `Origin` is refused with 403 and nothing is issued; requests
+    /// without an `Origin` (curl, SDKs) are not affected. Empty allows no browser application.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Auth0 `createUpnClaim`: give a person without a `upn` claim the UPN attribute
+    /// (`http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn`) made from their email.
+    #[serde(default = "yes")]
+    pub create_upn_claim: bool,
+    /// Auth0 `passthroughClaimsWithNoMapping`: a person's claims that neither `mappings` nor
+    /// Auth0's default profile mappings name still become attributes, named
+    /// `http://schemas.auth0.com/<claim>` (or `<claim>` with `mapUnknownClaimsAsIs`). Names
+    /// under `https://aws.amazon.com/SAML/Attributes/` are never passed through.
+    #[serde(default = "yes")]
+    pub passthrough_claims_with_no_mapping: bool,
+    /// Auth0 `mapUnknownClaimsAsIs`: passed-through claims keep their own name instead of
+    /// the `http://schemas.auth0.com/` prefix.
+    #[serde(default)]
+    pub map_unknown_claims_as_is: bool,
+    /// Auth0 `mapIdentities`: add the person's identity as
+    /// `http://schemas.auth0.com/identities/default/{provider,connection,isSocial,user_id}`.
+    /// Upstream access tokens, which Auth0 adds here, are never put in an assertion.
+    #[serde(default = "yes")]
+    pub map_identities: bool,
+    /// Auth0 `typedAttributes`: each `AttributeValue` carries `xsi:type` inferred from the
+    /// claim (`xs:string`, `xs:boolean`, `xs:double`, else `xs:anyType`); `false` types every
+    /// value `xs:anyType`.
+    #[serde(default = "yes")]
+    pub typed_attributes: bool,
+    /// Auth0 `includeAttributeNameFormat`: each `Attribute` carries a `NameFormat` inferred from
+    /// its name (`uri` for a URI, `basic` for an XML name, else `unspecified`); `false` leaves
+    /// `NameFormat` out.
+    #[serde(default = "yes")]
+    pub include_attribute_name_format: bool,
+    /// Auth0 `authnContextClassRef`: the assertion's `AuthnContextClassRef`. Absent: how the
+    /// subject signed in (password, or
+    /// `urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified`, Auth0's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn_context_class_ref: Option<String>,
+    /// Auth0 `destination`: the Response `Destination`. Absent: `recipient`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Auth0 `logout`: the service provider's single logout service. rolegate ends only its
+    /// own session at `/login/signout`; it sends no `LogoutRequest`, so `sloEnabled: true`
+    /// is refused (status `InvalidSettings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout: Option<LogoutSpec>,
+}
+
+/// Auth0's `logout` setting of the SAML2 add-on.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutSpec {
+    /// The service provider's Single Logout Service URL (Auth0 `callback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    /// Whether the service provider is told when the session ends (Auth0 `slo_enabled`).
+    /// rolegate sends no logout requests, so only `false` is accepted.
+    #[serde(default)]
+    pub slo_enabled: bool,
 }
 
 impl SAMLAppSpec {
@@ -82,6 +143,9 @@ impl SAMLAppSpec {
     }
 }
 
+const fn yes() -> bool {
+    true
+}
 fn aws_signin() -> String {
     AWS_SIGNIN.to_owned()
 }

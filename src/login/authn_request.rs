@@ -220,6 +220,10 @@ mod tests {
             lifetime_seconds: 300,
             sign_response: false,
             digest: crate::crd::DigestAlgorithm::Sha256,
+            destination: ACS.into(),
+            authn_context: None,
+            typed_attributes: true,
+            name_format: true,
         }
     }
 

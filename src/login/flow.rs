@@ -244,29 +244,55 @@ pub fn role_value(grant: &RoleGrant) -> String {
     format!("{},{}", grant.session.role_arn, grant.session.provider_arn)
 }
 
-/// The NameID and attributes of `identity`'s assertion: the NameID from the app's
-/// `nameIdentifierProbes` (first present claim, else the subject); the app's `mappings`; and,
-/// with a role, AWS's Role, RoleSessionName and SessionDuration (and tags).
+/// The NameID and attributes of `identity`'s assertion: their profile under the app's Auth0
+/// settings ([`crate::saml::profile`]: mappings, passthrough, UPN, identities and
+/// `nameIdentifierProbes`) and, with a role, AWS's Role, RoleSessionName and SessionDuration
+/// (and tags). `provider` is the kind of their Connection.
 pub fn person_assertion(
     app: &SAMLApp,
     identity: &Identity,
+    provider: &str,
     grant: Option<&RoleGrant>,
 ) -> (String, Vec<Attribute>) {
-    let name_id = app
-        .spec
-        .name_identifier_probes
+    // The session keeps claims as text; one value is a string, several an array.
+    let claims: serde_json::Map<String, serde_json::Value> = identity
+        .claims
         .iter()
-        .find_map(|claim| identity.claims.get(claim).and_then(|v| v.first()).cloned())
-        .unwrap_or_else(|| identity.user.clone());
-    let mut attributes = grant.map(|g| g.session.attributes()).unwrap_or_default();
-    for (claim, attribute) in &app.spec.mappings {
-        if let Some(values) = identity.claims.get(claim).filter(|v| !v.is_empty()) {
-            attributes.push(Attribute {
-                name: attribute.clone(),
-                values: values.clone(),
-            });
-        }
+        .map(|(name, values)| {
+            let value = match values.as_slice() {
+                [one] => serde_json::Value::String(one.clone()),
+                many => many
+                    .iter()
+                    .cloned()
+                    .map(serde_json::Value::String)
+                    .collect(),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    // Groups are kept beside the claims; Auth0's profile has them as `groups`.
+    let mut claims = claims;
+    if !identity.groups.is_empty() && !claims.contains_key("groups") {
+        claims.insert(
+            "groups".to_owned(),
+            identity
+                .groups
+                .iter()
+                .cloned()
+                .map(serde_json::Value::String)
+                .collect(),
+        );
     }
+    let profile = crate::saml::profile::Profile {
+        user_id: &identity.user,
+        connection: &identity.connection,
+        provider,
+        claims: &claims,
+    };
+    let claimed = crate::saml::profile::attributes(&app.spec, &profile);
+    let name_id = crate::saml::profile::name_id(&app.spec, &profile, &claimed);
+    let mut attributes = grant.map(|g| g.session.attributes()).unwrap_or_default();
+    attributes.extend(claimed);
     (name_id, attributes)
 }
 
@@ -415,7 +441,8 @@ spec:
         let RoleStep::Issue(grant) = role_step("aws", &alice, &s, None) else {
             panic!()
         };
-        let (name_id, attributes) = person_assertion(&s.apps["aws"], &alice, grant.as_ref());
+        let (name_id, attributes) =
+            person_assertion(&s.apps["aws"], &alice, "oidc", grant.as_ref());
         assert_eq!(name_id, "alice@example.test");
         let names: Vec<&str> = attributes.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(
@@ -438,8 +465,18 @@ spec:
                 .any(|a| a.name == "https://rolegate.dev/email"
                     && a.values == ["alice@example.test"])
         );
-        let (name_id, attributes) = person_assertion(&s.apps["wiki"], &alice, None);
+        // With no role, no AWS attribute; the profile under Auth0's defaults.
+        let (name_id, attributes) = person_assertion(&s.apps["wiki"], &alice, "oidc", None);
         assert_eq!(name_id, "alice");
-        assert!(attributes.is_empty());
+        assert!(
+            attributes
+                .iter()
+                .all(|a| !a.name.starts_with(crate::saml::aws::ATTRIBUTE_PREFIX))
+        );
+        assert!(
+            attributes
+                .iter()
+                .any(|a| a.name == crate::saml::profile::NAME_IDENTIFIER && a.values == ["alice"])
+        );
     }
 }

@@ -207,10 +207,10 @@ impl RoleSession {
                 .map(|(k, v)| Attribute::single(format!("{PRINCIPAL_TAG}{k}"), v.clone())),
         );
         if !self.transitive_tag_keys.is_empty() {
-            out.push(Attribute {
-                name: TRANSITIVE_TAG_KEYS.to_owned(),
-                values: self.transitive_tag_keys.clone(),
-            });
+            out.push(Attribute::strings(
+                TRANSITIVE_TAG_KEYS,
+                self.transitive_tag_keys.clone(),
+            ));
         }
         if let Some(source) = &self.source_identity {
             out.push(Attribute::single(SOURCE_IDENTITY, source.clone()));

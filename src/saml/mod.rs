@@ -2,13 +2,14 @@
 //! clock (the caller passes `now`, the IDs and the signer).
 
 pub mod aws;
+pub mod profile;
 mod signature;
 pub mod xml;
 
 use jiff::{SignedDuration, Timestamp};
 
 pub use signature::{SignError, Signer, key_info};
-use xml::{Element, MD, SAML, SAMLP};
+use xml::{Element, MD, SAML, SAMLP, XS, XSI};
 
 use crate::crd::{DigestAlgorithm, SAMLApp, SignatureAlgorithm};
 
@@ -17,6 +18,8 @@ pub const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
 /// Authentication context of a workload presenting a token.
 pub const AUTHN_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified";
 const URI_NAME_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
+const BASIC_NAME_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic";
+const UNSPECIFIED_NAME_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:unspecified";
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const HTTP_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
@@ -74,6 +77,14 @@ pub struct AppSettings {
     pub sign_response: bool,
     /// Reference digest.
     pub digest: DigestAlgorithm,
+    /// The Response `Destination` (Auth0 `destination`; default the recipient).
+    pub destination: String,
+    /// `AuthnContextClassRef` of every assertion, when the app sets one.
+    pub authn_context: Option<String>,
+    /// `xsi:type` inferred per value (Auth0 `typedAttributes`), else `xs:anyType`.
+    pub typed_attributes: bool,
+    /// `NameFormat` inferred per attribute (Auth0 `includeAttributeNameFormat`), else none.
+    pub name_format: bool,
 }
 
 impl AppSettings {
@@ -95,6 +106,20 @@ impl AppSettings {
         }
         if spec.lifetime_seconds == 0 {
             return Err(refuse("lifetimeSeconds must be positive"));
+        }
+        if spec.logout.as_ref().is_some_and(|l| l.slo_enabled) {
+            return Err(refuse(
+                "logout.sloEnabled true is refused: rolegate ends only its own session and sends service providers no LogoutRequest; set it false or leave logout out",
+            ));
+        }
+        if let Some(origin) = spec
+            .allowed_origins
+            .iter()
+            .find(|o| crate::policy::cors::parse_origin(o).is_none())
+        {
+            return Err(refuse(&format!(
+                "allowedOrigins entry {origin:?} is not a web origin: write scheme://host[:port], with no path, as a browser sends Origin"
+            )));
         }
         if let Some((claim, attribute)) = spec.mappings.iter().find(|(_, attribute)| {
             attribute
@@ -118,6 +143,13 @@ impl AppSettings {
             lifetime_seconds: spec.lifetime_seconds,
             sign_response: spec.sign_response,
             digest: spec.digest_algorithm,
+            destination: spec
+                .destination
+                .clone()
+                .unwrap_or_else(|| spec.recipient.clone()),
+            authn_context: spec.authn_context_class_ref.clone(),
+            typed_attributes: spec.typed_attributes,
+            name_format: spec.include_attribute_name_format,
         })
     }
 }
@@ -129,15 +161,78 @@ pub struct Attribute {
     pub name: String,
     /// Values, in order.
     pub values: Vec<String>,
+    /// What the values are, for `xsi:type`.
+    pub kind: ValueKind,
+}
+
+/// The XML Schema type of an attribute's values, as Auth0's `typedAttributes` infers it from
+/// the claim's JSON type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ValueKind {
+    /// A string: `xs:string`.
+    #[default]
+    String,
+    /// `true` or `false`: `xs:boolean`.
+    Boolean,
+    /// A number: `xs:double`.
+    Double,
+    /// Anything else: `xs:anyType`.
+    Any,
+}
+
+impl ValueKind {
+    /// The `xsi:type` value.
+    pub const fn xsi_type(self) -> &'static str {
+        match self {
+            Self::String => "xs:string",
+            Self::Boolean => "xs:boolean",
+            Self::Double => "xs:double",
+            Self::Any => "xs:anyType",
+        }
+    }
 }
 
 impl Attribute {
-    /// An attribute with one value.
+    /// An attribute with one string value.
     pub fn single(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             values: vec![value.into()],
+            kind: ValueKind::String,
         }
+    }
+
+    /// An attribute with string values.
+    pub fn strings(name: impl Into<String>, values: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            values,
+            kind: ValueKind::String,
+        }
+    }
+}
+
+/// The `NameFormat` Auth0 infers from an attribute's name: `uri` for an absolute URI, `basic`
+/// for an XML name, `unspecified` for anything else.
+pub fn name_format(name: &str) -> &'static str {
+    let is_uri = name.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            && !name.chars().any(char::is_whitespace)
+    });
+    let is_xml_name = name.starts_with(|c: char| c.is_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if is_uri {
+        URI_NAME_FORMAT
+    } else if is_xml_name {
+        BASIC_NAME_FORMAT
+    } else {
+        UNSPECIFIED_NAME_FORMAT
     }
 }
 
@@ -241,65 +336,88 @@ pub fn build_response_to(
     let issuer = || Element::new(SAML, "Issuer").text(settings.issuer.clone());
 
     let attributes = content.attributes.iter().map(|a| {
-        Element::new(SAML, "Attribute")
-            .attr("Name", a.name.clone())
-            .attr("NameFormat", URI_NAME_FORMAT)
-            .children(
-                a.values
-                    .iter()
-                    .map(|v| Element::new(SAML, "AttributeValue").text(v.clone())),
-            )
+        let element = Element::new(SAML, "Attribute").attr("Name", a.name.clone());
+        let element = if settings.name_format {
+            element.attr("NameFormat", name_format(&a.name))
+        } else {
+            element
+        };
+        let kind = if settings.typed_attributes {
+            a.kind
+        } else {
+            ValueKind::Any
+        };
+        element.children(a.values.iter().map(|v| {
+            Element::new(SAML, "AttributeValue")
+                .declare(XS)
+                .qualified_attr(XSI, "type", kind.xsi_type())
+                .text(v.clone())
+        }))
     });
-    let mut assertion =
-        Element::new(SAML, "Assertion")
-            .attr("ID", ids.assertion.clone())
-            .attr("IssueInstant", issued.clone())
-            .attr("Version", "2.0")
-            .child(issuer())
-            .child(
-                Element::new(SAML, "Subject")
-                    .child(
-                        Element::new(SAML, "NameID")
-                            .attr("Format", settings.name_id_format.clone())
-                            .text(content.name_id),
-                    )
-                    .child(
-                        Element::new(SAML, "SubjectConfirmation")
-                            .attr("Method", BEARER)
-                            .child(answering(
-                                Element::new(SAML, "SubjectConfirmationData")
-                                    .attr("NotOnOrAfter", expires.clone())
-                                    .attr("Recipient", settings.recipient.clone()),
-                            )),
-                    ),
-            )
-            .child(
-                Element::new(SAML, "Conditions")
-                    .attr("NotBefore", issued.clone())
-                    .attr("NotOnOrAfter", expires)
-                    .child(
-                        Element::new(SAML, "AudienceRestriction")
-                            .child(Element::new(SAML, "Audience").text(settings.audience.clone())),
-                    ),
-            )
-            .child(
-                Element::new(SAML, "AuthnStatement")
-                    .attr("AuthnInstant", issued.clone())
-                    .attr("SessionIndex", ids.assertion.clone())
-                    .child(Element::new(SAML, "AuthnContext").child(
-                        Element::new(SAML, "AuthnContextClassRef").text(content.authn_context),
-                    )),
-            );
+    // `xs` is used only inside `xsi:type` values, so the signature names it inclusive.
+    let inclusive = (!content.attributes.is_empty()).then_some(XS.prefix);
+    let authn_context = settings
+        .authn_context
+        .as_deref()
+        .unwrap_or(content.authn_context);
+    check_text("AuthnContextClassRef", authn_context)?;
+    let mut assertion = Element::new(SAML, "Assertion")
+        .attr("ID", ids.assertion.clone())
+        .attr("IssueInstant", issued.clone())
+        .attr("Version", "2.0")
+        .child(issuer())
+        .child(
+            Element::new(SAML, "Subject")
+                .child(
+                    Element::new(SAML, "NameID")
+                        .attr("Format", settings.name_id_format.clone())
+                        .text(content.name_id),
+                )
+                .child(
+                    Element::new(SAML, "SubjectConfirmation")
+                        .attr("Method", BEARER)
+                        .child(answering(
+                            Element::new(SAML, "SubjectConfirmationData")
+                                .attr("NotOnOrAfter", expires.clone())
+                                .attr("Recipient", settings.recipient.clone()),
+                        )),
+                ),
+        )
+        .child(
+            Element::new(SAML, "Conditions")
+                .attr("NotBefore", issued.clone())
+                .attr("NotOnOrAfter", expires)
+                .child(
+                    Element::new(SAML, "AudienceRestriction")
+                        .child(Element::new(SAML, "Audience").text(settings.audience.clone())),
+                ),
+        )
+        .child(
+            Element::new(SAML, "AuthnStatement")
+                .attr("AuthnInstant", issued.clone())
+                .attr("SessionIndex", ids.assertion.clone())
+                .child(
+                    Element::new(SAML, "AuthnContext")
+                        .child(Element::new(SAML, "AuthnContextClassRef").text(authn_context)),
+                ),
+        );
     // An AttributeStatement must hold at least one Attribute (saml-schema-assertion-2.0).
     if !content.attributes.is_empty() {
         assertion = assertion.child(Element::new(SAML, "AttributeStatement").children(attributes));
     }
 
     if !settings.sign_response {
-        signature::sign_enveloped(&mut assertion, &ids.assertion, 1, settings.digest, signer)?;
+        signature::sign_enveloped(
+            &mut assertion,
+            &ids.assertion,
+            1,
+            settings.digest,
+            inclusive,
+            signer,
+        )?;
     }
     let mut response = answering(Element::new(SAMLP, "Response"))
-        .attr("Destination", settings.recipient.clone())
+        .attr("Destination", settings.destination.clone())
         .attr("ID", ids.response.clone())
         .attr("IssueInstant", issued)
         .attr("Version", "2.0")
@@ -310,7 +428,14 @@ pub fn build_response_to(
         )
         .child(assertion);
     if settings.sign_response {
-        signature::sign_enveloped(&mut response, &ids.response, 1, settings.digest, signer)?;
+        signature::sign_enveloped(
+            &mut response,
+            &ids.response,
+            1,
+            settings.digest,
+            inclusive,
+            signer,
+        )?;
     }
     let body = response.canonical();
     let mut xml = String::with_capacity(body.len() + 40);

@@ -4,7 +4,7 @@ use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::xml::{DS, Element};
+use super::xml::{DS, EC, Element};
 use crate::crd::DigestAlgorithm;
 
 const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -51,6 +51,7 @@ pub fn sign_enveloped(
     id: &str,
     position: usize,
     digest_alg: DigestAlgorithm,
+    inclusive_prefixes: Option<&str>,
     signer: &dyn Signer,
 ) -> Result<(), SignError> {
     let (digest_value, digest_uri) = digest_b64(digest_alg, target.canonical().as_bytes());
@@ -63,7 +64,7 @@ pub fn sign_enveloped(
                 .child(
                     Element::new(DS, "Transforms")
                         .child(Element::new(DS, "Transform").attr("Algorithm", ENVELOPED))
-                        .child(Element::new(DS, "Transform").attr("Algorithm", EXC_C14N)),
+                        .child(exc_c14n_transform(inclusive_prefixes)),
                 )
                 .child(Element::new(DS, "DigestMethod").attr("Algorithm", digest_uri))
                 .child(Element::new(DS, "DigestValue").text(digest_value)),
@@ -77,6 +78,18 @@ pub fn sign_enveloped(
         .child(key_info(signer.certificate_der()));
     target.insert_child(position, signature);
     Ok(())
+}
+
+/// The exclusive c14n Transform, listing `prefixes` (space-separated) as `InclusiveNamespaces`
+/// when some: prefixes used only inside attribute values, such as `xs` in `xsi:type`.
+fn exc_c14n_transform(prefixes: Option<&str>) -> Element {
+    let transform = Element::new(DS, "Transform").attr("Algorithm", EXC_C14N);
+    match prefixes {
+        Some(list) => {
+            transform.child(Element::new(EC, "InclusiveNamespaces").attr("PrefixList", list))
+        }
+        None => transform,
+    }
 }
 
 /// `ds:KeyInfo` carrying one certificate.

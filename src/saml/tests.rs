@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 use super::aws::{self, RoleSession, SessionError};
 use super::*;
-use crate::crd::{SAMLAppSpec, SigningSpec};
+use crate::crd::SAMLAppSpec;
 use crate::keys::SigningKey;
 
 fn now() -> Timestamp {
@@ -34,6 +34,10 @@ fn settings(sign_response: bool) -> AppSettings {
         lifetime_seconds: 300,
         sign_response,
         digest: DigestAlgorithm::Sha256,
+        destination: "https://signin.aws.amazon.com/saml".into(),
+        authn_context: None,
+        typed_attributes: true,
+        name_format: true,
     }
 }
 
@@ -126,7 +130,9 @@ fn assertion_follows_the_aws_rules() {
         "<saml:NameID Format=\"urn:oasis:names:tc:SAML:2.0:nameid-format:persistent\">system:serviceaccount:team-a:app</saml:NameID>"
     ));
     assert!(xml.contains(
-        "<saml:AttributeValue>arn:aws:iam::123456789012:role/app,arn:aws:iam::123456789012:saml-provider/rolegate</saml:AttributeValue>"
+        "<saml:Attribute Name=\"https://aws.amazon.com/SAML/Attributes/Role\" NameFormat=\"urn:oasis:names:tc:SAML:2.0:attrname-format:uri\">\
+         <saml:AttributeValue xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"xs:string\">\
+         arn:aws:iam::123456789012:role/app,arn:aws:iam::123456789012:saml-provider/rolegate</saml:AttributeValue>"
     ));
     assert_eq!(r.not_on_or_after, now() + SignedDuration::from_secs(300));
     // The signature follows the Assertion's Issuer, as the schema requires.
@@ -179,20 +185,11 @@ fn characters_xml_cannot_carry_are_refused() {
 fn rsa_sha1_is_refused() {
     let mut app = SAMLApp::new(
         "legacy",
-        SAMLAppSpec {
-            issuer: None,
-            audience: "urn:amazon:webservices".into(),
-            recipient: "https://signin.aws.amazon.com/saml".into(),
-            mappings: Default::default(),
-            name_identifier_format: crate::crd::samlapp_persistent(),
-            name_identifier_probes: vec![],
-            lifetime_seconds: 300,
-            sign_response: false,
-            signature_algorithm: SignatureAlgorithm::RsaSha256,
-            digest_algorithm: DigestAlgorithm::Sha256,
-            signing: SigningSpec::default(),
-            connections: vec![],
-        },
+        serde_json::from_value::<SAMLAppSpec>(serde_json::json!({
+            "audience": "urn:amazon:webservices",
+            "signatureAlgorithm": "rsa-sha256",
+        }))
+        .unwrap(),
     );
     let settings = AppSettings::from_app(&app).unwrap();
     assert_eq!(settings.issuer, "urn:rolegate:legacy");

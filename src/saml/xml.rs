@@ -34,6 +34,22 @@ pub const DS: Ns = Ns {
     uri: "http://www.w3.org/2000/09/xmldsig#",
 };
 
+/// XML Schema namespace, for `xsi:type` values such as `xs:string`.
+pub const XS: Ns = Ns {
+    prefix: "xs",
+    uri: "http://www.w3.org/2001/XMLSchema",
+};
+/// XML Schema instance namespace (`xsi:type`).
+pub const XSI: Ns = Ns {
+    prefix: "xsi",
+    uri: "http://www.w3.org/2001/XMLSchema-instance",
+};
+/// Exclusive XML Canonicalization namespace (`InclusiveNamespaces`).
+pub const EC: Ns = Ns {
+    prefix: "ec",
+    uri: "http://www.w3.org/2001/10/xml-exc-c14n#",
+};
+
 /// A child of an element.
 #[derive(Debug, Clone)]
 pub enum Node {
@@ -49,6 +65,8 @@ pub struct Element {
     ns: Ns,
     name: &'static str,
     attrs: Vec<(&'static str, String)>,
+    qualified: Vec<(Ns, &'static str, String)>,
+    declared: Vec<Ns>,
     children: Vec<Node>,
 }
 
@@ -59,8 +77,26 @@ impl Element {
             ns,
             name,
             attrs: Vec::new(),
+            qualified: Vec::new(),
+            declared: Vec::new(),
             children: Vec::new(),
         }
+    }
+
+    /// Adds an attribute in namespace `ns`, such as `xsi:type`.
+    #[must_use]
+    pub fn qualified_attr(mut self, ns: Ns, name: &'static str, value: impl Into<String>) -> Self {
+        self.qualified.push((ns, name, value.into()));
+        self
+    }
+
+    /// Declares `ns` here although no element or attribute name uses it: for a prefix used only
+    /// inside attribute values (`xsi:type="xs:string"`). Exclusive c14n renders it only when the
+    /// signature's `InclusiveNamespaces` lists the prefix, which rolegate's signatures do.
+    #[must_use]
+    pub fn declare(mut self, ns: Ns) -> Self {
+        self.declared.push(ns);
+        self
     }
 
     /// Adds an unqualified attribute.
@@ -108,16 +144,28 @@ impl Element {
     fn write(&self, out: &mut String, rendered: &mut Vec<Ns>) {
         out.push('<');
         push_qname(out, self.ns, self.name);
-        // Exclusive c14n renders a declaration where the prefix is visibly used and no output
-        // ancestor already rendered the same binding.
-        let declare = !rendered.contains(&self.ns);
-        if declare {
+        // Exclusive c14n renders a declaration where the prefix is visibly used (the element's
+        // own name or one of its attributes), or listed as inclusive, and no output ancestor
+        // already rendered the same binding; declarations come first, sorted by prefix.
+        let mut declarations: Vec<Ns> = Vec::new();
+        let used = std::iter::once(self.ns)
+            .chain(self.qualified.iter().map(|(ns, _, _)| *ns))
+            .chain(self.declared.iter().copied());
+        for ns in used {
+            if !rendered.contains(&ns) && !declarations.contains(&ns) {
+                declarations.push(ns);
+            }
+        }
+        declarations.sort_by(|a, b| a.prefix.cmp(b.prefix));
+        for ns in &declarations {
             out.push_str(" xmlns:");
-            out.push_str(self.ns.prefix);
+            out.push_str(ns.prefix);
             out.push_str("=\"");
-            escape_attr(out, self.ns.uri);
+            escape_attr(out, ns.uri);
             out.push('"');
         }
+        // Unqualified attributes sort first (empty namespace URI), by name; then qualified
+        // ones by namespace URI and local name.
         let mut attrs: Vec<&(&str, String)> = self.attrs.iter().collect();
         attrs.sort_by(|a, b| a.0.cmp(b.0));
         for (name, value) in attrs {
@@ -127,19 +175,25 @@ impl Element {
             escape_attr(out, value);
             out.push('"');
         }
-        out.push('>');
-        if declare {
-            rendered.push(self.ns);
+        let mut qualified: Vec<&(Ns, &str, String)> = self.qualified.iter().collect();
+        qualified.sort_by(|a, b| (a.0.uri, a.1).cmp(&(b.0.uri, b.1)));
+        for (ns, name, value) in qualified {
+            out.push(' ');
+            push_qname(out, *ns, name);
+            out.push_str("=\"");
+            escape_attr(out, value);
+            out.push('"');
         }
+        out.push('>');
+        let pushed = declarations.len();
+        rendered.extend(declarations);
         for child in &self.children {
             match child {
                 Node::Element(e) => e.write(out, rendered),
                 Node::Text(t) => escape_text(out, t),
             }
         }
-        if declare {
-            rendered.pop();
-        }
+        rendered.truncate(rendered.len() - pushed);
         out.push_str("</");
         push_qname(out, self.ns, self.name);
         out.push('>');
@@ -203,6 +257,23 @@ mod tests {
              Destination=\"https://x/?a=1&amp;b=&quot;2&quot;&#xA;\" ID=\"_a\" Version=\"2.0\">\
              <saml:Issuer xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">a&lt;b &amp; c&gt;d&#xD;</saml:Issuer>\
              <samlp:Status></samlp:Status></samlp:Response>"
+        );
+    }
+
+    #[test]
+    fn qualified_attributes_and_inclusive_prefixes_are_declared_where_used() {
+        let doc = Element::new(SAML, "Attribute").attr("Name", "n").child(
+            Element::new(SAML, "AttributeValue")
+                .declare(XS)
+                .qualified_attr(XSI, "type", "xs:string")
+                .text("v"),
+        );
+        assert_eq!(
+            doc.canonical(),
+            "<saml:Attribute xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" Name=\"n\">\
+             <saml:AttributeValue xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" \
+             xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"xs:string\">v</saml:AttributeValue>\
+             </saml:Attribute>"
         );
     }
 

@@ -17,7 +17,7 @@ use crate::aws::{AssumeRequest, AwsError, ChainRequest, Sts, StsCredentials};
 use crate::crd::ConnectionKind;
 use crate::credentials::{CachedSession, CredentialCache, SessionKey};
 use crate::login::flow::claim_strings;
-use crate::policy::{self, RequestContext, RoleGrant, Subject};
+use crate::policy::{self, RequestContext, RoleGrant, Subject, cors};
 use crate::saml::{self, AUTHN_UNSPECIFIED, AppSettings, AssertionContent, Attribute, DocumentIds};
 use crate::store::Snapshot;
 use crate::tokens::{Accept, VerifiedToken};
@@ -199,7 +199,7 @@ impl Issuer {
         })?;
         let settings =
             AppSettings::from_app(app).map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let (name_id, attributes) = assertion_content(app, &subject, token);
+        let (name_id, attributes) = assertion_content(app, snapshot, &subject, token);
         let key = SessionKey {
             connection: token.connection.clone(),
             issuer: token.issuer.clone(),
@@ -351,41 +351,60 @@ fn chain_error(target: &str, e: &AwsError) -> ApiError {
 }
 
 /// The NameID and the non-AWS attributes of `subject`'s assertion: a workload's NameID is its
-/// service account; a person's comes from the app's `nameIdentifierProbes`. The app's
-/// `mappings` add claims as attributes (never AWS's own, which `AppSettings` refuses).
+/// service account and its attributes the claims the app's `mappings` name; a person's are
+/// their profile under the app's Auth0 settings ([`saml::profile`]). Never AWS's own
+/// attributes, which only the policy sets.
 fn assertion_content(
     app: &crate::crd::SAMLApp,
+    snapshot: &Snapshot,
     subject: &Subject<'_>,
     token: &VerifiedToken,
 ) -> (String, Vec<Attribute>) {
-    let name_id = match subject {
-        Subject::ServiceAccount { .. } => subject.name_id(),
-        Subject::Person { .. } => app
-            .spec
-            .name_identifier_probes
-            .iter()
-            .find_map(|claim| {
-                token
-                    .claims
-                    .get(claim)
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| subject.name_id()),
-    };
-    let attributes = app
-        .spec
-        .mappings
-        .iter()
-        .filter_map(|(claim, attribute)| {
-            let values = token.claims.get(claim).map(claim_strings)?;
-            (!values.is_empty()).then(|| Attribute {
-                name: attribute.clone(),
-                values,
-            })
-        })
-        .collect();
-    (name_id, attributes)
+    match subject {
+        Subject::ServiceAccount { .. } => {
+            let attributes = app
+                .spec
+                .mappings
+                .iter()
+                .filter_map(|(claim, attribute)| {
+                    let values = token.claims.get(claim).map(claim_strings)?;
+                    (!values.is_empty()).then(|| Attribute::strings(attribute.clone(), values))
+                })
+                .collect();
+            (subject.name_id(), attributes)
+        }
+        Subject::Person { .. } => {
+            let user_id = subject.name_id();
+            let profile = person_profile(snapshot, token, &user_id);
+            let attributes = saml::profile::attributes(&app.spec, &profile);
+            let name_id = saml::profile::name_id(&app.spec, &profile, &attributes);
+            (name_id, attributes)
+        }
+    }
+}
+
+/// The profile of the person `token` names, as `user_id`.
+fn person_profile<'a>(
+    snapshot: &Snapshot,
+    token: &'a VerifiedToken,
+    user_id: &'a str,
+) -> saml::profile::Profile<'a> {
+    saml::profile::Profile {
+        user_id,
+        connection: &token.connection,
+        provider: connection_provider(snapshot, &token.connection),
+        claims: &token.claims,
+    }
+}
+
+/// The kind of Connection `name`, as Auth0 names an identity's `provider`.
+pub(crate) fn connection_provider(snapshot: &Snapshot, name: &str) -> &'static str {
+    match snapshot.connections.get(name).map(|c| c.spec.kind()) {
+        Some(Ok(ConnectionKind::Oidc(_))) => "oidc",
+        Some(Ok(ConnectionKind::Kubernetes(_))) => "kubernetes",
+        Some(Ok(ConnectionKind::Static(_))) => "static",
+        _ => "unknown",
+    }
 }
 
 /// An Auth0-style delegation request, form- or JSON-encoded.
@@ -444,13 +463,10 @@ fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, ApiError>
 }
 
 /// `POST /delegation`: Auth0-compatible exchange of an identity token for AWS credentials.
-pub async fn delegation(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub async fn delegation(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let mut cors = None;
     let result = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
-        Ok(body) => delegate(&state, &headers, &body).await,
+        Ok(body) => delegate(&state, &headers, &body, &mut cors).await,
         Err(_) => Err(ApiError {
             status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             error: "invalid_request",
@@ -462,13 +478,75 @@ pub async fn delegation(
         }),
     };
     record(&state, "/delegation", &result);
-    result
+    with_cors(result.into_response(), cors.as_deref())
+}
+
+/// `OPTIONS /delegation`: a browser's preflight, answered when some SAMLApp allows the origin
+/// (204 with the CORS headers); 403 without them otherwise.
+pub async fn delegation_preflight(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    let snapshot = state.store.current();
+    let decision = cors::for_preflight(
+        header_str(header::ORIGIN),
+        header_str(header::ACCESS_CONTROL_REQUEST_METHOD),
+        snapshot
+            .apps
+            .values()
+            .map(|a| a.spec.allowed_origins.as_slice()),
+    );
+    match decision {
+        cors::Decision::Allowed(origin) => {
+            let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+            let h = response.headers_mut();
+            for (name, value) in [
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    cors::ALLOWED_METHODS.to_owned(),
+                ),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    cors::ALLOWED_HEADERS.to_owned(),
+                ),
+                (
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    cors::MAX_AGE_SECONDS.to_string(),
+                ),
+            ] {
+                if let Ok(value) = header::HeaderValue::from_str(&value) {
+                    h.insert(name, value);
+                }
+            }
+            with_cors(response, Some(&origin))
+        }
+        cors::Decision::NoOrigin => ApiError::bad_request(
+            "invalid_request",
+            "OPTIONS /delegation is a CORS preflight and needs an Origin",
+        )
+        .into_response(),
+        cors::Decision::Refused(reason) => ApiError::forbidden(reason).into_response(),
+    }
+}
+
+/// `response` with `Access-Control-Allow-Origin: origin` and `Vary: Origin` when `origin` is
+/// allowed; never `Access-Control-Allow-Credentials`.
+fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
+    if let Some(value) = origin.and_then(|o| header::HeaderValue::from_str(o).ok()) {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        h.append(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+    response
 }
 
 async fn delegate(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
+    cors_origin: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     let request = parse_delegation(headers, body)?;
     let grant_type = required(request.grant_type.as_deref(), "grant_type")?;
@@ -489,6 +567,19 @@ async fn delegate(
     let client_id = required(request.client_id.as_deref(), "client_id")?;
     let now = state.clock.now();
     let snapshot = state.store.current();
+    // A browser's request is refused before anything is verified, signed or sent to STS.
+    let allowed = snapshot
+        .apps
+        .get(target)
+        .map_or(&[][..], |a| a.spec.allowed_origins.as_slice());
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match cors::for_request(origin.as_deref(), target, allowed) {
+        cors::Decision::NoOrigin => {}
+        cors::Decision::Allowed(origin) => *cors_origin = Some(origin),
+        cors::Decision::Refused(reason) => return Err(ApiError::forbidden(reason)),
+    }
     let token = state
         .verifier
         .verify(id_token, &snapshot, Accept::Any, now)
@@ -595,16 +686,27 @@ fn check_id_token(
         return Ok(());
     };
     let is_email = |claim: &str| claim == o.claims.email || claim == "email";
-    let probe = snapshot.apps.get(target).and_then(|app| {
-        app.spec
-            .name_identifier_probes
-            .iter()
-            .find(|claim| token.claims.get(*claim).and_then(|v| v.as_str()).is_some())
+    // The NameID `target` would carry, if it is the person's email address.
+    let by_email = snapshot.apps.get(target).and_then(|app| {
+        let user_id = token
+            .claims
+            .get(&o.claims.subject)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let profile = person_profile(snapshot, token, user_id);
+        let attributes = saml::profile::attributes(&app.spec, &profile);
+        let name_id = saml::profile::name_id(&app.spec, &profile, &attributes);
+        [o.claims.email.as_str(), "email"]
+            .into_iter()
+            .find(|claim| {
+                token.claims.get(*claim).and_then(|v| v.as_str()) == Some(name_id.as_str())
+            })
+            .map(str::to_owned)
     });
     let named_by = if is_email(&o.claims.subject) {
-        Some(&o.claims.subject)
+        Some(o.claims.subject.clone())
     } else {
-        probe.filter(|claim| is_email(claim))
+        by_email
     };
     let unverified = match token.claims.get("email_verified") {
         Some(serde_json::Value::Bool(verified)) => !verified,

@@ -499,7 +499,8 @@ fn role_page(
     let keys = state.keys.get(&flow.app).ok_or_else(|| {
         LoginError::Unavailable(format!("SAMLApp {:?} has no signing key yet", flow.app))
     })?;
-    let (name_id, attributes) = flow::person_assertion(app, identity, grant.as_ref());
+    let provider = super::issue::connection_provider(snapshot, &identity.connection);
+    let (name_id, attributes) = flow::person_assertion(app, identity, provider, grant.as_ref());
     let authn_context = match snapshot
         .connections
         .get(&identity.connection)

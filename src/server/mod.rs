@@ -99,7 +99,10 @@ fn sign_in_routes() -> Router<AppState> {
 /// What workloads and the cluster reach: credentials, delegation, the Pod webhook, metrics.
 fn workload_routes() -> Router<AppState> {
     Router::new()
-        .route("/delegation", post(issue::delegation))
+        .route(
+            "/delegation",
+            post(issue::delegation).options(issue::delegation_preflight),
+        )
         .route("/v1/credentials", get(credentials))
         .route("/admission/pods", post(admit_pod))
         .route("/metrics", get(metrics))

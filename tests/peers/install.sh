@@ -2,7 +2,10 @@
 # Installs the real peers used by rolegate's integration tests:
 #   - xmlsec1 (Debian package; pysaml2 shells out to it for XML signatures)
 #   - chromium and chromium-driver (Debian packages; the browser of the sign-in test)
-#   - oidc-provider and the AWS SDK for JavaScript (npm, pinned by tests/peers/js)
+#   - oidc-provider and the AWS SDK for JavaScript v3 (npm, pinned by tests/peers/js)
+#   - auth0-js 7 (the last major with getDelegationToken) and the AWS SDK for JavaScript v2, the
+#     libraries of Auth0's browser sample; auth0-js ships no browser build, so esbuild bundles it
+#     into $peers/js/auth0.min.js
 #   - a Python venv with moto[server], pysaml2, boto3, awscli v1 and kubernetes-validate (pinned)
 #
 # Idempotent and fast when everything is already in place: the venv carries a
@@ -111,6 +114,14 @@ if [ ! -f "$js/.stamp" ] || [ "$(cat "$js/.stamp")" != "$js_want" ]; then
   (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   printf '%s\n' "$js_want" >"$js/.stamp"
 fi
+# auth0-js 7 ships only CommonJS sources: bundle its standalone entry (which sets window.Auth0)
+# for the browser, once per install.
+if [ ! -f "$js/auth0.min.js" ] || [ "$js/.stamp" -nt "$js/auth0.min.js" ]; then
+  log "bundling auth0-js for the browser (esbuild)"
+  "$js/node_modules/.bin/esbuild" "$js/node_modules/auth0-js/standalone.js" --bundle --minify \
+    --define:global=window --log-level=warning --outfile="$js/auth0.min.js"
+fi
+test -f "$js/node_modules/aws-sdk/dist/aws-sdk.min.js" || { echo "peers: aws-sdk v2 browser build missing" >&2; exit 1; }
 cp "$here/js/whoami.js" "$js/whoami.js"
 cp "$here/js/oidc_op.mjs" "$js/oidc_op.mjs"
 log "JavaScript SDK and oidc-provider present ($js)"

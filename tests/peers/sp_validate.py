@@ -206,7 +206,7 @@ def load_metadata_entities(path):
     return out
 
 
-def structural_checks(xml, acs, accepted_audiences, now):
+def structural_checks(xml, acs, accepted_audiences, now, destination=None):
     """Checks AWS applies that pysaml2 is lax about (see README)."""
     from defusedxml import ElementTree as ET
 
@@ -219,8 +219,8 @@ def structural_checks(xml, acs, accepted_audiences, now):
     dest = root.get("Destination")
     if dest is None:
         raise Rejected("Response has no Destination")
-    if dest != acs:
-        raise Rejected(f"Response Destination {dest!r} != ACS {acs!r}")
+    if dest != (destination or acs):
+        raise Rejected(f"Response Destination {dest!r} != {destination or acs!r}")
 
     assertions = root.findall(f"{s}Assertion")
     if len(assertions) != 1 or root.findall(f"{s}EncryptedAssertion"):
@@ -328,7 +328,8 @@ def validate(args):
             "service": {
                 "sp": {
                     "endpoints": {
-                        "assertion_consumer_service": [(args.acs, BINDING_HTTP_POST)],
+                        "assertion_consumer_service": [(args.acs, BINDING_HTTP_POST)]
+                        + ([(args.destination, BINDING_HTTP_POST)] if args.destination else []),
                     },
                     "allow_unsolicited": True,
                     "authn_requests_signed": False,
@@ -390,21 +391,36 @@ def validate(args):
         raise Rejected("neither the Response nor the Assertion is signed")
     signed = "both" if resp_signed and assertion_signed else ("response" if resp_signed else "assertion")
 
-    structural_checks(xml, args.acs, accepted_audiences, now)
+    structural_checks(xml, args.acs, accepted_audiences, now, args.destination)
 
     nid = resp.name_id or assertion.subject.name_id
     attributes = {}
+    name_formats = {}
+    value_types = {}
+    xsi_type = "{http://www.w3.org/2001/XMLSchema-instance}type"
     for stmt in assertion.attribute_statement:
         for attr in stmt.attribute:
             vals = attributes.setdefault(attr.name, [])
+            name_formats[attr.name] = attr.name_format
+            types = value_types.setdefault(attr.name, [])
             for v in attr.attribute_value:
-                vals.append(v.text if v.text is not None else "")
+                vals.append(str(v.text) if v.text is not None else "")
+                types.append(v.extension_attributes.get(xsi_type))
+    authn = [
+        ref.text
+        for stmt in assertion.authn_statement
+        for ref in [stmt.authn_context.authn_context_class_ref]
+        if ref is not None
+    ]
 
     return {
         "issuer": issuer,
         "name_id": (nid.text or "").strip() if nid is not None else None,
         "name_id_format": nid.format if nid is not None else None,
         "attributes": attributes,
+        "name_formats": name_formats,
+        "value_types": value_types,
+        "authn_context": authn[0] if authn else None,
         "signed": signed,
     }
 
@@ -414,6 +430,7 @@ def main(argv=None):
     ap.add_argument("--idp-metadata", required=True, help="IdP metadata XML file")
     ap.add_argument("--response", required=True, help="file containing the base64 SAMLResponse")
     ap.add_argument("--now", required=True, help="evaluation time, UNIX epoch seconds")
+    ap.add_argument("--destination", default=None, help="expected Response Destination (default: --acs)")
     ap.add_argument("--entity", default=DEFAULT_ENTITY, help=f"SP entityID (default {DEFAULT_ENTITY})")
     ap.add_argument("--acs", default=DEFAULT_ACS, help=f"ACS URL (default {DEFAULT_ACS})")
     ap.add_argument(

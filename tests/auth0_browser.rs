@@ -1,0 +1,442 @@
+//! Auth0's own browser sample for the AWS integration, running in a real browser against
+//! rolegate: headless Debian Chromium (driven over WebDriver by chromedriver) opens
+//! `examples/auth0-browser/` served from its own origin; the sample's unmodified `app.js`
+//! calls `auth0.getDelegationToken(...)` (auth0.js 7.6.1, bundled by esbuild) against
+//! rolegate's `/delegation` over https (a test CA the browser trusts by its key), then
+//! `putObject` with the AWS SDK for JavaScript v2 into moto's S3. boto3 finds the object under
+//! the person's prefix. The same page from an origin the SAMLApp does not allow gets nothing:
+//! the server refuses it with 403 before signing anything, and no object lands.
+//!
+//! Only `config.js` differs from the committed example: the test writes its configuration
+//! values (addresses, client IDs, ARNs, bucket) and the login step's id_token.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth0_support;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use auth0_support::{CLIENT_ID, Op};
+use common::{Harness, moto, run, unique, venv};
+use serde_json::{Value, json};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long a page may take to show a result. A bound on waiting, not an assertion on speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+const ROLE: &str = "arn:aws:iam::123456789012:role/auth0-uploader";
+const PRINCIPAL: &str = "arn:aws:iam::123456789012:saml-provider/auth0-migrated";
+
+fn peers() -> PathBuf {
+    std::env::var_os("ROLEGATE_PEERS").map_or_else(|| common::repo().join(".peers"), PathBuf::from)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on a loopback port, and one headless Chromium session.
+struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    session: String,
+    base: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Close the session first, so that chromedriver takes Chromium down with it.
+        use std::io::{Read as _, Write as _};
+        let address = self.base.trim_start_matches("http://").to_owned();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.set_read_timeout(Some(PATIENCE));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0u8; 512]);
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    /// A browser that trusts certificates chained to the CA whose SubjectPublicKeyInfo hashes
+    /// to `ca_spki_sha256` (base64), and nothing else beyond the system's roots.
+    async fn start(ca_spki_sha256: &str) -> Self {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: run tests/peers/install.sh");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(r) = http.get(format!("{base}/status")).send().await.ok() {
+                let status: Value = r.json().await.unwrap();
+                if status["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            &format!("--ignore-certificate-errors-spki-list={ca_spki_sha256}"),
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+            }}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {created}"))
+            .to_owned();
+        Self {
+            driver,
+            http,
+            session,
+            base,
+            _profile: profile,
+        }
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let found = self
+                .command(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({"using": "css selector", "value": css})),
+                )
+                .await;
+            if let Some(id) = found[ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no {css:?} on the page");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Chooses `file` in the file input `css`, as a person picking it would.
+    async fn choose_file(&self, css: &str, file: &Path) {
+        let id = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": file.display().to_string()})),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// The text of `css` once it is not empty.
+    async fn text_of(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = self
+                .command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+                .await;
+            if let Some(t) = text.as_str().filter(|t| !t.is_empty()) {
+                return t.to_owned();
+            }
+            assert!(Instant::now() < deadline, "{css:?} stayed empty");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Serves the example page on its own origin: `index.html` and `app.js` as committed,
+/// `config.js` as given, and the two libraries from the peers folder.
+async fn serve_page(config_js: String, listener: tokio::net::TcpListener) -> String {
+    let example = common::repo().join("examples/auth0-browser");
+    let js = peers().join("js");
+    let file = |path: PathBuf, kind: &'static str| {
+        move || {
+            let path = path.clone();
+            async move {
+                let body =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                ([(axum::http::header::CONTENT_TYPE, kind)], body)
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(file(example.join("index.html"), "text/html")),
+        )
+        .route(
+            "/app.js",
+            axum::routing::get(file(example.join("app.js"), "text/javascript")),
+        )
+        .route(
+            "/auth0.min.js",
+            axum::routing::get(file(js.join("auth0.min.js"), "text/javascript")),
+        )
+        .route(
+            "/aws-sdk.min.js",
+            axum::routing::get(file(
+                js.join("node_modules/aws-sdk/dist/aws-sdk.min.js"),
+                "text/javascript",
+            )),
+        )
+        .route(
+            "/config.js",
+            axum::routing::get(move || {
+                let body = config_js.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+                        body,
+                    )
+                }
+            }),
+        );
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// The committed `config.js` with the test's values for its configuration lines.
+fn config_js(domain: &str, bucket: &str, id_token: &str, user_id: &str) -> String {
+    let committed =
+        std::fs::read_to_string(common::repo().join("examples/auth0-browser/config.js")).unwrap();
+    let set = |text: String, from: &str, to: &str| {
+        assert!(text.contains(from), "config.js has no {from}");
+        text.replacen(from, to, 1)
+    };
+    let text = set(
+        committed,
+        "var AUTH0_DOMAIN = 'rolegate.example.com';",
+        &format!("var AUTH0_DOMAIN = '{domain}';"),
+    );
+    let text = set(
+        text,
+        "var AUTH0_CLIENT_ID = 'web';",
+        &format!("var AUTH0_CLIENT_ID = '{CLIENT_ID}';"),
+    );
+    let text = set(
+        text,
+        "var TARGET_CLIENT_ID = 'aws';",
+        "var TARGET_CLIENT_ID = 'aws';",
+    );
+    let text = set(
+        text,
+        &format!("var AWS_ROLE_ARN = '{ROLE}';"),
+        &format!("var AWS_ROLE_ARN = '{ROLE}';"),
+    );
+    let text = set(
+        text,
+        &format!("var AWS_PRINCIPAL_ARN = '{PRINCIPAL}';"),
+        &format!("var AWS_PRINCIPAL_ARN = '{PRINCIPAL}';"),
+    );
+    let text = set(
+        text,
+        "var BUCKET = 'your-bucket';",
+        &format!("var BUCKET = '{bucket}';"),
+    );
+    let text = set(
+        text,
+        "var id_token = '';",
+        &format!("var id_token = '{id_token}';"),
+    );
+    let text = set(
+        text,
+        "var user = {id: ''};",
+        &format!("var user = {{id: '{user_id}'}};"),
+    );
+    set(
+        text,
+        "var AWS_S3_ENDPOINT = '';",
+        &format!("var AWS_S3_ENDPOINT = '{}';", moto()),
+    )
+}
+
+/// boto3 against moto: `script` runs with `s3` a client and `bucket` the bucket name.
+fn boto3(bucket: &str, script: &str) -> String {
+    let program = format!(
+        "import sys, boto3\ns3 = boto3.client('s3', region_name='us-east-1')\nbucket = sys.argv[1]\n{script}"
+    );
+    let (ok, out, err) = run(Command::new(venv().join("bin/python"))
+        .args(["-c", &program, bucket])
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test"));
+    assert!(ok, "boto3: {err}");
+    out
+}
+
+/// Base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium pins keys.
+fn spki_sha256(cert_pem: &str) -> String {
+    use base64::Engine as _;
+    use x509_parser::prelude::FromDer as _;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&pem.contents).unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The resources: the seed settings imported as SAMLApp `aws`, allowing browser apps from
+/// `origin`, and `examples/auth0`'s account, Connection (at `issuer`) and uploader mapping.
+fn resources(origin: &str, issuer: &str) -> String {
+    let examples = common::repo().join("examples/auth0");
+    let read = |name: &str| std::fs::read_to_string(examples.join(name)).unwrap();
+    let seed = read("aws-addon.json");
+    let app = rolegate::auth0::import_addon(&seed, "aws").unwrap().yaml;
+    assert!(app.ends_with("  passthroughClaimsWithNoMapping: false\n"));
+    format!(
+        "{app}  allowedOrigins: [\"{origin}\"]\n---\n{}\n---\n{}\n---\n{}",
+        read("account.yaml"),
+        read("connection.yaml").replace("https://login.example.com", issuer),
+        read("rule-session-name.yaml"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth0s_browser_sample_uploads_to_s3_through_rolegate_and_a_foreign_origin_gets_nothing() {
+    let bucket = unique("uploads");
+    boto3(&bucket, "s3.create_bucket(Bucket=bucket)");
+
+    let now = jiff::Timestamp::now();
+    let ca = rolegate::pki::new_ca(now, "auth0 browser test CA").unwrap();
+    let serving =
+        rolegate::pki::issue_serving(&ca, &["localhost".to_owned(), "127.0.0.1".to_owned()], now)
+            .unwrap();
+    let chain = format!("{}{}", serving.cert_pem, ca.cert_pem);
+
+    let op = Op::start().await;
+    let id_token = op.id_token(json!({
+        "sub": "auth0|alice", "email": "alice@example.com", "email_verified": true,
+        "groups": ["uploaders"],
+    }));
+    // Two origins for the same page; the allowed one is bound before rolegate starts.
+    let allowed_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let allowed_origin = format!("http://{}", allowed_listener.local_addr().unwrap());
+    let h = Harness::start_tls(
+        &resources(&allowed_origin, &op.url),
+        &chain,
+        &serving.key_pem,
+    )
+    .await;
+    let port = h.url.rsplit(':').next().unwrap();
+    let config = config_js(
+        &format!("localhost:{port}"),
+        &bucket,
+        &id_token,
+        "alice@example.com",
+    );
+    let allowed = serve_page(config.clone(), allowed_listener).await;
+    let foreign_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let foreign = serve_page(config, foreign_listener).await;
+    assert_ne!(foreign, allowed);
+
+    let files = tempfile::tempdir().unwrap();
+    let hello = files.path().join("hello.txt");
+    std::fs::write(&hello, "uploaded from the browser\n").unwrap();
+    let second = files.path().join("second.txt");
+    std::fs::write(&second, "must not arrive\n").unwrap();
+
+    let browser = Browser::start(&spki_sha256(&ca.cert_pem)).await;
+
+    // The allowed origin: the sample delegates, then uploads under alice's prefix.
+    browser.goto(&format!("{allowed}/")).await;
+    browser.choose_file("#file-chooser", &hello).await;
+    browser.click("#upload-button").await;
+    assert_eq!(browser.text_of("#results").await, "UPLOADED.");
+    assert_eq!(h.metric("rolegate_assertions_signed_total"), 1.0);
+    let listed = boto3(
+        &bucket,
+        "for o in s3.list_objects_v2(Bucket=bucket).get('Contents', []): print(o['Key'])\n\
+         print(s3.get_object(Bucket=bucket, Key='alice@example.com/hello.txt')['Body'].read().decode(), end='')",
+    );
+    assert_eq!(
+        listed,
+        "alice@example.com/hello.txt\nuploaded from the browser\n"
+    );
+
+    // The same page from another origin: refused by the server itself, nothing signed, no
+    // object.
+    let refused_before = refused_delegations(&h);
+    browser.goto(&format!("{foreign}/")).await;
+    browser.choose_file("#file-chooser", &second).await;
+    browser.click("#upload-button").await;
+    let result = browser.text_of("#results").await;
+    assert!(result.starts_with("ERROR!"), "{result}");
+    assert_eq!(refused_delegations(&h), refused_before + 1.0);
+    assert_eq!(h.metric("rolegate_assertions_signed_total"), 1.0);
+    let listed = boto3(
+        &bucket,
+        "for o in s3.list_objects_v2(Bucket=bucket).get('Contents', []): print(o['Key'])",
+    );
+    assert_eq!(listed, "alice@example.com/hello.txt\n");
+}
+
+/// `/delegation` answers with status 403 so far.
+fn refused_delegations(h: &Harness) -> f64 {
+    h.state
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("rolegate_http_responses_total{"))
+        .filter(|l| l.contains("\"/delegation\"") && l.contains("\"403\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
