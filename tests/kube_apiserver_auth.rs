@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 /// The store the authenticator, authorizer and admission read: objects keyed by group,
 /// resource, namespace and name.
 #[derive(Default)]
-struct Store(Mutex<Vec<(String, String, Option<String>, Value)>>);
+struct Store(Mutex<Vec<Stored>>);
+
+/// (group, resource, namespace, object).
+type Stored = (String, String, Option<String>, Value);
 
 impl Store {
     fn put(&self, group: &str, resource: &str, object: Value) {

@@ -407,10 +407,10 @@ async fn call(
         request["subResource"] = json!(subresource);
         request["requestSubResource"] = json!(subresource);
     }
-    if name.is_empty() {
-        if let Some(m) = request.as_object_mut() {
-            m.remove("name");
-        }
+    if name.is_empty()
+        && let Some(m) = request.as_object_mut()
+    {
+        m.remove("name");
     }
     let review =
         json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request});

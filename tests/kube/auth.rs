@@ -412,7 +412,7 @@ impl Tokens {
         if !bearer.is_empty() && bearer == self.admin {
             return Some(User::admin());
         }
-        self.verify(lookup, bearer, &[self.issuer.clone()], now)
+        self.verify(lookup, bearer, std::slice::from_ref(&self.issuer), now)
             .ok()
             .flatten()
             .map(|(user, _)| user)

@@ -126,8 +126,7 @@ impl Rule {
                             && r.starts_with("*/")
                             && r.ends_with(&a.subresource))
                 })
-                && (self.resource_names.is_empty()
-                    || self.resource_names.iter().any(|n| *n == a.name))
+                && (self.resource_names.is_empty() || self.resource_names.contains(&a.name))
         } else {
             self.non_resource_urls.iter().any(|u| {
                 u == "*"
