@@ -1,17 +1,124 @@
-//! The test API server's own tests: what a real API server answers, checked with kube's client
-//! and the real kubectl.
+//! The test API server's own tests: what a real API server answers, checked with kube's own
+//! client and with the real kubectl (`$ROLEGATE_PEERS/bin/kubectl`, installed by
+//! `tests/peers/install.sh`). Each test starts its own server (milliseconds).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "kube/mod.rs"]
 mod kube_server;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube_server::{Identity, Options, TestApiServer};
+use serde_json::{Value, json};
 
 fn options() -> Options {
     Options {
-        crds_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds"),
+        crds_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds"),
         services: std::collections::HashMap::new(),
     }
+}
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("rolegate.dev", "v1alpha1", kind),
+        plural,
+    )
+}
+
+fn mappings(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &resource("RoleMapping", "rolemappings"))
+}
+
+fn samlapps(client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(client.clone(), &resource("SAMLApp", "samlapps"))
+}
+
+fn object(value: Value) -> DynamicObject {
+    serde_json::from_value(value).unwrap()
+}
+
+fn mapping(name: &str) -> DynamicObject {
+    object(json!({
+        "apiVersion": "rolegate.dev/v1alpha1", "kind": "RoleMapping",
+        "metadata": {"name": name},
+        "spec": {"provider": "prod", "roleArn": "arn:aws:iam::111122223333:role/reader",
+                 "subjects": [{"kind": "ServiceAccount", "name": "api"}]},
+    }))
+}
+
+fn api_error(result: Result<DynamicObject, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn json_of(o: &DynamicObject) -> Value {
+    serde_json::to_value(o).unwrap()
+}
+
+/// The real kubectl, or None (with a note) when the peers are not installed.
+fn kubectl_path() -> PathBuf {
+    let peers = std::env::var("ROLEGATE_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers"));
+    let path = peers.join("bin/kubectl");
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/peers/install.sh (or set ROLEGATE_PEERS)",
+        path.display()
+    );
+    path
+}
+
+/// Runs kubectl with `kubeconfig`; (success, stdout, stderr).
+async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finished")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn admin(server: &TestApiServer) -> kube::Client {
+    server.client(&Identity::Admin).await
+}
+
+async fn namespace(client: &kube::Client, name: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -20,4 +127,708 @@ async fn starts_and_serves_discovery() {
     let client = server.client(&Identity::Admin).await;
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.minor, "35");
+}
+
+#[tokio::test]
+async fn create_sets_metadata_and_conflicts_are_409() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    let created = api
+        .create(&PostParams::default(), &mapping("m"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(
+        meta.uid.as_deref().is_some_and(|u| u.len() == 36),
+        "{meta:?}"
+    );
+    assert!(meta.creation_timestamp.is_some());
+    assert_eq!(meta.generation, Some(1));
+    let rv: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
+
+    // AlreadyExists.
+    let status = api_error(api.create(&PostParams::default(), &mapping("m")).await);
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(
+        status.message,
+        r#"rolemappings.rolegate.dev "m" already exists"#
+    );
+
+    // A change: a higher resourceVersion, cluster-wide (a Secret write in between counts).
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "team");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let patched = api
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"provider": "other"}})),
+        )
+        .await
+        .unwrap();
+    let rv2: u64 = patched
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv + 1, "{rv} -> {rv2}");
+    assert_eq!(patched.metadata.generation, Some(2));
+
+    // A PUT with the stale resourceVersion, and a merge patch carrying it: 409 Conflict.
+    let mut stale = created.clone();
+    stale.data["spec"]["provider"] = json!("stale");
+    let status = api_error(api.replace("m", &PostParams::default(), &stale).await);
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert!(
+        status.message.contains("the object has been modified"),
+        "{}",
+        status.message
+    );
+    let status = api_error(
+        api.patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": rv.to_string()}, "spec": {"provider": "x"}}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(status.code, 409);
+    assert_eq!(
+        api.get("m").await.unwrap().data["spec"]["provider"],
+        "other"
+    );
+
+    // 404 for a missing object, as a Status naming it.
+    let status = api_error(api.get("nope").await);
+    assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
+    assert_eq!(
+        status.message,
+        r#"rolemappings.rolegate.dev "nope" not found"#
+    );
+    // A namespace that does not exist: 404 for the namespace.
+    let status = api_error(
+        mappings(&client, "ghost")
+            .create(&PostParams::default(), &mapping("m"))
+            .await,
+    );
+    assert_eq!(status.message, r#"namespaces "ghost" not found"#);
+    // A Secret's stringData is stored as data, base64.
+    let s = secrets.get("s").await.unwrap();
+    assert_eq!(s.data.unwrap()["k"].0, b"v");
+    assert!(s.string_data.is_none());
+}
+
+#[tokio::test]
+async fn invalid_custom_resources_get_422_naming_the_schema_error() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    let mut bad = mapping("bad");
+    bad.data["spec"]["roleArn"] = json!("not-an-arn");
+    bad.data["spec"]["subjects"][0]["kind"] = json!("Robot");
+    bad.data["spec"]["sessionDuration"] = json!("long");
+    let status = api_error(api.create(&PostParams::default(), &bad).await);
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status
+            .message
+            .starts_with(r#"RoleMapping.rolegate.dev "bad" is invalid: ["#),
+        "{}",
+        status.message
+    );
+    let causes: Vec<(String, String, String)> = status
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| (c.field, c.reason, c.message))
+        .collect();
+    assert!(
+        causes.iter().any(|(f, r, m)| f == "spec.roleArn"
+            && r == "FieldValueInvalid"
+            && m.contains("spec.roleArn in body should match '^arn:aws")),
+        "{causes:?}"
+    );
+    assert!(causes.iter().any(|(f, r, m)| f == "spec.subjects[0].kind" && r == "FieldValueNotSupported"
+        && m == r#"Unsupported value: "Robot": supported values: "ServiceAccount", "Group", "User""#), "{causes:?}");
+    assert!(
+        causes
+            .iter()
+            .any(|(f, r, _)| f == "spec.sessionDuration" && r == "FieldValueTypeInvalid"),
+        "{causes:?}"
+    );
+    // A required field missing.
+    let mut missing = mapping("missing");
+    missing.data["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("provider");
+    let status = api_error(api.create(&PostParams::default(), &missing).await);
+    let details = status.details.unwrap();
+    assert_eq!(details.causes[0].field, "spec.provider");
+    assert_eq!(details.causes[0].reason, "FieldValueRequired");
+    // Out of range.
+    let mut short = mapping("short");
+    short.data["spec"]["sessionDuration"] = json!(60);
+    let status = api_error(api.create(&PostParams::default(), &short).await);
+    assert!(
+        status
+            .message
+            .contains("should be greater than or equal to 900"),
+        "{}",
+        status.message
+    );
+    // Nothing was stored.
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // An invalid update changes nothing either.
+    api.create(&PostParams::default(), &mapping("ok"))
+        .await
+        .unwrap();
+    let status = api_error(
+        api.patch(
+            "ok",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"roleArn": "x"}})),
+        )
+        .await,
+    );
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        api.get("ok").await.unwrap().data["spec"]["roleArn"],
+        "arn:aws:iam::111122223333:role/reader"
+    );
+}
+
+#[tokio::test]
+async fn unknown_fields_are_pruned_and_defaults_applied() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    let mut m = mapping("m");
+    m.data["spec"]["bogus"] = json!({"deep": 1});
+    m.data["spec"]["subjects"][0]["extra"] = json!(true);
+    m.data["topLevel"] = json!("x");
+    m.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+    let created = api.create(&PostParams::default(), &m).await.unwrap();
+    let v = json_of(&created);
+    assert!(v["spec"].get("bogus").is_none(), "{v}");
+    assert!(v["spec"]["subjects"][0].get("extra").is_none(), "{v}");
+    assert!(v.get("topLevel").is_none(), "{v}");
+    // Defaults of the schema.
+    assert_eq!(v["spec"]["sessionDuration"], 3600);
+    assert_eq!(v["spec"]["revokeOnDelete"], true);
+    assert_eq!(v["metadata"]["labels"]["a"], "b");
+    // fieldValidation=Strict refuses them instead (what kubectl sends by default).
+    let strict = PatchParams {
+        field_validation: Some(kube::api::ValidationDirective::Strict),
+        ..PatchParams::default()
+    };
+    let status = api_error(
+        api.patch("m", &strict, &Patch::Merge(json!({"spec": {"bogus": 1}})))
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        status.message.contains(r#"unknown field "spec.bogus""#),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
+async fn status_subresource_separates_spec_and_status() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    let mut m = mapping("m");
+    m.data["status"] = json!({"providerArn": "set-on-create"});
+    let created = api.create(&PostParams::default(), &m).await.unwrap();
+    assert!(
+        created.data.get("status").is_none(),
+        "a create drops status: {:?}",
+        created.data
+    );
+
+    // /status: only status changes, even if the patch also touches spec and labels.
+    let written = api
+        .patch_status("m", &PatchParams::default(), &Patch::Merge(json!({
+            "metadata": {"labels": {"x": "y"}},
+            "spec": {"provider": "changed"},
+            "status": {"providerArn": "arn:aws:iam::111122223333:saml-provider/p", "observedGeneration": 1},
+        })))
+        .await
+        .unwrap();
+    assert_eq!(
+        written.data["status"]["providerArn"],
+        "arn:aws:iam::111122223333:saml-provider/p"
+    );
+    assert_eq!(written.data["spec"]["provider"], "prod");
+    assert!(written.metadata.labels.is_none());
+    assert_eq!(
+        written.metadata.generation,
+        Some(1),
+        "a status write is no spec change"
+    );
+
+    // The object: status in the body is ignored; spec changes bump the generation.
+    let mut current = api.get("m").await.unwrap();
+    current.data["status"]["providerArn"] = json!("overwritten?");
+    current.data["spec"]["provider"] = json!("other");
+    let replaced = api
+        .replace("m", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.data["status"]["providerArn"],
+        "arn:aws:iam::111122223333:saml-provider/p"
+    );
+    assert_eq!(replaced.data["spec"]["provider"], "other");
+    assert_eq!(replaced.metadata.generation, Some(2));
+    let patched = api
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"providerArn": "again?"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.data["status"]["providerArn"],
+        "arn:aws:iam::111122223333:saml-provider/p"
+    );
+    assert_eq!(
+        patched.metadata.resource_version, replaced.metadata.resource_version,
+        "a no-op write is not written"
+    );
+    // Metadata-only changes keep the generation.
+    let labelled = api
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"l": "v"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(2));
+    // The status of a built-in kind with the subresource: JSON patch on /status of a Namespace.
+    let status = api_error(
+        api.patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "test", "path": "/spec/provider", "value": "not-this"},
+                    {"op": "replace", "path": "/spec/provider", "value": "x"}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(status.code, 422, "a failed JSON patch test is 422");
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    let mut m = mapping("m");
+    m.metadata.finalizers = Some(vec!["rolegate.dev/revoke".into()]);
+    api.create(&PostParams::default(), &m).await.unwrap();
+    let deleted = api.delete("m", &DeleteParams::default()).await.unwrap();
+    let still = deleted.left().expect("the object, not a Status");
+    assert!(still.metadata.deletion_timestamp.is_some());
+    assert_eq!(still.metadata.deletion_grace_period_seconds, Some(0));
+    // A new finalizer is refused while it is being deleted.
+    let status = api_error(
+        api.patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["rolegate.dev/revoke", "new"]}})),
+        )
+        .await,
+    );
+    assert_eq!(status.code, 422);
+    assert!(
+        status
+            .message
+            .contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        status.message
+    );
+    // Spec changes are still allowed; removing the last finalizer deletes the object.
+    api.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"provider": "x"}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["rolegate.dev/revoke"]},
+                {"op": "remove", "path": "/metadata/finalizers"}
+            ]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(api.get("m").await).code, 404);
+}
+
+#[tokio::test]
+async fn watch_delivers_added_modified_deleted_and_bookmarks() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    let first = api
+        .create(&PostParams::default(), &mapping("before"))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    let params = WatchParams::default().labels("watched=yes").timeout(5);
+    let params = WatchParams {
+        bookmarks: true,
+        ..params
+    };
+    let mut stream = api.watch(&params, &rv).await.unwrap().boxed();
+    let mut m = mapping("m");
+    m.metadata.labels = Some([("watched".to_owned(), "yes".to_owned())].into());
+    api.create(&PostParams::default(), &m).await.unwrap();
+    api.create(&PostParams::default(), &mapping("unlabelled"))
+        .await
+        .unwrap();
+    api.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"provider": "p2"}})),
+    )
+    .await
+    .unwrap();
+    // Leaving the selector is a DELETED for this watch.
+    api.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"watched": "no"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"watched": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    api.delete("m", &DeleteParams::default()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut bookmark_rv = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        match event {
+            WatchEvent::Added(o) => seen.push(("ADDED", o.metadata.name.unwrap())),
+            WatchEvent::Modified(o) => seen.push(("MODIFIED", o.metadata.name.unwrap())),
+            WatchEvent::Deleted(o) => seen.push(("DELETED", o.metadata.name.unwrap())),
+            WatchEvent::Bookmark(b) => {
+                bookmark_rv = Some(b.metadata.resource_version);
+                break;
+            }
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    let names: Vec<(&str, &str)> = seen.iter().map(|(k, n)| (*k, n.as_str())).collect();
+    assert_eq!(
+        names,
+        [
+            ("ADDED", "m"),
+            ("MODIFIED", "m"),
+            ("DELETED", "m"),
+            ("ADDED", "m"),
+            ("DELETED", "m")
+        ]
+    );
+    let bookmark: u64 = bookmark_rv
+        .expect("a bookmark within a second or two")
+        .parse()
+        .unwrap();
+    assert!(
+        bookmark >= rv.parse::<u64>().unwrap() + 6,
+        "bookmark {bookmark} after the changes"
+    );
+
+    // A watch from a compacted resourceVersion: one ERROR event with 410 Expired.
+    server.compact();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(
+                e.message.starts_with("too old resource version"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+    // kube's watcher recovers from it by relisting; a reflector sees the current state.
+    let writer =
+        kube::runtime::reflector::store::Writer::new(resource("RoleMapping", "rolemappings"));
+    let reader = writer.as_reader();
+    let watcher = kube::runtime::watcher(api.clone(), kube::runtime::watcher::Config::default());
+    let running = tokio::spawn(
+        kube::runtime::WatchStreamExt::reflect(watcher, writer).for_each(|_| async {}),
+    );
+    reader.wait_until_ready().await.unwrap();
+    let names: Vec<String> = reader
+        .state()
+        .iter()
+        .map(|o| o.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    api.create(&PostParams::default(), &mapping("later"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while reader.state().len() != 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    running.abort();
+}
+
+#[tokio::test]
+async fn selectors_namespaces_and_garbage_collection() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "team");
+    let apps = samlapps(&client);
+    let app = apps
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "metadata": {"name": "aws"}, "spec": {}})))
+        .await
+        .unwrap();
+    let owner = json!([{"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "name": "aws",
+                        "uid": app.metadata.uid.clone().unwrap(), "controller": true}]);
+    for (name, type_, labels) in [
+        ("tls", "kubernetes.io/tls", json!({})),
+        (
+            "owned",
+            "Opaque",
+            json!({"app.kubernetes.io/managed-by": "rolegate"}),
+        ),
+    ] {
+        let mut s =
+            json!({"metadata": {"name": name, "labels": labels}, "type": type_, "data": {}});
+        if name == "owned" {
+            s["metadata"]["ownerReferences"] = owner.clone();
+        } else {
+            s["data"] = json!({"tls.crt": "", "tls.key": ""});
+        }
+        secrets
+            .create(&PostParams::default(), &serde_json::from_value(s).unwrap())
+            .await
+            .unwrap();
+    }
+    let names = |list: kube::core::ObjectList<k8s_openapi::api::core::v1::Secret>| -> Vec<String> {
+        list.items
+            .into_iter()
+            .map(|s| s.metadata.name.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        names(
+            secrets
+                .list(&ListParams::default().fields("type=kubernetes.io/tls"))
+                .await
+                .unwrap()
+        ),
+        ["tls"]
+    );
+    assert_eq!(
+        names(
+            secrets
+                .list(&ListParams::default().labels("app.kubernetes.io/managed-by=rolegate"))
+                .await
+                .unwrap()
+        ),
+        ["owned"]
+    );
+    assert_eq!(
+        names(
+            secrets
+                .list(&ListParams::default().labels("!app.kubernetes.io/managed-by"))
+                .await
+                .unwrap()
+        ),
+        ["tls"]
+    );
+    assert_eq!(
+        names(
+            secrets
+                .list(&ListParams::default().fields("metadata.name=owned"))
+                .await
+                .unwrap()
+        ),
+        ["owned"]
+    );
+    // An unsupported field label is 400, as in a cluster.
+    match secrets
+        .list(&ListParams::default().fields("data.x=1"))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (400, "field label not supported: data.x")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Deleting the owner collects what it owns.
+    apps.delete("aws", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        names(secrets.list(&ListParams::default()).await.unwrap()),
+        ["tls"]
+    );
+    // Deleting a namespace deletes what is in it; the namespace goes once it is empty.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    match namespaces.get("team").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 404),
+        other => panic!("{other:?}"),
+    }
+    match secrets.get("tls").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 404),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
+    let server = TestApiServer::start(options()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let manifests = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n\
+        apiVersion: rolegate.dev/v1alpha1\nkind: SAMLApp\nmetadata: {name: aws}\nspec: {}\n---\n\
+        apiVersion: rolegate.dev/v1alpha1\nkind: RoleMapping\nmetadata: {name: m, namespace: team}\n\
+        spec: {provider: prod, roleArn: 'arn:aws:iam::111122223333:role/reader', subjects: [{kind: ServiceAccount, name: api}]}\n";
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(manifests)).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("samlapp.rolegate.dev/aws created"), "{out}");
+    // Applying again with a change: a merge patch for the custom resource.
+    let changed = manifests.replace("provider: prod", "provider: staging");
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&changed)).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("rolemapping.rolegate.dev/m configured"),
+        "{out}"
+    );
+    assert!(out.contains("samlapp.rolegate.dev/aws unchanged"), "{out}");
+    // An invalid one: kubectl shows the server's 422.
+    let invalid = changed.replace("'arn:aws:iam::111122223333:role/reader'", "nope");
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&invalid)).await;
+    assert!(!ok);
+    assert!(
+        err.contains(r#"The RoleMapping "m" is invalid"#) && err.contains("spec.roleArn"),
+        "{err}"
+    );
+    // An unknown field: kubectl's default --validate=strict is the server's fieldValidation=Strict.
+    let unknown = changed.replace("spec: {}", "spec: {bogus: 1}");
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&unknown)).await;
+    assert!(!ok);
+    assert!(err.contains(r#"unknown field "spec.bogus""#), "{err}");
+
+    // Printer columns, server-side.
+    let (ok, out, err) = kubectl(&kc, &["get", "samlapps"], None).await;
+    assert!(ok, "{err}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ISSUER", "READY", "AGE"]);
+    let (ok, out, err) = kubectl(&kc, &["get", "rmap", "-n", "team"], None).await;
+    assert!(ok, "{err}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..3],
+        ["m", "arn:aws:iam::111122223333:role/reader", "staging"]
+    );
+
+    // kubectl wait: blocks until the controller (here the test) sets the condition.
+    let client = admin(&server).await;
+    let waiting = {
+        let kc = kc.clone();
+        tokio::spawn(async move {
+            kubectl(
+                &kc,
+                &[
+                    "wait",
+                    "--for=condition=Ready",
+                    "samlapp/aws",
+                    "--timeout=20s",
+                ],
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "kubectl wait returned before the condition was set"
+    );
+    samlapps(&client)
+        .patch_status("aws", &PatchParams::default(), &Patch::Merge(json!({"status": {
+            "issuer": "urn:rolegate:aws", "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KeyReady", "message": "ok",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}})))
+        .await
+        .unwrap();
+    let (ok, out, err) = waiting.await.unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("samlapp.rolegate.dev/aws condition met"),
+        "{out}"
+    );
+    let (_, out, _) = kubectl(&kc, &["get", "samlapps", "--no-headers"], None).await;
+    let row: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(row[..3], ["aws", "urn:rolegate:aws", "True"]);
 }

@@ -34,6 +34,7 @@ pub struct Cause {
 #[derive(Debug)]
 pub struct Schema {
     structural: Value,
+    plain: Value,
     validator: jsonschema::Validator,
 }
 
@@ -62,6 +63,7 @@ impl Schema {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             structural: structural.clone(),
+            plain,
             validator,
         })
     }
@@ -112,7 +114,7 @@ impl Schema {
         let mut causes: Vec<Cause> = self
             .validator
             .iter_errors(&without_meta)
-            .map(|e| cause(&e, &without_meta))
+            .map(|e| cause(&e, &without_meta, &self.plain))
             .collect();
         causes.dedup();
         causes
@@ -299,9 +301,7 @@ fn to_json_schema(schema: &Value) -> Value {
         if let Some(Value::Array(options)) = out.get_mut("enum") {
             options.push(Value::Null);
         }
-        // A null value is valid whatever the other keywords say.
-        let rest = Value::Object(std::mem::take(&mut out));
-        return json!({"anyOf": [{"type": "null"}, rest]});
+        // The other keywords (pattern, minimum, properties, …) do not apply to null.
     }
     Value::Object(out)
 }
@@ -325,7 +325,7 @@ fn field_path(location: &jsonschema::paths::Location) -> String {
     out
 }
 
-fn cause(error: &jsonschema::ValidationError<'_>, root: &Value) -> Cause {
+fn cause(error: &jsonschema::ValidationError<'_>, root: &Value, plain: &Value) -> Cause {
     use jsonschema::error::ValidationErrorKind as K;
     let path = field_path(error.instance_path());
     let pointer = error.instance_path().as_str().to_owned();
@@ -361,15 +361,85 @@ fn cause(error: &jsonschema::ValidationError<'_>, root: &Value) -> Cause {
                 field: path,
             }
         }
-        K::Type { .. } => Cause {
-            reason: "FieldValueTypeInvalid".into(),
-            message: format!("{path}: Invalid value: {value}: {path} in body {error}"),
-            field: path,
-        },
+        K::Type { .. } => {
+            let declared = plain
+                .pointer(error.schema_path().as_str())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let expected = match &declared {
+                Value::String(t) => t.clone(),
+                Value::Array(ts) => ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|t| *t != "null")
+                    .unwrap_or("null")
+                    .to_owned(),
+                _ => "object".to_owned(),
+            };
+            Cause {
+                reason: "FieldValueTypeInvalid".into(),
+                message: format!(
+                    "{path}: Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\"",
+                    actual = json_type(&value)
+                ),
+                field: path,
+            }
+        }
+        K::Pattern { pattern } => {
+            invalid_cause(&path, &value, &format!("should match '{pattern}'"))
+        }
+        K::Minimum { limit } => invalid_cause(
+            &path,
+            &value,
+            &format!("should be greater than or equal to {limit}"),
+        ),
+        K::Maximum { limit } => invalid_cause(
+            &path,
+            &value,
+            &format!("should be less than or equal to {limit}"),
+        ),
+        K::MinLength { limit } => invalid_cause(
+            &path,
+            &value,
+            &format!("should be at least {limit} chars long"),
+        ),
+        K::MaxLength { limit } => {
+            invalid_cause(&path, &value, &format!("may not be longer than {limit}"))
+        }
+        K::MinItems { limit } => invalid_cause(
+            &path,
+            &value,
+            &format!("should have at least {limit} items"),
+        ),
+        K::MaxItems { limit } => {
+            invalid_cause(&path, &value, &format!("must have at most {limit} items"))
+        }
+        K::Format { format } => invalid_cause(&path, &value, &format!("must be of type {format}")),
         _ => Cause {
             reason: "FieldValueInvalid".into(),
             message: format!("{path}: Invalid value: {value}: {path} in body {error}"),
             field: path,
         },
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A FieldValueInvalid cause in the apiextensions wording: `<path> in body <rule>`.
+fn invalid_cause(path: &str, value: &Value, rule: &str) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid".into(),
+        message: format!("{path}: Invalid value: {value}: {path} in body {rule}"),
+        field: path.to_owned(),
     }
 }

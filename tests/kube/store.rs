@@ -248,7 +248,14 @@ pub fn invalid(info: &ResourceInfo, name: &str, causes: &[Cause]) -> Status {
     };
     let list: Vec<Value> = causes
         .iter()
-        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+        .map(|c| {
+            // A cause's message is the error without its field (`ErrorBody`); the summary has both.
+            let body = c
+                .message
+                .strip_prefix(&format!("{}: ", c.field))
+                .unwrap_or(&c.message);
+            json!({"reason": c.reason, "message": body, "field": c.field})
+        })
         .collect();
     super::status_with(
         422,
