@@ -129,12 +129,12 @@ fn parse_request(method: &Method, path: &str, query: &HashMap<String, String>) -
         _ => "unknown",
     }
     .to_owned();
-    if matches!(info.verb.as_str(), "list" | "watch") {
-        if let Some(fs) = query.get("fieldSelector") {
-            for part in fs.split(',') {
-                if let Some(name) = part.trim().strip_prefix("metadata.name=") {
-                    info.name = name.trim_start_matches('=').to_owned();
-                }
+    if matches!(info.verb.as_str(), "list" | "watch")
+        && let Some(fs) = query.get("fieldSelector")
+    {
+        for part in fs.split(',') {
+            if let Some(name) = part.trim().strip_prefix("metadata.name=") {
+                info.name = name.trim_start_matches('=').to_owned();
             }
         }
     }
@@ -406,7 +406,7 @@ async fn serve_resource(
     };
     let ns = request.namespace.as_str();
     let namespace_path =
-        !ns.is_empty() && !(info.group.is_empty() && info.resource == "namespaces");
+        !(ns.is_empty() || (info.group.is_empty() && info.resource == "namespaces"));
     if (info.namespaced
         && !namespace_path
         && !matches!(
@@ -676,13 +676,12 @@ fn list(
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
+        && items.len() > limit
     {
-        if items.len() > limit {
-            items.truncate(limit);
-            let last = items.last().map(key_of).unwrap_or_default();
-            let token = json!({"rv": rv, "start": last}).to_string();
-            next = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token));
-        }
+        items.truncate(limit);
+        let last = items.last().map(key_of).unwrap_or_default();
+        let token = json!({"rv": rv, "start": last}).to_string();
+        next = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token));
     }
     if wants_table(headers) {
         let include = query

@@ -87,6 +87,9 @@ pub struct Change {
     pub previous: Option<Value>,
 }
 
+/// The committed changes a watch replays and the receiver of the later ones.
+pub type Backlog = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
 /// Which part of an object a write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -361,20 +364,20 @@ fn validate_labels(object: &Value, causes: &mut Vec<Cause>) {
                 && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
         if !value_ok {
             causes.push(field_invalid(
-                &format!("metadata.labels"),
+                "metadata.labels",
                 value,
                 "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
             ));
         }
     }
-    if let Some(annotations) = object["metadata"]["annotations"].as_object() {
-        if annotations.values().any(|v| !v.is_string()) {
-            causes.push(field_invalid(
-                "metadata.annotations",
-                &object["metadata"]["annotations"],
-                "annotation values must be strings",
-            ));
-        }
+    if let Some(annotations) = object["metadata"]["annotations"].as_object()
+        && annotations.values().any(|v| !v.is_string())
+    {
+        causes.push(field_invalid(
+            "metadata.annotations",
+            &object["metadata"]["annotations"],
+            "annotation values must be strings",
+        ));
     }
 }
 
@@ -440,10 +443,11 @@ impl Inner {
     fn rebuild_resources(&mut self) {
         let mut list = resources::builtin_resources();
         for ((group, resource, _, _), crd) in &self.objects {
-            if group == "apiextensions.k8s.io" && resource == "customresourcedefinitions" {
-                if let Ok(mut served) = resources::from_crd(crd) {
-                    list.append(&mut served);
-                }
+            if group == "apiextensions.k8s.io"
+                && resource == "customresourcedefinitions"
+                && let Ok(mut served) = resources::from_crd(crd)
+            {
+                list.append(&mut served);
             }
         }
         self.resources = list;
@@ -550,28 +554,28 @@ impl Inner {
         }
         kind_rules(info, object)?;
         let mut causes = Vec::new();
-        if let Some(custom) = &info.custom {
-            if let Some(schema) = &custom.schema {
-                let dropped = schema.prune(object);
-                for path in &dropped {
-                    warnings.push(format!("unknown field \"{path}\""));
-                }
-                if opts.field_validation == "Strict" && !dropped.is_empty() {
-                    return Err(bad_request(&format!(
-                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        info.kind,
-                        info.version,
-                        info.kind,
-                        dropped
-                            .iter()
-                            .map(|p| format!("unknown field \"{p}\""))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-                schema.default(object);
-                causes.extend(schema.validate(object));
+        if let Some(custom) = &info.custom
+            && let Some(schema) = &custom.schema
+        {
+            let dropped = schema.prune(object);
+            for path in &dropped {
+                warnings.push(format!("unknown field \"{path}\""));
             }
+            if opts.field_validation == "Strict" && !dropped.is_empty() {
+                return Err(bad_request(&format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    info.kind,
+                    info.version,
+                    info.kind,
+                    dropped
+                        .iter()
+                        .map(|p| format!("unknown field \"{p}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            schema.default(object);
+            causes.extend(schema.validate(object));
         }
         if opts.field_validation != "Warn" {
             warnings.clear();
@@ -666,10 +670,11 @@ impl Inner {
         if self.objects.contains_key(&key) {
             return Err(already_exists(info, &name));
         }
-        if info.status && info.custom.is_some() {
-            if let Value::Object(map) = &mut object {
-                map.remove("status");
-            }
+        if info.status
+            && info.custom.is_some()
+            && let Value::Object(map) = &mut object
+        {
+            map.remove("status");
         }
         create_rules(info, &mut object, opts.now);
         let uid = self.next_uid();
@@ -734,6 +739,7 @@ impl Inner {
     }
 
     /// Update (PUT or PATCH): `change` makes the new object from the stored one.
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
         tx: &broadcast::Sender<Arc<Change>>,
@@ -1138,10 +1144,9 @@ impl Inner {
                 if refs
                     .iter()
                     .all(|r| !r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+                    && let Some(info) = self.info(&key.0, &key.1)
                 {
-                    if let Some(info) = self.info(&key.0, &key.1) {
-                        work.push((info, key.2.clone(), key.3.clone()));
-                    }
+                    work.push((info, key.2.clone(), key.3.clone()));
                 }
             }
             if work.is_empty() && finish.is_empty() {
@@ -1247,12 +1252,12 @@ fn kind_rules(info: &ResourceInfo, object: &mut Value) -> Result<(), Status> {
             }
         }
         ("", "configmaps") => {
-            if let Some(data) = object["data"].as_object() {
-                if let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string()) {
-                    return Err(bad_request(&format!(
-                        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal non-string into Go struct field ConfigMap.data of type string (data[{k:?}])"
-                    )));
-                }
+            if let Some(data) = object["data"].as_object()
+                && let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string())
+            {
+                return Err(bad_request(&format!(
+                    "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal non-string into Go struct field ConfigMap.data of type string (data[{k:?}])"
+                )));
             }
         }
         ("", "namespaces") => {
@@ -1277,7 +1282,7 @@ fn kind_rules(info: &ResourceInfo, object: &mut Value) -> Result<(), Status> {
                     &[field_invalid(
                         "metadata.name",
                         &Value::String(name.clone()),
-                        &format!("must be spec.names.plural+\".\"+spec.group"),
+                        "must be spec.names.plural+\".\"+spec.group",
                     )],
                 ));
             }
@@ -1318,10 +1323,8 @@ fn create_rules(info: &ResourceInfo, object: &mut Value, now: Timestamp) {
                 ],
             });
         }
-        ("", "pods") => {
-            if object["status"]["phase"].is_null() {
-                object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            }
+        ("", "pods") if object["status"]["phase"].is_null() => {
+            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         _ => {}
     }
@@ -1542,10 +1545,7 @@ impl Store {
 
     /// The changes after `rv` and a receiver for those still to come, taken under one lock so
     /// none is missed or doubled; 410 Gone when `rv` is older than the history.
-    pub fn watch_from(
-        &self,
-        rv: u64,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), Status> {
+    pub fn watch_from(&self, rv: u64) -> Result<Backlog, Status> {
         let inner = self.lock();
         if rv < inner.oldest {
             return Err(expired(rv, inner.oldest));

@@ -140,7 +140,7 @@ pub fn find(object: &Value, path: &str) -> Vec<Value> {
                             a.iter()
                                 .filter(|item| match item.get(k) {
                                     Some(Value::String(s)) => s == v,
-                                    Some(other) => other.to_string() == *v,
+                                    Some(other) => *other.to_string() == **v,
                                     None => false,
                                 })
                                 .cloned(),
