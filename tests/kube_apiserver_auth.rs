@@ -1,16 +1,14 @@
 //! The test API server's authentication, RBAC and mutating admission, tested directly against a
 //! small in-memory store: service-account tokens (audience, expiry, bound pod), TokenRequest and
 //! TokenReview, the RBAC authorizer's decisions and its exact 403 messages, and admission webhooks
-//! called over real HTTPS (a little axum webhook, and rolegate's own server).
+//! called over real HTTPS (a little axum webhook, and rolegate's own server); then the same through
+//! the whole test API server over HTTPS with kube's own client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-mod kube {
-    pub mod admission;
-    pub mod auth;
-    pub mod rbac;
-}
+#[path = "kube/mod.rs"]
+mod kube_server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use kube::auth::{API_AUDIENCE, Lookup, Tokens, User};
-use kube::rbac::{Attributes, authorize};
+use kube_server::auth::{API_AUDIENCE, Lookup, Tokens, User};
+use kube_server::rbac::{Attributes, authorize};
 use serde_json::{Value, json};
 
 /// The store the authenticator, authorizer and admission read: objects keyed by group,
@@ -118,7 +116,11 @@ fn review(tokens: &Tokens, store: &Store, token: &str, audiences: &[&str], now: 
     tokens.token_review(store, &body, now).unwrap()
 }
 
-fn request_token(tokens: &Tokens, store: &Store, spec: Value) -> Result<Value, kube::auth::Status> {
+fn request_token(
+    tokens: &Tokens,
+    store: &Store,
+    spec: Value,
+) -> Result<Value, kube_server::auth::Status> {
     tokens.token_request(
         store,
         "team-a",
@@ -148,7 +150,7 @@ fn a_pod_bound_token_is_shaped_as_kubernetes_issues_it_and_dies_with_its_pod() {
     );
     assert_eq!(
         answer["status"]["expirationTimestamp"],
-        kube::auth::rfc3339(NOW + 3600)
+        kube_server::auth::rfc3339(NOW + 3600)
     );
     let token = answer["status"]["token"].as_str().unwrap();
 
@@ -469,7 +471,7 @@ fn sa_user(ns: &str, name: &str) -> User {
 
 fn rbac_store() -> Store {
     let store = Store::default();
-    let g = kube::rbac::GROUP;
+    let g = kube_server::rbac::GROUP;
     store.put(g, "clusterroles", json!({"kind": "ClusterRole", "metadata": {"name": "rolegate-controller"}, "rules": [
         {"apiGroups": ["rolegate.dev"], "resources": ["samlapps", "iamproviders"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["rolegate.dev"], "resources": ["samlapps/status"], "verbs": ["update", "patch"]},
@@ -817,7 +819,7 @@ fn every_authenticated_user_may_discover_the_api_as_in_a_real_cluster() {
 #[test]
 fn a_binding_to_a_missing_role_is_reported_in_the_denial() {
     let store = rbac_store();
-    let g = kube::rbac::GROUP;
+    let g = kube_server::rbac::GROUP;
     store.put(
         g,
         "clusterrolebindings",
@@ -836,7 +838,7 @@ fn a_binding_to_a_missing_role_is_reported_in_the_denial() {
     );
     // The 403 Status as the API server sends it.
     let a = res("get", "", "pods", "team-a", "web");
-    let status = kube::rbac::forbidden(&a, "m");
+    let status = kube_server::rbac::forbidden(&a, "m");
     assert_eq!(status.code, 403);
     assert_eq!(status.body["reason"], "Forbidden");
     assert_eq!(
@@ -996,9 +998,9 @@ async fn admit(
     webhook: &Webhook,
     pod: Value,
     dry_run: bool,
-) -> Result<(Value, Vec<String>), kube::auth::Status> {
+) -> Result<(Value, Vec<String>), kube_server::auth::Status> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
-    kube::admission::mutate(
+    kube_server::admission::mutate(
         store,
         &services(webhook.addr),
         "CREATE",
@@ -1189,7 +1191,7 @@ async fn namespace_and_object_selectors_exclude_pods() {
     ));
     assert_eq!(webhook.received.calls("/label/a"), 1);
     // A rule for another operation or resource does not call it either.
-    let r = kube::admission::mutate(
+    let r = kube_server::admission::mutate(
         &store,
         &services(webhook.addr),
         "UPDATE",
@@ -1202,7 +1204,7 @@ async fn namespace_and_object_selectors_exclude_pods() {
     .await
     .unwrap();
     assert!(!labelled(&r.0));
-    let r = kube::admission::mutate(
+    let r = kube_server::admission::mutate(
         &store,
         &services(webhook.addr),
         "CREATE",
@@ -1402,7 +1404,7 @@ async fn rolegates_own_webhook_injects_through_the_admission_chain() {
         }]}));
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "team-a"},
                      "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "app:1"}]}});
-    let (patched, _) = kube::admission::mutate(
+    let (patched, _) = kube_server::admission::mutate(
         &store,
         &services,
         "CREATE",
@@ -1447,7 +1449,7 @@ async fn rolegates_own_webhook_injects_through_the_admission_chain() {
         "mutatingwebhookconfigurations",
         config,
     );
-    let refused = kube::admission::mutate(
+    let refused = kube_server::admission::mutate(
         &store,
         &services,
         "CREATE",
@@ -1467,4 +1469,332 @@ async fn rolegates_own_webhook_injects_through_the_admission_chain() {
         refused.message()
     );
     drop(harness);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same through the whole test API server, over HTTPS, with kube's own client
+
+mod over_http {
+    use super::*;
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
+    use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+    use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+    use kube_server::{Identity, Options, TestApiServer};
+
+    async fn cluster(services: HashMap<(String, String, u16), SocketAddr>) -> TestApiServer {
+        TestApiServer::start(Options {
+            crds_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds"),
+            services,
+        })
+        .await
+    }
+
+    /// Creates any object from JSON with the admin client.
+    async fn apply(server: &TestApiServer, object: Value) -> Value {
+        let client = server.client(&Identity::Admin).await;
+        let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_owned(), v.to_owned()),
+            None => (
+                String::new(),
+                object["apiVersion"].as_str().unwrap().to_owned(),
+            ),
+        };
+        let kind = object["kind"].as_str().unwrap();
+        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, object["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client, ns, &resource)
+            }
+            _ => Api::all_with(client, &resource),
+        };
+        let created = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(object).unwrap(),
+            )
+            .await
+            .unwrap();
+        serde_json::to_value(created).unwrap()
+    }
+
+    fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
+        match result {
+            Err(kube::Error::Api(status)) => *status,
+            other => panic!("expected an API error, got {other:?}"),
+        }
+    }
+
+    async fn team_a(server: &TestApiServer) {
+        apply(
+            server,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
+        )
+        .await;
+        apply(server, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "team-a"}})).await;
+    }
+
+    fn app() -> Identity {
+        Identity::ServiceAccount {
+            namespace: "team-a".into(),
+            name: "app".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_account_gets_the_clusters_403_until_a_role_allows_it() {
+        let server = cluster(HashMap::new()).await;
+        team_a(&server).await;
+        apply(&server, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "team-a"}, "stringData": {"password": "x"}})).await;
+        let client = server.client(&app()).await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "team-a");
+        let denied = api_error(secrets.get("db").await);
+        assert_eq!((denied.code, denied.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(
+            denied.message,
+            "secrets \"db\" is forbidden: User \"system:serviceaccount:team-a:app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"team-a\""
+        );
+        // Discovery works without any grant, as in a cluster.
+        client.apiserver_version().await.unwrap();
+
+        apply(&server, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "db-reader", "namespace": "team-a"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db"], "verbs": ["get"]}]})).await;
+        apply(&server, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "db-reader", "namespace": "team-a"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "db-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "team-a"}]})).await;
+        assert_eq!(
+            secrets.get("db").await.unwrap().metadata.name.as_deref(),
+            Some("db")
+        );
+        let listed = api_error(secrets.list(&Default::default()).await);
+        assert_eq!(
+            listed.message,
+            "secrets is forbidden: User \"system:serviceaccount:team-a:app\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team-a\""
+        );
+
+        let audit = server.audit();
+        let get = audit
+            .iter()
+            .find(|e| e.code == 200 && e.attrs.resource == "secrets" && e.user.ends_with(":app"))
+            .unwrap();
+        assert_eq!(
+            get.allowed_by.as_deref(),
+            Some("Role/team-a/db-reader rule 0 via RoleBinding/team-a/db-reader")
+        );
+        assert_eq!(
+            get.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:team-a",
+                "system:authenticated"
+            ]
+        );
+        let version = audit.iter().find(|e| e.attrs.name == "/version").unwrap();
+        assert_eq!(
+            version.allowed_by.as_deref(),
+            Some("ClusterRole/system:discovery rule 0 via ClusterRoleBinding/system:discovery")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_bound_token_from_token_request_reviews_for_its_audience_and_dies_with_the_pod() {
+        let server = cluster(HashMap::new()).await;
+        team_a(&server).await;
+        let pod = apply(&server, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "team-a"},
+            "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "app:1"}]}})).await;
+        let pod_uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+        let admin = server.client(&Identity::Admin).await;
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "team-a");
+        let request: TokenRequest = serde_json::from_value(
+            json!({"spec": {"audiences": ["rolegate"], "expirationSeconds": 600,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": pod_uid}}}),
+        )
+        .unwrap();
+        let issued = accounts
+            .create_token_request("app", &PostParams::default(), &request)
+            .await
+            .unwrap();
+        let token = issued.status.unwrap().token;
+        assert_eq!(
+            claims(&token)["kubernetes.io"]["pod"]["uid"],
+            pod_uid.as_str()
+        );
+        let short: TokenRequest = serde_json::from_value(
+            json!({"spec": {"audiences": ["rolegate"], "expirationSeconds": 60}}),
+        )
+        .unwrap();
+        let refused = api_error(
+            accounts
+                .create_token_request("app", &PostParams::default(), &short)
+                .await,
+        );
+        assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+
+        let reviews: Api<TokenReview> = Api::all(admin.clone());
+        let review = |audiences: Value| {
+            serde_json::from_value::<TokenReview>(
+                json!({"spec": {"token": token, "audiences": audiences}}),
+            )
+            .unwrap()
+        };
+        let ok = reviews
+            .create(&PostParams::default(), &review(json!(["rolegate"])))
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(ok.authenticated, Some(true));
+        assert_eq!(ok.audiences, Some(vec!["rolegate".to_owned()]));
+        let user = ok.user.unwrap();
+        assert_eq!(
+            user.username.as_deref(),
+            Some("system:serviceaccount:team-a:app")
+        );
+        assert_eq!(
+            user.extra.unwrap()["authentication.kubernetes.io/pod-name"],
+            ["web"]
+        );
+        let wrong = reviews
+            .create(&PostParams::default(), &review(json!([])))
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_ne!(wrong.authenticated, Some(true));
+        assert!(wrong.error.unwrap().contains(
+            "is invalid for the target audiences [\"https://kubernetes.default.svc.cluster.local\"]"
+        ));
+
+        // As a bearer token to the API server itself it is refused: 401.
+        let not_api = reqwest::Client::builder()
+            .tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(server.ca_pem().as_bytes()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let answer = not_api
+            .get(format!("{}/api/v1/namespaces/team-a/pods", server.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
+
+        let pods: Api<Pod> = Api::namespaced(admin, "team-a");
+        pods.delete("web", &DeleteParams::default()).await.unwrap();
+        let dead = reviews
+            .create(&PostParams::default(), &review(json!(["rolegate"])))
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_ne!(dead.authenticated, Some(true));
+        assert_eq!(
+            dead.error.as_deref(),
+            Some("[invalid bearer token, Token has been invalidated]")
+        );
+    }
+
+    #[tokio::test]
+    async fn creating_a_pod_calls_the_webhook_over_https_verified_against_its_ca_bundle() {
+        let webhook = start_webhook().await;
+        let server = cluster(services(webhook.addr)).await;
+        team_a(&server).await;
+        let other_ca = rolegate::pki::new_ca(jiff::Timestamp::now(), "someone else").unwrap();
+        let configuration = |ca_bundle: &str, policy: &str| {
+            let mut h = hook("label.test.dev", "/label/a", ca_bundle);
+            h["failurePolicy"] = json!(policy);
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                   "metadata": {"name": "labels"}, "webhooks": [h]})
+        };
+        let admin = server.client(&Identity::Admin).await;
+        let hooks: Api<DynamicObject> = Api::all_with(
+            admin.clone(),
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(
+                    "admissionregistration.k8s.io",
+                    "v1",
+                    "MutatingWebhookConfiguration",
+                ),
+                "mutatingwebhookconfigurations",
+            ),
+        );
+        let wrong = base64::engine::general_purpose::STANDARD.encode(other_ca.cert_pem);
+        apply(&server, configuration(&wrong, "Fail")).await;
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), "team-a");
+        let pod = |name: &str| -> Pod {
+            serde_json::from_value(
+                json!({"metadata": {"name": name}, "spec": {"serviceAccountName": "app",
+                "containers": [{"name": "app", "image": "app:1"}]}}),
+            )
+            .unwrap()
+        };
+        let refused = api_error(pods.create(&PostParams::default(), &pod("refused")).await);
+        assert_eq!(refused.code, 500);
+        assert_eq!(
+            refused.message,
+            "Internal error occurred: failed calling webhook \"label.test.dev\": failed to call webhook: Post \"https://hooks.webhooks.svc:443/label/a?timeout=10s\": tls: failed to verify certificate: x509: certificate signed by unknown authority"
+        );
+        assert!(
+            pods.get_opt("refused").await.unwrap().is_none(),
+            "nothing stored"
+        );
+
+        hooks
+            .delete("labels", &DeleteParams::default())
+            .await
+            .unwrap();
+        apply(&server, configuration(&wrong, "Ignore")).await;
+        let admitted = pods
+            .create(&PostParams::default(), &pod("ignored"))
+            .await
+            .unwrap();
+        assert!(
+            !admitted
+                .metadata
+                .labels
+                .unwrap_or_default()
+                .contains_key("a"),
+            "admitted unmutated"
+        );
+
+        hooks
+            .delete("labels", &DeleteParams::default())
+            .await
+            .unwrap();
+        apply(&server, configuration(&webhook.ca_bundle, "Fail")).await;
+        // A raw request, to see the webhook's warning as the Warning header a client gets.
+        let raw = reqwest::Client::builder()
+            .tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(server.ca_pem().as_bytes()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let answer = raw
+            .post(format!("{}/api/v1/namespaces/team-a/pods", server.url()))
+            .bearer_auth(server.token(&Identity::Admin))
+            .json(&pod("mutated"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201);
+        let warnings: Vec<String> = answer
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(warnings, ["299 - \"labelled a\""]);
+        let stored = pods.get("mutated").await.unwrap();
+        assert_eq!(
+            stored.metadata.labels.unwrap()["a"],
+            "yes",
+            "the patch is in the stored pod"
+        );
+        let (_, _, review) = webhook.received.all().pop().unwrap();
+        assert_eq!(review["request"]["userInfo"]["username"], "admin");
+        assert_eq!(review["request"]["namespace"], "team-a");
+    }
 }
