@@ -263,12 +263,8 @@ impl TestApiServer {
         }
     }
 
-    /// A kubeconfig file (written into `dir`) for `who`, with the server URL, its CA and a
-    /// bearer token.
-    ///
-    /// # Panics
-    /// The file cannot be written, or the ServiceAccount does not exist.
-    pub fn kubeconfig(&self, dir: &Path, who: &Identity) -> PathBuf {
+    /// The kubeconfig text for `who` and the user name in it.
+    fn kubeconfig_text(&self, who: &Identity) -> (String, String) {
         let token = self.token(who);
         let user = match who {
             Identity::Admin => "admin".to_owned(),
@@ -281,6 +277,16 @@ impl TestApiServer {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: default\ncurrent-context: test\n",
             self.url
         );
+        (user, text)
+    }
+
+    /// A kubeconfig file (written into `dir`) for `who`, with the server URL, its CA and a
+    /// bearer token.
+    ///
+    /// # Panics
+    /// The file cannot be written, or the ServiceAccount does not exist.
+    pub fn kubeconfig(&self, dir: &Path, who: &Identity) -> PathBuf {
+        let (user, text) = self.kubeconfig_text(who);
         let path = dir.join(format!("kubeconfig-{user}"));
         std::fs::write(&path, text).expect("write kubeconfig");
         path
@@ -291,10 +297,8 @@ impl TestApiServer {
     /// # Panics
     /// The client cannot be built.
     pub async fn client(&self, who: &Identity) -> kube::Client {
-        let dir = std::env::temp_dir().join(format!("test-apiserver-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = self.kubeconfig(&dir, who);
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+        let (_, text) = self.kubeconfig_text(who);
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
