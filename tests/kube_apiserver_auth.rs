@@ -344,6 +344,10 @@ fn a_token_outlives_neither_its_service_account_nor_a_forged_signature() {
     );
     // Garbage is nobody's token.
     assert!(tokens.authenticate(&store, "not-a-token", NOW).is_none());
+    assert_eq!(
+        review(&tokens, &store, "not-a-token", &[], NOW)["status"]["error"],
+        "invalid bearer token"
+    );
     assert!(tokens.authenticate(&store, "", NOW).is_none());
 }
 

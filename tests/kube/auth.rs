@@ -766,17 +766,18 @@ impl Tokens {
             }
             return Ok(review(json!({"user": {}})));
         }
-        // TokenReview authenticates a request carrying the token; the real request
-        // authenticator reports a refused bearer token as "[invalid bearer token, <reason>]".
+        // TokenReview authenticates a request carrying the token (registry/authentication/
+        // tokenreview). kube-apiserver's request authenticators then answer "invalid bearer token"
+        // for a token none of them knows, and "[invalid bearer token, <reason>]" when the
+        // service-account authenticator refuses one of its own (apimachinery's error aggregate,
+        // which prints a repeated message once): the wording clients see in clusters.
         Ok(match self.verify(lookup, token, &requested, now) {
             Ok(Some((user, audiences))) => review(json!({
                 "authenticated": true,
                 "user": user.user_info(),
                 "audiences": audiences,
             })),
-            Ok(None) => {
-                review(json!({"user": {}, "error": "[invalid bearer token, invalid bearer token]"}))
-            }
+            Ok(None) => review(json!({"user": {}, "error": "invalid bearer token"})),
             Err(e) => review(json!({"user": {}, "error": format!("[invalid bearer token, {e}]")})),
         })
     }
