@@ -832,3 +832,143 @@ async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
     let row: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(row[..3], ["aws", "urn:rolegate:aws", "True"]);
 }
+
+/// rolegate's own Lease leader election against the server: one holder, a standby that
+/// waits, and a stale write that loses with 409.
+#[tokio::test]
+async fn rolegates_lease_election_sees_conflicts() {
+    use rolegate::controller::leader::{Attempt, LeaseLock};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "rolegate").await;
+    let ttl = Duration::from_secs(15);
+    let a = LeaseLock::new(client.clone(), "rolegate", "rolegate-controller", "a", ttl);
+    let b = LeaseLock::new(client.clone(), "rolegate", "rolegate-controller", "b", ttl);
+    let now = jiff::Timestamp::now();
+    assert_eq!(a.try_acquire_or_renew(now).await.unwrap(), Attempt::Held);
+    assert_eq!(
+        b.try_acquire_or_renew(now).await.unwrap(),
+        Attempt::HeldBy("a".into())
+    );
+    assert_eq!(a.try_acquire_or_renew(now).await.unwrap(), Attempt::Held);
+    // A standby takes over only after the lease ran out.
+    let later = now + jiff::SignedDuration::from_secs(20);
+    assert_eq!(b.try_acquire_or_renew(later).await.unwrap(), Attempt::Held);
+    assert_eq!(
+        a.try_acquire_or_renew(later).await.unwrap(),
+        Attempt::HeldBy("b".into())
+    );
+    // Two writers racing on one read: the second replace carries a stale resourceVersion.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "rolegate");
+    let read = leases.get("rolegate-controller").await.unwrap();
+    let mut first = read.clone();
+    first.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let mut second = read.clone();
+    second.spec.as_mut().unwrap().holder_identity = Some("d".into());
+    leases
+        .replace("rolegate-controller", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    match leases
+        .replace("rolegate-controller", &PostParams::default(), &second)
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(
+                s.message,
+                r#"Operation cannot be fulfilled on leases.coordination.k8s.io "rolegate-controller": the object has been modified; please apply your changes to the latest version and try again"#
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The agent's startup-taint removal (a JSON patch with a `test` op) against the server.
+#[tokio::test]
+async fn rolegates_node_taint_patch_applies_once() {
+    use rolegate::agent::node::{StartupTaint, remove_once};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"taints": [
+            {"key": "other", "effect": "NoSchedule"},
+            {"key": "rolegate.dev/agent-not-ready", "effect": "NoSchedule"}]}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let taint = StartupTaint {
+        node: "n1".into(),
+        key: "rolegate.dev/agent-not-ready".into(),
+        effect: "NoSchedule".into(),
+    };
+    assert!(remove_once(client.clone(), &taint).await.unwrap());
+    let node = nodes.get("n1").await.unwrap();
+    let keys: Vec<String> = node
+        .spec
+        .unwrap()
+        .taints
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(keys, ["other"]);
+    assert!(!remove_once(client.clone(), &taint).await.unwrap());
+}
+
+/// kube's event Recorder (what the controller publishes with): a create, then a merge patch of
+/// the series; an Event without the required fields is 422.
+#[tokio::test]
+async fn recorder_events_are_stored_and_validated() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let m = mappings(&client, "team")
+        .create(&PostParams::default(), &mapping("m"))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "rolegate".into(),
+            instance: Some("pod-1".into()),
+        },
+    );
+    let reference = kube::Resource::object_ref(&m, &resource("RoleMapping", "rolemappings"));
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Accepted".into(),
+        note: Some("ok".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "team");
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(
+        list[0].regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("m")
+    );
+    let status = api_error(
+        Api::<DynamicObject>::namespaced_with(client.clone(), "team", &ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&()))
+            .create(&PostParams::default(), &object(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "type": "Normal"})))
+            .await,
+    );
+    assert_eq!(status.code, 422);
+    assert!(
+        status
+            .message
+            .contains("reportingController: Required value"),
+        "{}",
+        status.message
+    );
+}

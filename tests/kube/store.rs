@@ -666,6 +666,9 @@ impl Inner {
             },
             name.clone(),
         );
+        if info.namespaced && object.is_object() {
+            meta_mut(&mut object).insert("namespace".into(), Value::String(ns.to_owned()));
+        }
         self.prepare(info, &name, &mut object, opts, &mut warnings)?;
         if self.objects.contains_key(&key) {
             return Err(already_exists(info, &name));
@@ -835,6 +838,9 @@ impl Inner {
             }
         }
         let mut warnings = Vec::new();
+        if info.namespaced {
+            meta_mut(&mut object).insert("namespace".into(), Value::String(ns.to_owned()));
+        }
         self.prepare(info, name, &mut object, opts, &mut warnings)?;
         update_rules(info, &old, &mut object)?;
         // The server's fields.
@@ -1267,6 +1273,69 @@ fn kind_rules(info: &ResourceInfo, object: &mut Value) -> Result<(), Status> {
             }
             if object["status"]["phase"].is_null() {
                 object["status"]["phase"] = json!("Active");
+            }
+        }
+        ("events.k8s.io", "events") => {
+            // The required fields of an events.k8s.io/v1 Event (ValidateEventCreate).
+            let mut causes = Vec::new();
+            for (field, max) in [
+                ("reportingController", 100),
+                ("reportingInstance", 128),
+                ("action", 128),
+                ("reason", 128),
+            ] {
+                let value = object[field].as_str().unwrap_or_default();
+                if value.is_empty() {
+                    causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: field.into(),
+                        message: format!("{field}: Required value"),
+                    });
+                } else if value.len() > max {
+                    causes.push(field_invalid(
+                        field,
+                        &object[field],
+                        &format!("can have at most {max} characters"),
+                    ));
+                }
+            }
+            if object["eventTime"].is_null() {
+                causes.push(Cause {
+                    reason: "FieldValueRequired".into(),
+                    field: "eventTime".into(),
+                    message: "eventTime: Required value".into(),
+                });
+            }
+            if !matches!(object["type"].as_str(), Some("Normal" | "Warning")) {
+                causes.push(Cause {
+                    reason: "FieldValueNotSupported".into(),
+                    field: "type".into(),
+                    message: format!(
+                        "type: Unsupported value: {}: supported values: \"Normal\", \"Warning\"",
+                        object["type"]
+                    ),
+                });
+            }
+            if object["note"].as_str().is_some_and(|n| n.len() > 1024) {
+                causes.push(field_invalid(
+                    "note",
+                    &json!("…"),
+                    "can have at most 1024 characters",
+                ));
+            }
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            let regarding = object["regarding"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            if !regarding.is_empty() && !ns.is_empty() && regarding != ns {
+                causes.push(field_invalid(
+                    "regarding.namespace",
+                    &object["regarding"]["namespace"],
+                    "does not match event.namespace",
+                ));
+            }
+            if !causes.is_empty() {
+                return Err(invalid(info, &name, &causes));
             }
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
