@@ -851,6 +851,96 @@ fn a_binding_to_a_missing_role_is_reported_in_the_denial() {
     );
 }
 
+#[test]
+fn owner_references_with_block_owner_deletion_need_update_on_the_owners_finalizers() {
+    use kube_server::rbac::owner_references_permission;
+    let store = rbac_store();
+    let g = kube_server::rbac::GROUP;
+    store.put(
+        g,
+        "clusterroles",
+        json!({"kind": "ClusterRole", "metadata": {"name": "secret-writer"}, "rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]}]}),
+    );
+    store.put(g, "clusterrolebindings", json!({"kind": "ClusterRoleBinding", "metadata": {"name": "secret-writer"},
+        "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": "secret-writer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "rolegate-controller", "namespace": "rolegate"}]}));
+    let controller = sa_user("rolegate", "rolegate-controller");
+    let resolve = |api_version: &str, kind: &str| match (api_version, kind) {
+        ("rolegate.dev/v1alpha1", "IAMProvider") => {
+            Some(("rolegate.dev".to_owned(), "iamproviders".to_owned(), false))
+        }
+        _ => None,
+    };
+    let secret = |block: bool| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "prod-metadata", "namespace": "rolegate", "ownerReferences": [
+            {"apiVersion": "rolegate.dev/v1alpha1", "kind": "IAMProvider", "name": "prod", "uid": "u-1",
+             "controller": true, "blockOwnerDeletion": block}]}})
+    };
+    let create = res("create", "", "secrets", "rolegate", "prod-metadata");
+    let refused =
+        owner_references_permission(&store, &controller, &create, None, &secret(true), &resolve)
+            .unwrap_err();
+    assert_eq!(refused.code, 403);
+    assert_eq!(
+        refused.message(),
+        "secrets \"prod-metadata\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>"
+    );
+    // Without blockOwnerDeletion nothing more is needed on create.
+    assert_eq!(
+        owner_references_permission(&store, &controller, &create, None, &secret(false), &resolve)
+            .unwrap(),
+        Vec::<String>::new()
+    );
+
+    store.put(g, "clusterroles", json!({"kind": "ClusterRole", "metadata": {"name": "secret-writer"}, "rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]},
+        {"apiGroups": ["rolegate.dev"], "resources": ["iamproviders/finalizers"], "verbs": ["update"]}]}));
+    assert_eq!(
+        owner_references_permission(&store, &controller, &create, None, &secret(true), &resolve)
+            .unwrap(),
+        ["ClusterRole/secret-writer rule 1 via ClusterRoleBinding/secret-writer"]
+    );
+    // An update that changes the references needs delete on the object itself.
+    let update = res("update", "", "secrets", "rolegate", "prod-metadata");
+    let refused = owner_references_permission(
+        &store,
+        &controller,
+        &update,
+        Some(&secret(false)),
+        &secret(true),
+        &resolve,
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "secrets \"prod-metadata\" is forbidden: cannot set an ownerRef on a resource you can't delete: , <nil>"
+    );
+    // An update that leaves them alone needs nothing.
+    assert!(
+        owner_references_permission(
+            &store,
+            &controller,
+            &update,
+            Some(&secret(true)),
+            &secret(true),
+            &resolve
+        )
+        .unwrap()
+        .is_empty()
+    );
+    // An owner kind the server does not know.
+    let mut odd = secret(true);
+    odd["metadata"]["ownerReferences"][0]["kind"] = json!("Gadget");
+    assert!(
+        owner_references_permission(&store, &controller, &create, None, &odd, &resolve)
+            .unwrap_err()
+            .message()
+            .contains("cannot find RESTMapping for APIVersion rolegate.dev/v1alpha1 Kind Gadget")
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mutating admission, over real HTTPS
 
