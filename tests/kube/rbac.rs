@@ -209,13 +209,20 @@ fn name_of(v: &Value) -> &str {
     v["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// The bootstrap policy, built once.
+fn bootstrap() -> &'static [Value] {
+    static POLICY: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+    POLICY.get_or_init(bootstrap_policy)
+}
+
 /// The store's objects of a kind, with the bootstrap ones the store does not shadow, by name.
 fn with_bootstrap(mut stored: Vec<Value>, kind: &str) -> Vec<Value> {
     let names: Vec<String> = stored.iter().map(|v| name_of(v).to_owned()).collect();
     stored.extend(
-        bootstrap_policy()
-            .into_iter()
-            .filter(|v| v["kind"] == kind && !names.iter().any(|n| n == name_of(v))),
+        bootstrap()
+            .iter()
+            .filter(|v| v["kind"] == kind && !names.iter().any(|n| n == name_of(v)))
+            .cloned(),
     );
     // The real authorizer walks an informer cache in no defined order; by name is stable.
     stored.sort_by(|a, b| name_of(a).cmp(name_of(b)));
@@ -232,9 +239,10 @@ fn role_rules(lookup: &dyn Lookup, role_ref: &Value, namespace: &str) -> Result<
         "ClusterRole" => lookup
             .get(GROUP, "clusterroles", None, name)
             .or_else(|| {
-                bootstrap_policy()
-                    .into_iter()
+                bootstrap()
+                    .iter()
                     .find(|v| v["kind"] == "ClusterRole" && name_of(v) == name)
+                    .cloned()
             })
             .ok_or_else(|| format!("clusterrole.rbac.authorization.k8s.io {name:?} not found"))?,
         other => return Err(format!("unsupported role reference kind: {other:?}")),
