@@ -972,3 +972,184 @@ async fn recorder_events_are_stored_and_validated() {
         status.message
     );
 }
+
+/// A client for a bearer token (not from the server's kubeconfig helper).
+async fn client_with_token(server: &TestApiServer, token: &str) -> kube::Client {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: '{}', certificate-authority-data: {}}}}}]\nusers: [{{name: u, user: {{token: '{token}'}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\ncurrent-context: c\n",
+        server.url(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, server.ca_pem())
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Every request is authenticated and authorised: a bad token is 401, a ServiceAccount
+/// without a rule gets Kubernetes' 403 message, a Role and RoleBinding then allow exactly that,
+/// and the audit log names the rule.
+#[tokio::test]
+async fn requests_are_authenticated_and_authorised() {
+    use k8s_openapi::api::core::v1::Secret;
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let bad = client_with_token(&server, "not-a-token").await;
+    match Api::<Secret>::namespaced(bad, "team")
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (401, "Unauthorized")),
+        other => panic!("{other:?}"),
+    }
+    let app = Identity::ServiceAccount {
+        namespace: "team".into(),
+        name: "default".into(),
+    };
+    let sa_client = server.client(&app).await;
+    let secrets = Api::<Secret>::namespaced(sa_client.clone(), "team");
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+            assert_eq!(
+                s.message,
+                r#"secrets is forbidden: User "system:serviceaccount:team:default" cannot list resource "secrets" in API group "" in the namespace "team""#
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let rbac = |kind: &str, plural: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            "team",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
+                plural,
+            ),
+        )
+    };
+    rbac("Role", "roles")
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "read-secrets"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]})))
+        .await
+        .unwrap();
+    rbac("RoleBinding", "rolebindings")
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "read-secrets"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "team"}]})))
+        .await
+        .unwrap();
+    secrets.list(&ListParams::default()).await.unwrap();
+    // list is allowed, get is not.
+    match secrets.get("x").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+        other => panic!("{other:?}"),
+    }
+    let audit = server.audit();
+    let mine: Vec<(u16, String, Option<String>)> = audit
+        .iter()
+        .filter(|e| e.user == "system:serviceaccount:team:default")
+        .map(|e| (e.code, e.attrs.verb.clone(), e.allowed_by.clone()))
+        .collect();
+    assert_eq!(mine.len(), 3, "{mine:?}");
+    assert_eq!((mine[0].0, mine[0].1.as_str()), (403, "list"));
+    assert_eq!((mine[1].0, mine[1].1.as_str()), (200, "list"));
+    assert!(
+        mine[1]
+            .2
+            .as_deref()
+            .is_some_and(|r| r.contains("read-secrets")),
+        "{mine:?}"
+    );
+    assert_eq!(mine[2].0, 403);
+}
+
+/// Pod CREATE: the ServiceAccount admission plugin as in a cluster, and TokenRequest /
+/// TokenReview through the API.
+#[tokio::test]
+async fn pods_get_service_account_credentials_and_tokens_review() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
+    let pod = |name: &str, sa: Option<&str>| -> Pod {
+        let mut p = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}});
+        if let Some(sa) = sa {
+            p["spec"]["serviceAccountName"] = json!(sa);
+        }
+        serde_json::from_value(p).unwrap()
+    };
+    let created = pods
+        .create(&PostParams::default(), &pod("p1", None))
+        .await
+        .unwrap();
+    let spec = created.spec.clone().unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let volume = &spec.volumes.unwrap()[0];
+    assert!(volume.name.starts_with("kube-api-access-"), "{volume:?}");
+    let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(
+        mount.mount_path,
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(
+        spec.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+    // A ServiceAccount that does not exist: 403 from admission.
+    match pods
+        .create(&PostParams::default(), &pod("p2", Some("ghost")))
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message.contains(r#"serviceaccount "ghost" not found"#),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // TokenRequest bound to the pod, then TokenReview of it.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": ["rolegate"], "expirationSeconds": 600,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1", "uid": created.metadata.uid.clone().unwrap()}}}))
+    .unwrap();
+    let issued = sas
+        .create_token_request("default", &PostParams::default(), &request)
+        .await
+        .unwrap();
+    let token = issued.status.unwrap().token;
+    let reviews: Api<TokenReview> = Api::all(client.clone());
+    let review: TokenReview =
+        serde_json::from_value(json!({"spec": {"token": token, "audiences": ["rolegate"]}}))
+            .unwrap();
+    let reviewed = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(reviewed.authenticated, Some(true), "{reviewed:?}");
+    assert_eq!(
+        reviewed.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:team:default")
+    );
+    // Deleting the pod invalidates its token.
+    pods.delete("p1", &DeleteParams::default()).await.unwrap();
+    let reviewed = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_ne!(reviewed.authenticated, Some(true), "{reviewed:?}");
+}
