@@ -1153,3 +1153,91 @@ async fn pods_get_service_account_credentials_and_tokens_review() {
         .unwrap();
     assert_ne!(reviewed.authenticated, Some(true), "{reviewed:?}");
 }
+
+/// With OwnerReferencesPermissionEnforcement on, a `blockOwnerDeletion` owner reference needs
+/// `update` on the owner's `finalizers`; the rule that allowed it shows in the audit.
+#[tokio::test]
+async fn owner_reference_enforcement_needs_the_finalizers_rule() {
+    use k8s_openapi::api::core::v1::Secret;
+    let server = TestApiServer::start(options()).await;
+    server.enforce_owner_references(true);
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let app = samlapps(&client)
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "metadata": {"name": "aws"}, "spec": {}})))
+        .await
+        .unwrap();
+    let cluster_rbac = |kind: &str, plural: &str| {
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
+                plural,
+            ),
+        )
+    };
+    let mut rules = vec![json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]})];
+    let role = |rules: &Vec<Value>| {
+        object(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "writer"}, "rules": rules}),
+        )
+    };
+    cluster_rbac("ClusterRole", "clusterroles")
+        .create(&PostParams::default(), &role(&rules))
+        .await
+        .unwrap();
+    cluster_rbac("ClusterRoleBinding", "clusterrolebindings")
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "writer"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "writer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "team"}]})))
+        .await
+        .unwrap();
+    let sa = server
+        .client(&Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "default".into(),
+        })
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(sa, "team");
+    let owned = |name: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "rolegate.dev/v1alpha1",
+            "kind": "SAMLApp", "name": "aws", "uid": app.metadata.uid.clone().unwrap(), "controller": true, "blockOwnerDeletion": true}]}}))
+        .unwrap()
+    };
+    match secrets.create(&PostParams::default(), &owned("s1")).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message.contains("cannot set blockOwnerDeletion"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    rules.push(json!({"apiGroups": ["rolegate.dev"], "resources": ["samlapps/finalizers"], "verbs": ["update"]}));
+    let mut updated = role(&rules);
+    updated.metadata.resource_version = None;
+    cluster_rbac("ClusterRole", "clusterroles")
+        .replace("writer", &PostParams::default(), &updated)
+        .await
+        .unwrap();
+    secrets
+        .create(&PostParams::default(), &owned("s1"))
+        .await
+        .unwrap();
+    let entry = server
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e.attrs.verb == "create" && e.attrs.resource == "secrets")
+        .unwrap();
+    assert_eq!(entry.code, 201);
+    assert_eq!(
+        entry.allowed_by.as_deref(),
+        Some(
+            "ClusterRole/writer rule 0 via ClusterRoleBinding/writer; ClusterRole/writer rule 1 via ClusterRoleBinding/writer"
+        )
+    );
+}

@@ -51,7 +51,13 @@ pub struct Shared {
     pub audit: Mutex<Vec<AuditEntry>>,
     pub address: String,
     pub url: String,
+    /// The OwnerReferencesPermissionEnforcement admission plugin (off by default, as upstream).
+    pub owner_references_enforced: std::sync::atomic::AtomicBool,
 }
+
+/// RBAC rules an admission check used besides the request's own (for the audit entry).
+#[derive(Debug, Clone)]
+struct ExtraRules(Vec<String>);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +266,10 @@ pub async fn handle(
         resource_request(&shared, &request, &query, &headers, &body, &user, now).await
     } else {
         non_resource(&shared, &request, &headers)
+    };
+    let allowed_by = match response.extensions().get::<ExtraRules>() {
+        Some(extra) if !extra.0.is_empty() => format!("{allowed_by}; {}", extra.0.join("; ")),
+        _ => allowed_by,
     };
     record(&user, response.status().as_u16(), Some(allowed_by));
     response
@@ -498,8 +508,24 @@ async fn serve_resource(
                 object = mutated;
                 warnings = hook_warnings;
             }
+            let mut extra = Vec::new();
+            if enforced(shared) {
+                extra = rbac::owner_references_permission(
+                    &*shared.store,
+                    user,
+                    &attributes(request),
+                    None,
+                    &object,
+                    &resolver(shared),
+                )?;
+            }
             let written = shared.store.create(&info, ns, object, &opts)?;
             warnings.extend(written.warnings);
+            if !extra.is_empty() {
+                let mut response = with_warnings(json_response(201, &written.object), &warnings);
+                response.extensions_mut().insert(ExtraRules(extra));
+                return Ok(response);
+            }
             Ok(with_warnings(
                 json_response(201, &written.object),
                 &warnings,
@@ -508,19 +534,20 @@ async fn serve_resource(
         "update" => {
             let object = parse_body(body, headers)?;
             let opts = opts()?;
-            let written = shared.store.update(
+            let (written, extra) = guarded_update(
+                shared,
                 &info,
-                ns,
-                &request.name,
+                request,
+                user,
                 part,
                 &mut |_| Ok(object.clone()),
                 &opts,
             )?;
             let code = if written.created { 201 } else { 200 };
-            Ok(with_warnings(
-                json_response(code, &written.object),
-                &written.warnings,
-            ))
+            let mut response =
+                with_warnings(json_response(code, &written.object), &written.warnings);
+            response.extensions_mut().insert(ExtraRules(extra));
+            Ok(response)
         }
         "patch" => {
             let content_type = headers
@@ -529,10 +556,11 @@ async fn serve_resource(
                 .unwrap_or_default();
             let kind = patch::patch_type(content_type, info.custom.is_some())?;
             let opts = opts()?;
-            let written = shared.store.update(
+            let (written, extra) = guarded_update(
+                shared,
                 &info,
-                ns,
-                &request.name,
+                request,
+                user,
                 part,
                 &mut |current| match current {
                     Some(current) => patch::apply(kind, current, body),
@@ -540,10 +568,10 @@ async fn serve_resource(
                 },
                 &opts,
             )?;
-            Ok(with_warnings(
-                json_response(200, &written.object),
-                &written.warnings,
-            ))
+            let mut response =
+                with_warnings(json_response(200, &written.object), &written.warnings);
+            response.extensions_mut().insert(ExtraRules(extra));
+            Ok(response)
         }
         "delete" => {
             let options: Value = if body.is_empty() {
@@ -598,6 +626,88 @@ async fn serve_resource(
         }
         _ => Err(method_not_allowed()),
     }
+}
+
+fn enforced(shared: &Shared) -> bool {
+    shared
+        .owner_references_enforced
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An owner's (apiVersion, kind) -> (group, resource, namespaced), as a REST mapper.
+fn resolver(shared: &Shared) -> impl Fn(&str, &str) -> Option<(String, String, bool)> + '_ {
+    let resources = shared.store.resources();
+    move |api_version: &str, kind: &str| {
+        resources
+            .iter()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
+            .map(|r| (r.group.clone(), r.resource.clone(), r.namespaced))
+    }
+}
+
+/// An update or patch; with OwnerReferencesPermissionEnforcement on, the new object is
+/// computed from a read, checked, and written only if nothing changed meanwhile (retried
+/// otherwise), since the check reads the store and cannot run under its lock.
+#[allow(clippy::too_many_arguments)]
+fn guarded_update(
+    shared: &Shared,
+    info: &ResourceInfo,
+    request: &RequestInfo,
+    user: &User,
+    part: Part,
+    change: &mut dyn FnMut(Option<&Value>) -> Result<Value, Status>,
+    opts: &WriteOptions,
+) -> Result<(store::Written, Vec<String>), Status> {
+    let ns = if info.namespaced {
+        request.namespace.as_str()
+    } else {
+        ""
+    };
+    if !enforced(shared) || part != Part::Main {
+        let written = shared
+            .store
+            .update(info, ns, &request.name, part, change, opts)?;
+        return Ok((written, Vec::new()));
+    }
+    for _ in 0..8 {
+        let current = shared.store.get(info, ns, &request.name).ok();
+        let read_rv = current
+            .as_ref()
+            .map(|c| c["metadata"]["resourceVersion"].clone());
+        let candidate = change(current.as_ref())?;
+        let extra = rbac::owner_references_permission(
+            &*shared.store,
+            user,
+            &attributes(request),
+            current.as_ref(),
+            &candidate,
+            &resolver(shared),
+        )?;
+        let mut raced = false;
+        let result = shared.store.update(
+            info,
+            ns,
+            &request.name,
+            part,
+            &mut |now| {
+                if now.map(|n| n["metadata"]["resourceVersion"].clone()) != read_rv {
+                    raced = true;
+                    return Err(super::status(409, "Conflict", "raced"));
+                }
+                change(now)
+            },
+            opts,
+        );
+        match result {
+            Err(_) if raced => continue,
+            other => return other.map(|w| (w, extra)),
+        }
+    }
+    Err(super::status(
+        500,
+        "InternalError",
+        "the object kept changing during the admission check",
+    ))
 }
 
 fn method_not_allowed() -> Status {

@@ -194,6 +194,7 @@ impl TestApiServer {
             audit: Mutex::new(Vec::new()),
             address: address.to_string(),
             url: url.clone(),
+            owner_references_enforced: std::sync::atomic::AtomicBool::new(false),
         });
         let tls = tls_config(&serving.cert_pem, &serving.key_pem);
         let app = axum::Router::new()
@@ -306,6 +307,16 @@ impl TestApiServer {
         .await
         .expect("config");
         kube::Client::try_from(config).expect("client")
+    }
+
+    /// Turns the OwnerReferencesPermissionEnforcement admission plugin on or off (off by
+    /// default, as in kube-apiserver; on in OpenShift): setting `blockOwnerDeletion: true`
+    /// then needs `update` on the owner's `finalizers` subresource. The rules such a check
+    /// used are appended to the request's `allowed_by` in the audit, after `; `.
+    pub fn enforce_owner_references(&self, on: bool) {
+        self.shared
+            .owner_references_enforced
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Every request served so far, in order.
