@@ -1464,6 +1464,119 @@ async fn a_rejection_a_wrong_uid_and_dry_run_are_handled_as_kubernetes_does() {
     assert_eq!(last["request"]["options"]["dryRun"], json!(["All"]));
 }
 
+#[test]
+fn webhook_configurations_are_defaulted_and_validated_as_the_api_server_does() {
+    use kube_server::admission::default_and_validate_configuration;
+    let mut good = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "x"}, "webhooks": [hook("label.test.dev", "/label/a", "")]});
+    good["webhooks"][0]["rules"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("scope");
+    assert_eq!(default_and_validate_configuration(&mut good), []);
+    let h = &good["webhooks"][0];
+    assert_eq!(
+        (
+            &h["failurePolicy"],
+            &h["matchPolicy"],
+            &h["timeoutSeconds"],
+            &h["reinvocationPolicy"]
+        ),
+        (
+            &json!("Fail"),
+            &json!("Equivalent"),
+            &json!(10),
+            &json!("Never")
+        )
+    );
+    assert_eq!(
+        (&h["namespaceSelector"], &h["objectSelector"]),
+        (&json!({}), &json!({}))
+    );
+    assert_eq!(h["rules"][0]["scope"], "*");
+    assert_eq!(h["clientConfig"]["service"]["port"], 443);
+
+    let mut bad = good.clone();
+    let b = &mut bad["webhooks"][0];
+    b["name"] = json!("pods");
+    b["timeoutSeconds"] = json!(31);
+    b["sideEffects"] = json!("Some");
+    b["failurePolicy"] = json!("Sometimes");
+    b["namespaceSelector"] = json!({"matchExpressions": [{"key": "a", "operator": "In"}]});
+    b["clientConfig"]["service"]["path"] = json!("admission");
+    b["admissionReviewVersions"] = json!(["v2"]);
+    let copy = bad["webhooks"][0].clone();
+    bad["webhooks"].as_array_mut().unwrap().push(copy);
+    let messages: Vec<String> = default_and_validate_configuration(&mut bad)
+        .into_iter()
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(
+        &messages[..8],
+        [
+            "webhooks[0].name: Invalid value: \"pods\": should be a domain with at least three segments separated by dots",
+            "webhooks[0].failurePolicy: Unsupported value: \"Sometimes\": supported values: \"Fail\", \"Ignore\"",
+            "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\"",
+            "webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
+            "webhooks[0].namespaceSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+            "webhooks[0].clientConfig.service.path: Invalid value: \"admission\": must start with a '/'",
+            "webhooks[0].admissionReviewVersions: Invalid value: []string{\"v2\"}: must include at least one of v1, v1beta1",
+            "webhooks[1].name: Invalid value: \"pods\": should be a domain with at least three segments separated by dots",
+        ]
+    );
+    assert_eq!(
+        messages.last().unwrap(),
+        "webhooks[1].name: Duplicate value: \"pods\""
+    );
+    let mut neither = good.clone();
+    neither["webhooks"][0]["clientConfig"] = json!({"url": "http://hooks.example.com/x?y=1"});
+    let messages: Vec<String> = default_and_validate_configuration(&mut neither)
+        .into_iter()
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "webhooks[0].clientConfig.url: Invalid value: \"http\": 'https' is the only allowed URL scheme; desired format: https://host[/path]",
+            "webhooks[0].clientConfig.url: Invalid value: \"y=1\": query parameters are not permitted in the URL",
+        ]
+    );
+}
+
+/// The chart's own MutatingWebhookConfiguration, rendered by the real helm, passes the API
+/// server's validation (a timeoutSeconds or policy a cluster refuses would fail here).
+#[test]
+fn the_charts_webhook_configuration_is_valid_for_the_api_server() {
+    let peers = std::env::var_os("ROLEGATE_PEERS")
+        .map_or_else(|| common::repo().join(".peers"), std::path::PathBuf::from);
+    let (ok, out, err) = common::run(
+        std::process::Command::new(peers.join("bin/helm"))
+            .current_dir(common::repo())
+            .env("HELM_CACHE_HOME", std::env::temp_dir())
+            .env("HELM_CONFIG_HOME", std::env::temp_dir())
+            .args([
+                "template",
+                "rg",
+                "charts/rolegate",
+                "--namespace",
+                "rolegate",
+                "--set",
+                "publicURL=https://rolegate.example.com",
+            ]),
+    );
+    assert!(ok, "helm template: {err}");
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple(&out).unwrap();
+    let mut configuration = docs
+        .into_iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("the chart renders one");
+    assert_eq!(
+        kube_server::admission::default_and_validate_configuration(&mut configuration),
+        []
+    );
+    assert_eq!(configuration["webhooks"].as_array().unwrap().len(), 2);
+}
+
 /// rolegate's own Pod webhook (the server's `/admission/pods`, behind its own TLS), called the
 /// way the API server calls it, from a MutatingWebhookConfiguration like the chart's.
 #[tokio::test]

@@ -762,3 +762,401 @@ fn rejection(webhook: &str, result: &Value) -> Status {
         body,
     }
 }
+
+/// A Go-style rendering of a field value in an error (apimachinery's `field.Error`): strings
+/// quoted, numbers plain, string lists as `[]string{"a", "b"}`.
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => format!(
+            "[]string{{{}}}",
+            items
+                .iter()
+                .map(|i| format!("{:?}", i.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Collects field errors worded as apimachinery's `field.Error` prints them.
+#[derive(Default)]
+struct FieldErrors(Vec<super::schema::Cause>);
+
+impl FieldErrors {
+    fn push(&mut self, reason: &str, field: &str, body: String) {
+        self.0.push(super::schema::Cause {
+            reason: reason.into(),
+            field: field.into(),
+            message: format!("{field}: {body}"),
+        });
+    }
+    fn required(&mut self, field: &str, detail: &str) {
+        let body = if detail.is_empty() {
+            "Required value".to_owned()
+        } else {
+            format!("Required value: {detail}")
+        };
+        self.push("FieldValueRequired", field, body);
+    }
+    fn forbidden(&mut self, field: &str, detail: &str) {
+        self.push("FieldValueForbidden", field, format!("Forbidden: {detail}"));
+    }
+    fn invalid(&mut self, field: &str, value: &Value, detail: &str) {
+        self.push(
+            "FieldValueInvalid",
+            field,
+            format!("Invalid value: {}: {detail}", go_value(value)),
+        );
+    }
+    fn not_supported(&mut self, field: &str, value: &Value, supported: &[&str]) {
+        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        self.push(
+            "FieldValueNotSupported",
+            field,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                go_value(value),
+                list.join(", ")
+            ),
+        );
+    }
+    fn duplicate(&mut self, field: &str, value: &Value) {
+        self.push(
+            "FieldValueDuplicate",
+            field,
+            format!("Duplicate value: {}", go_value(value)),
+        );
+    }
+}
+
+/// An RFC 1123 subdomain (apimachinery's `IsDNS1123Subdomain`).
+fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn one_of(errors: &mut FieldErrors, field: &str, value: &Value, supported: &[&str]) {
+    if !value.is_null() && !value.as_str().is_some_and(|v| supported.contains(&v)) {
+        errors.not_supported(field, value, supported);
+    }
+}
+
+fn validate_selector(errors: &mut FieldErrors, field: &str, selector: &Value) {
+    for (i, e) in selector["matchExpressions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let at = format!("{field}.matchExpressions[{i}]");
+        let has_values = e["values"].as_array().is_some_and(|v| !v.is_empty());
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" | "NotIn" if !has_values => errors.required(
+                &format!("{at}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            ),
+            "Exists" | "DoesNotExist" if has_values => errors.forbidden(
+                &format!("{at}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            _ => errors.invalid(
+                &format!("{at}.operator"),
+                &e["operator"],
+                "not a valid selector operator",
+            ),
+        }
+    }
+}
+
+/// Defaults and validates a MutatingWebhookConfiguration being written, as kube-apiserver's v1
+/// defaulting (`SetDefaults_MutatingWebhook`: failurePolicy Fail, matchPolicy Equivalent,
+/// empty selectors, timeoutSeconds 10, reinvocationPolicy Never, rule scope `*`, service port
+/// 443) and `ValidateMutatingWebhookConfiguration` do. The causes are empty for a valid object;
+/// otherwise the store answers 422 Invalid with them.
+pub fn default_and_validate_configuration(object: &mut Value) -> Vec<super::schema::Cause> {
+    let mut errors = FieldErrors::default();
+    let mut names: Vec<String> = Vec::new();
+    let hooks = object["webhooks"].as_array_mut();
+    for (i, hook) in hooks.into_iter().flatten().enumerate() {
+        let at = format!("webhooks[{i}]");
+        if !hook.is_object() {
+            errors.invalid(&at, hook, "must be an object");
+            continue;
+        }
+        // Defaulting first, as the API server decodes with defaults before validating.
+        for (field, default) in [
+            ("failurePolicy", json!("Fail")),
+            ("matchPolicy", json!("Equivalent")),
+            ("namespaceSelector", json!({})),
+            ("objectSelector", json!({})),
+            ("timeoutSeconds", json!(10)),
+            ("reinvocationPolicy", json!("Never")),
+        ] {
+            if hook[field].is_null() {
+                hook[field] = default;
+            }
+        }
+        if let Some(rules) = hook["rules"].as_array_mut() {
+            for rule in rules.iter_mut().filter(|r| r.is_object()) {
+                if rule["scope"].is_null() {
+                    rule["scope"] = json!("*");
+                }
+            }
+        }
+        if hook["clientConfig"]["service"].is_object()
+            && hook["clientConfig"]["service"]["port"].is_null()
+        {
+            hook["clientConfig"]["service"]["port"] = json!(443);
+        }
+
+        let name = hook["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            errors.required(&format!("{at}.name"), "");
+        } else if !is_dns1123_subdomain(name) {
+            errors.invalid(&format!("{at}.name"), &hook["name"],
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')");
+        } else if name.split('.').count() < 3 {
+            errors.invalid(
+                &format!("{at}.name"),
+                &hook["name"],
+                "should be a domain with at least three segments separated by dots",
+            );
+        }
+        for (r, rule) in hook["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let rat = format!("{at}.rules[{r}]");
+            let operations = rule["operations"].as_array().cloned().unwrap_or_default();
+            if operations.is_empty() {
+                errors.required(&format!("{rat}.operations"), "");
+            }
+            if operations.len() > 1 && operations.iter().any(|o| o == "*") {
+                errors.invalid(
+                    &format!("{rat}.operations"),
+                    &rule["operations"],
+                    "if '*' is present, must not specify other operations",
+                );
+            }
+            for (o, op) in operations.iter().enumerate() {
+                one_of(
+                    &mut errors,
+                    &format!("{rat}.operations[{o}]"),
+                    op,
+                    &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"],
+                );
+            }
+            for (field, what) in [("apiGroups", "API groups"), ("apiVersions", "API versions")] {
+                let items = rule[field].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    errors.required(&format!("{rat}.{field}"), "");
+                }
+                if items.len() > 1 && items.iter().any(|g| g == "*") {
+                    errors.invalid(
+                        &format!("{rat}.{field}"),
+                        &rule[field],
+                        &format!("if '*' is present, must not specify other {what}"),
+                    );
+                }
+            }
+            let resources = rule["resources"].as_array().cloned().unwrap_or_default();
+            if resources.is_empty() {
+                errors.required(&format!("{rat}.resources"), "");
+            }
+            if resources.len() > 1 && resources.iter().any(|r| r == "*/*") {
+                errors.invalid(
+                    &format!("{rat}.resources"),
+                    &rule["resources"],
+                    "if '*/*' is present, must not specify other resources",
+                );
+            }
+            if resources.iter().any(|r| r == "*")
+                && resources
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|r| r != "*" && !r.contains('/'))
+            {
+                errors.invalid(
+                    &format!("{rat}.resources"),
+                    &rule["resources"],
+                    "if '*' is present, must not specify other resources without subresources",
+                );
+            }
+            one_of(
+                &mut errors,
+                &format!("{rat}.scope"),
+                &rule["scope"],
+                &["*", "Cluster", "Namespaced"],
+            );
+        }
+        one_of(
+            &mut errors,
+            &format!("{at}.failurePolicy"),
+            &hook["failurePolicy"],
+            &["Fail", "Ignore"],
+        );
+        one_of(
+            &mut errors,
+            &format!("{at}.matchPolicy"),
+            &hook["matchPolicy"],
+            &["Equivalent", "Exact"],
+        );
+        if hook["sideEffects"].is_null() {
+            errors.required(
+                &format!("{at}.sideEffects"),
+                "must specify one of None, NoneOnDryRun",
+            );
+        } else {
+            one_of(
+                &mut errors,
+                &format!("{at}.sideEffects"),
+                &hook["sideEffects"],
+                &["None", "NoneOnDryRun"],
+            );
+        }
+        let timeout = &hook["timeoutSeconds"];
+        if !timeout.as_i64().is_some_and(|t| (1..=30).contains(&t)) {
+            errors.invalid(
+                &format!("{at}.timeoutSeconds"),
+                timeout,
+                "the timeout value must be between 1 and 30 seconds",
+            );
+        }
+        validate_selector(
+            &mut errors,
+            &format!("{at}.namespaceSelector"),
+            &hook["namespaceSelector"],
+        );
+        validate_selector(
+            &mut errors,
+            &format!("{at}.objectSelector"),
+            &hook["objectSelector"],
+        );
+        one_of(
+            &mut errors,
+            &format!("{at}.reinvocationPolicy"),
+            &hook["reinvocationPolicy"],
+            &["IfNeeded", "Never"],
+        );
+
+        let client = &hook["clientConfig"];
+        let cat = format!("{at}.clientConfig");
+        match (client["url"].as_str(), client["service"].as_object()) {
+            (Some(_), Some(_)) | (None, None) => {
+                errors.required(&cat, "exactly one of url or service is required")
+            }
+            (Some(url), None) => {
+                const FORM: &str = "; desired format: https://host[/path]";
+                match reqwest::Url::parse(url) {
+                    Err(e) => errors.required(
+                        &format!("{cat}.url"),
+                        &format!("url must be a valid URL: {e}{FORM}"),
+                    ),
+                    Ok(u) => {
+                        if u.scheme() != "https" {
+                            errors.invalid(
+                                &format!("{cat}.url"),
+                                &json!(u.scheme()),
+                                &format!("'https' is the only allowed URL scheme{FORM}"),
+                            );
+                        }
+                        if !u.username().is_empty() || u.password().is_some() {
+                            errors.invalid(
+                                &format!("{cat}.url"),
+                                &json!(u.username()),
+                                "user information is not permitted in the URL",
+                            );
+                        }
+                        if let Some(f) = u.fragment() {
+                            errors.invalid(
+                                &format!("{cat}.url"),
+                                &json!(f),
+                                "fragments are not permitted in the URL",
+                            );
+                        }
+                        if let Some(q) = u.query() {
+                            errors.invalid(
+                                &format!("{cat}.url"),
+                                &json!(q),
+                                "query parameters are not permitted in the URL",
+                            );
+                        }
+                    }
+                }
+            }
+            (None, Some(service)) => {
+                let sat = format!("{cat}.service");
+                if service
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    errors.required(&format!("{sat}.name"), "service name is required");
+                }
+                if service
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    errors.required(&format!("{sat}.namespace"), "service namespace is required");
+                }
+                let port = service.get("port").cloned().unwrap_or(json!(443));
+                if !port.as_i64().is_some_and(|p| (1..=65535).contains(&p)) {
+                    errors.invalid(
+                        &format!("{sat}.port"),
+                        &port,
+                        "port is not valid: must be between 1 and 65535, inclusive",
+                    );
+                }
+                if let Some(path) = service.get("path").and_then(Value::as_str)
+                    && !path.is_empty()
+                    && path != "/"
+                    && !path.starts_with('/')
+                {
+                    errors.invalid(
+                        &format!("{sat}.path"),
+                        &json!(path),
+                        "must start with a '/'",
+                    );
+                }
+            }
+        }
+
+        let versions = hook["admissionReviewVersions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let vat = format!("{at}.admissionReviewVersions");
+        if versions.is_empty() {
+            errors.required(&vat, "must specify one of v1, v1beta1");
+        } else if !versions.iter().any(|v| v == "v1" || v == "v1beta1") {
+            errors.invalid(
+                &vat,
+                &hook["admissionReviewVersions"],
+                "must include at least one of v1, v1beta1",
+            );
+        }
+        if !name.is_empty() {
+            if names.iter().any(|n| n == name) {
+                errors.duplicate(&format!("{at}.name"), &hook["name"]);
+            } else {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    errors.0
+}
