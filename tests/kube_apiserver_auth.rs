@@ -1340,7 +1340,7 @@ async fn a_webhook_slower_than_its_timeout_fails_the_request_or_is_ignored() {
         "Internal error occurred: failed calling webhook \"slow.test.dev\": failed to call webhook: Post \"https://hooks.webhooks.svc:443/sleep?timeout=1s\": context deadline exceeded"
     );
     assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_millis(2500),
+        waited >= Duration::from_secs(1) && waited < Duration::from_millis(2900),
         "gave up after the timeout, not the 3 s sleep: {waited:?}"
     );
     assert_eq!(webhook.received.all()[0].1, "timeout=1s");
