@@ -1241,3 +1241,80 @@ async fn owner_reference_enforcement_needs_the_finalizers_rule() {
         )
     );
 }
+
+/// Not a test: serves until killed, for trying clients by hand
+/// (`SERVE_DIR=/tmp/x cargo test --test kube_apiserver serve_by_hand -- --ignored`; the admin
+/// kubeconfig is written to `$SERVE_DIR/kubeconfig-admin`).
+#[tokio::test]
+#[ignore = "serves until killed"]
+async fn serve_by_hand() {
+    let server = TestApiServer::start(options()).await;
+    let dir = PathBuf::from(std::env::var("SERVE_DIR").unwrap());
+    let path = server.kubeconfig(&dir, &Identity::Admin);
+    println!("kubeconfig: {}", path.display());
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// kubectl's typed generators send protobuf; the four kinds they make here are decoded.
+#[tokio::test]
+async fn kubectl_create_generators_work() {
+    let server = TestApiServer::start(options()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    for args in [
+        &["create", "namespace", "team"][..],
+        &[
+            "create",
+            "configmap",
+            "c",
+            "-n",
+            "team",
+            "--from-literal=a=b",
+        ],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "team",
+            "--from-literal=k=v",
+        ],
+        &["create", "serviceaccount", "app", "-n", "team"],
+        &["label", "namespace", "team", "tier=web"],
+    ] {
+        let (ok, out, err) = kubectl(&kc, args, None).await;
+        assert!(ok, "kubectl {args:?}: {out}{err}");
+    }
+    let client = admin(&server).await;
+    let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get("team")
+        .await
+        .unwrap();
+    let labels = ns.metadata.labels.unwrap();
+    assert_eq!(labels["tier"], "web");
+    assert_eq!(labels["kubernetes.io/metadata.name"], "team");
+    assert_eq!(ns.spec.unwrap().finalizers.unwrap(), ["kubernetes"]);
+    let s = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "team")
+        .get("s")
+        .await
+        .unwrap();
+    assert_eq!(s.data.unwrap()["k"].0, b"v");
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    let c = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "team")
+        .get("c")
+        .await
+        .unwrap();
+    assert_eq!(c.data.unwrap()["a"], "b");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client, "team")
+        .get("app")
+        .await
+        .unwrap();
+    // kubectl get of built-ins prints their columns.
+    let (ok, out, _) = kubectl(&kc, &["get", "secret", "s", "-n", "team"], None).await;
+    assert!(ok);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
+}

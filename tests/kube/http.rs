@@ -366,12 +366,17 @@ fn parse_body(body: &[u8], headers: &HeaderMap) -> Result<Value, Status> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let base = content_type.split(';').next().unwrap_or_default().trim();
+    if base == "application/vnd.kubernetes.protobuf"
+        && let Some(object) = super::protobuf::decode(body)
+    {
+        return Ok(object);
+    }
     if base != "application/json" && base != "*/*" {
         return Err(super::status_with(
             415,
             "UnsupportedMediaType",
             &format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {base})"
+                "the body of the request was in an unknown format - accepted media types include: application/json (and application/vnd.kubernetes.protobuf for Namespace, ConfigMap, Secret and ServiceAccount); got {base}"
             ),
             None,
         ));

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod discovery;
 pub mod http;
 pub mod patch;
+pub mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod schema;

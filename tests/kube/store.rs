@@ -1268,9 +1268,7 @@ fn kind_rules(info: &ResourceInfo, object: &mut Value) -> Result<(), Status> {
         }
         ("", "namespaces") => {
             object["metadata"]["labels"]["kubernetes.io/metadata.name"] = Value::String(name);
-            if object["spec"]["finalizers"].is_null() {
-                object["spec"]["finalizers"] = json!(["kubernetes"]);
-            }
+
             if object["status"]["phase"].is_null() {
                 object["status"]["phase"] = json!("Active");
             }
@@ -1392,6 +1390,10 @@ fn create_rules(info: &ResourceInfo, object: &mut Value, now: Timestamp) {
                 ],
             });
         }
+        ("", "namespaces") => {
+            // The namespace registry's PrepareForCreate: the lifecycle finalizer, always.
+            object["spec"]["finalizers"] = json!(["kubernetes"]);
+        }
         ("", "pods") if object["status"]["phase"].is_null() => {
             object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
@@ -1421,6 +1423,11 @@ fn update_rules(info: &ResourceInfo, old: &Value, object: &mut Value) -> Result<
                     message: "data: Forbidden: field is immutable when `immutable` is set".into(),
                 }],
             ))
+        }
+        ("", "namespaces") => {
+            // spec.finalizers changes only through /finalize.
+            object["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
+            Ok(())
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             // The names are accepted again and the CRD stays Established.
