@@ -971,6 +971,28 @@ async fn recorder_events_are_stored_and_validated() {
         "{}",
         status.message
     );
+
+    // One storage, two versions: core/v1 shows the same Event, and kubectl describe lists it.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "team");
+    let listed = core
+        .list(
+            &ListParams::default().fields("involvedObject.name=m,involvedObject.kind=RoleMapping"),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].message.as_deref(), Some("ok"));
+    assert_eq!(listed[0].reporting_component.as_deref(), Some("rolegate"));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let (ok, out, err) = kubectl(&kc, &["describe", "rolemapping", "m", "-n", "team"], None).await;
+    assert!(ok, "{err}");
+    let events = out.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("Accepted") && events.contains("ok"),
+        "{out}"
+    );
 }
 
 /// A client for a bearer token (not from the server's kubeconfig helper).

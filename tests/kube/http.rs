@@ -457,6 +457,7 @@ async fn serve_resource(
             now,
             dry_run: dry_run(query)?,
             field_validation: field_validation(query)?,
+            legacy_event: false,
         })
     };
     match verb {

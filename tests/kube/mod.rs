@@ -160,6 +160,7 @@ impl TestApiServer {
             now,
             dry_run: false,
             field_validation: "Strict".into(),
+            legacy_event: false,
         };
         let crd_info = store
             .resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")

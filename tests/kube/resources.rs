@@ -59,6 +59,9 @@ pub struct ResourceInfo {
     pub create_on_update: bool,
     /// For custom resources: the structural schema and printer columns.
     pub custom: Option<Arc<Custom>>,
+    /// Another resource whose objects this one shows in its own form: core/v1 Events are
+    /// events.k8s.io/v1 Events (one storage, two versions of the type, as in kube-apiserver).
+    pub view_of: Option<(String, String)>,
 }
 
 /// What a CRD version adds to its resource.
@@ -342,6 +345,8 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             generation: b.generation,
             create_on_update: matches!(b.resource, "events"),
             custom: None,
+            view_of: (b.group.is_empty() && b.resource == "events")
+                .then(|| ("events.k8s.io".to_owned(), "events".to_owned())),
         })
         .collect()
 }
@@ -429,6 +434,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceInfo>, String> {
             generation: true,
             create_on_update: false,
             custom: Some(Arc::new(Custom { schema, columns })),
+            view_of: None,
         });
     }
     Ok(out)

@@ -106,6 +106,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`: `Strict` fails on unknown fields, `Warn` (the default) warns, `Ignore`.
     pub field_validation: String,
+    /// The write came through core/v1 Events: the legacy validation applies, not events.k8s.io's.
+    pub legacy_event: bool,
 }
 
 /// A successful write: the object and the warnings for `Warning` headers.
@@ -552,7 +554,7 @@ impl Inner {
         if meta.get("annotations").is_some_and(Value::is_null) {
             meta.remove("annotations");
         }
-        kind_rules(info, object)?;
+        kind_rules(info, object, opts.legacy_event)?;
         let mut causes = Vec::new();
         if let Some(custom) = &info.custom
             && let Some(schema) = &custom.schema
@@ -723,6 +725,7 @@ impl Inner {
             now,
             dry_run: false,
             field_validation: "Ignore".into(),
+            legacy_event: false,
         };
         let ca = self.ca_pem.clone();
         if let Some(sa) = self.info("", "serviceaccounts") {
@@ -1058,6 +1061,7 @@ impl Inner {
             now,
             dry_run: false,
             field_validation: "Ignore".into(),
+            legacy_event: false,
         };
         for _ in 0..64 {
             let mut work: Vec<(ResourceInfo, String, String)> = Vec::new();
@@ -1224,7 +1228,7 @@ fn is_namespace(info: &ResourceInfo) -> bool {
 }
 
 /// Kind-specific shaping of every write (the types' defaulting and conversion).
-fn kind_rules(info: &ResourceInfo, object: &mut Value) -> Result<(), Status> {
+fn kind_rules(info: &ResourceInfo, object: &mut Value, legacy_event: bool) -> Result<(), Status> {
     let name = object["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -1273,7 +1277,7 @@ fn kind_rules(info: &ResourceInfo, object: &mut Value) -> Result<(), Status> {
                 object["status"]["phase"] = json!("Active");
             }
         }
-        ("events.k8s.io", "events") => {
+        ("events.k8s.io", "events") if !legacy_event => {
             // The required fields of an events.k8s.io/v1 Event (ValidateEventCreate).
             let mut causes = Vec::new();
             for (field, max) in [
@@ -1494,6 +1498,7 @@ impl Store {
                         now,
                         dry_run: false,
                         field_validation: "Ignore".into(),
+                        legacy_event: false,
                     },
                 );
             }
@@ -1534,16 +1539,55 @@ impl Store {
         inner.oldest = inner.rv;
     }
 
-    /// Sets `apiVersion` to the requested version (no conversion: the CRDs' `None` strategy).
-    fn as_version(info: &ResourceInfo, mut object: Value) -> Value {
+    /// The object as `info` shows it: `apiVersion` set to the requested version (no conversion:
+    /// the CRDs' `None` strategy), or converted for a view (core/v1 Events).
+    pub fn as_version(info: &ResourceInfo, mut object: Value) -> Value {
+        if info.view_of.is_some() {
+            return event_to_core(&object);
+        }
         object["apiVersion"] = Value::String(info.api_version());
         object
     }
 
+    /// The resource that stores `info`'s objects (itself, or what it is a view of).
+    fn storage(&self, info: &ResourceInfo) -> ResourceInfo {
+        match &info.view_of {
+            Some((group, resource)) => self
+                .lock()
+                .info(group, resource)
+                .unwrap_or_else(|| info.clone()),
+            None => info.clone(),
+        }
+    }
+
+    fn select(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        inner: &Inner,
+    ) -> Vec<Value> {
+        let (group, resource) = info
+            .view_of
+            .clone()
+            .unwrap_or_else(|| (info.group.clone(), info.resource.clone()));
+        inner
+            .objects
+            .iter()
+            .filter(|((g, r, n, _), _)| {
+                g == &group && r == &resource && ns.is_none_or(|ns| ns == n)
+            })
+            .map(|(_, o)| Self::as_version(info, o.clone()))
+            .filter(|o| labels.matches(&super::selector::labels(o)) && fields.matches(o))
+            .collect()
+    }
+
     pub fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<Value, Status> {
+        let storage = self.storage(info);
         let key: Key = (
-            info.group.clone(),
-            info.resource.clone(),
+            storage.group.clone(),
+            storage.resource.clone(),
             if info.namespaced {
                 ns.to_owned()
             } else {
@@ -1569,15 +1613,7 @@ impl Store {
         fields: &FieldSelector,
     ) -> (Vec<Value>, u64) {
         let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|((g, r, n, _), _)| {
-                g == &info.group && r == &info.resource && ns.is_none_or(|ns| ns == n)
-            })
-            .filter(|(_, o)| labels.matches(&super::selector::labels(o)) && fields.matches(o))
-            .map(|(_, o)| Self::as_version(info, o.clone()))
-            .collect();
+        let items = self.select(info, ns, labels, fields, &inner);
         (items, inner.rv)
     }
 
@@ -1588,6 +1624,18 @@ impl Store {
         object: Value,
         opts: &WriteOptions,
     ) -> Result<Written, Status> {
+        if info.view_of.is_some() {
+            let storage = self.storage(info);
+            let opts = WriteOptions {
+                legacy_event: true,
+                ..opts.clone()
+            };
+            let mut written =
+                self.lock()
+                    .create(&self.tx, &storage, ns, event_from_core(&object), &opts)?;
+            written.object = Self::as_version(info, written.object);
+            return Ok(written);
+        }
         let mut inner = self.lock();
         inner.create(&self.tx, info, ns, object, opts)
     }
@@ -1601,6 +1649,22 @@ impl Store {
         change: &mut dyn FnMut(Option<&Value>) -> Result<Value, Status>,
         opts: &WriteOptions,
     ) -> Result<Written, Status> {
+        if info.view_of.is_some() {
+            let storage = self.storage(info);
+            let opts = WriteOptions {
+                legacy_event: true,
+                ..opts.clone()
+            };
+            let mut through = |current: Option<&Value>| {
+                let shown = current.map(event_to_core);
+                change(shown.as_ref()).map(|o| event_from_core(&o))
+            };
+            let mut written =
+                self.lock()
+                    .update(&self.tx, &storage, ns, name, part, &mut through, &opts)?;
+            written.object = Self::as_version(info, written.object);
+            return Ok(written);
+        }
         let mut inner = self.lock();
         inner.update(&self.tx, info, ns, name, part, change, opts)
     }
@@ -1613,9 +1677,10 @@ impl Store {
         options: &Value,
         opts: &WriteOptions,
     ) -> Result<Value, Status> {
+        let storage = self.storage(info);
         let mut inner = self.lock();
         inner
-            .delete(&self.tx, info, ns, name, options, opts)
+            .delete(&self.tx, &storage, ns, name, options, opts)
             .map(|o| Self::as_version(info, o))
     }
 
@@ -1645,15 +1710,7 @@ impl Store {
         fields: &FieldSelector,
     ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) {
         let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|((g, r, n, _), _)| {
-                g == &info.group && r == &info.resource && ns.is_none_or(|ns| ns == n)
-            })
-            .filter(|(_, o)| labels.matches(&super::selector::labels(o)) && fields.matches(o))
-            .map(|(_, o)| Self::as_version(info, o.clone()))
-            .collect();
+        let items = self.select(info, ns, labels, fields, &inner);
         (items, inner.rv, self.tx.subscribe())
     }
 
@@ -1703,4 +1760,45 @@ impl super::auth::Lookup for Store {
     fn list(&self, group: &str, resource: &str, namespace: Option<&str>) -> Vec<Value> {
         self.lookup_list(group, resource, namespace)
     }
+}
+
+/// events.k8s.io/v1 field <-> core/v1 field (the two versions of one Event type).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+/// An events.k8s.io/v1 Event as core/v1 shows it.
+pub fn event_to_core(event: &Value) -> Value {
+    let mut out = event.clone();
+    if let Value::Object(map) = &mut out {
+        for (new, old) in EVENT_FIELDS {
+            if let Some(v) = map.remove(*new) {
+                map.insert((*old).to_owned(), v);
+            }
+        }
+        map.insert("apiVersion".into(), json!("v1"));
+        map.insert("kind".into(), json!("Event"));
+    }
+    out
+}
+
+/// A core/v1 Event as events.k8s.io/v1 stores it.
+pub fn event_from_core(event: &Value) -> Value {
+    let mut out = event.clone();
+    if let Value::Object(map) = &mut out {
+        for (new, old) in EVENT_FIELDS {
+            if let Some(v) = map.remove(*old) {
+                map.insert((*new).to_owned(), v);
+            }
+        }
+        map.insert("apiVersion".into(), json!("events.k8s.io/v1"));
+        map.insert("kind".into(), json!("Event"));
+    }
+    out
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::Status;
 use super::resources::ResourceInfo;
 use super::selector::{FieldSelector, LabelSelector, labels};
-use super::store::{Change, ChangeKind};
+use super::store::{Change, ChangeKind, Store};
 
 /// How often a watch that allows bookmarks gets one. The real server sends one about every
 /// minute; a test server sends them often so tests see them in seconds.
@@ -48,7 +48,12 @@ impl Filter {
 
     /// The event this watch sees for `change`, if any.
     fn event(&self, change: &Change) -> Option<(&'static str, Value)> {
-        if change.group != self.info.group || change.resource != self.info.resource {
+        let (group, resource) = self
+            .info
+            .view_of
+            .clone()
+            .unwrap_or_else(|| (self.info.group.clone(), self.info.resource.clone()));
+        if change.group != group || change.resource != resource {
             return None;
         }
         if self
@@ -58,8 +63,12 @@ impl Filter {
         {
             return None;
         }
-        let now = self.matches(&change.object);
-        let before = change.previous.as_ref().is_some_and(|p| self.matches(p));
+        let shown = Store::as_version(&self.info, change.object.clone());
+        let now = self.matches(&shown);
+        let before = change
+            .previous
+            .as_ref()
+            .is_some_and(|p| self.matches(&Store::as_version(&self.info, p.clone())));
         let kind = match change.kind {
             ChangeKind::Added if now => "ADDED",
             ChangeKind::Modified if now && before => "MODIFIED",
@@ -68,9 +77,7 @@ impl Filter {
             ChangeKind::Deleted if now => "DELETED",
             _ => return None,
         };
-        let mut object = change.object.clone();
-        object["apiVersion"] = Value::String(self.info.api_version());
-        Some((kind, object))
+        Some((kind, shown))
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
