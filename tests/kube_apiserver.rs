@@ -1340,3 +1340,56 @@ async fn kubectl_create_generators_work() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
 }
+
+/// `kubectl apply` of the CRDs (what a cluster admin does): served at once, Established for
+/// `kubectl wait`, applied again unchanged, and a CRD not named `plural.group` is refused.
+#[tokio::test]
+async fn kubectl_applies_crds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestApiServer::start(Options {
+        crds_dir: dir.path().join("none"),
+        ..options()
+    })
+    .await;
+    let kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/rolegate/crds");
+    let crds = crds.to_str().unwrap();
+    let (ok, out, err) = kubectl(&kc, &["get", "samlapps"], None).await;
+    assert!(
+        !ok && err.contains("the server doesn't have a resource type \"samlapps\""),
+        "{out}{err}"
+    );
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", crds], None).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &kc,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/samlapps.rolegate.dev",
+            "--timeout=5s",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", crds], None).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/samlapps.rolegate.dev unchanged"
+        ),
+        "{out}"
+    );
+    let (ok, out, err) = kubectl(&kc, &["get", "samlapps"], None).await;
+    assert!(ok, "{out}{err}");
+    // The name must be plural.group.
+    let bad = std::fs::read_to_string(format!("{crds}/samlapps.rolegate.dev.yaml"))
+        .unwrap()
+        .replace("name: samlapps.rolegate.dev", "name: wrong.rolegate.dev");
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&bad)).await;
+    assert!(
+        !ok && err.contains("must be spec.names.plural+\".\"+spec.group"),
+        "{err}"
+    );
+}
