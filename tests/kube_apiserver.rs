@@ -1393,3 +1393,95 @@ async fn kubectl_applies_crds() {
         "{err}"
     );
 }
+
+/// The built-in validation a chart or an operator can trip over: a TLS Secret without its
+/// keys, a webhook without sideEffects or with a one-segment name, a RoleBinding whose roleRef
+/// changes, a Pod without containers.
+#[tokio::test]
+async fn built_in_kinds_are_validated() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let dynamic = |group: &str, version: &str, kind: &str, plural: &str, ns: Option<&str>| {
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        match ns {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        }
+    };
+    let causes = |status: kube::core::Status| -> Vec<String> {
+        assert_eq!(status.code, 422, "{status:?}");
+        status
+            .details
+            .unwrap()
+            .causes
+            .into_iter()
+            .map(|c| c.field)
+            .collect()
+    };
+    let secrets = dynamic("", "v1", "Secret", "secrets", Some("team"));
+    let status = api_error(
+        secrets
+            .create(
+                &PostParams::default(),
+                &object(
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"},
+                "type": "kubernetes.io/tls", "data": {"tls.crt": ""}}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["data[tls.key]"]);
+    let hooks = dynamic(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        None,
+    );
+    let status = api_error(
+        hooks
+            .create(&PostParams::default(), &object(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "h"}, "webhooks": [{"name": "short", "admissionReviewVersions": ["v1"],
+                "clientConfig": {"service": {"name": "s", "namespace": "team"}}, "timeoutSeconds": 60}]})))
+            .await,
+    );
+    assert_eq!(
+        causes(status),
+        [
+            "webhooks[0].name",
+            "webhooks[0].sideEffects",
+            "webhooks[0].timeoutSeconds"
+        ]
+    );
+    let bindings = dynamic(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        Some("team"),
+    );
+    let binding = |role: &str| {
+        object(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}, "subjects": []}),
+        )
+    };
+    bindings
+        .create(&PostParams::default(), &binding("a"))
+        .await
+        .unwrap();
+    let status = api_error(
+        bindings
+            .replace("b", &PostParams::default(), &binding("b"))
+            .await,
+    );
+    assert_eq!(causes(status), ["roleRef"]);
+    let pods = dynamic("", "v1", "Pod", "pods", Some("team"));
+    let status = api_error(
+        pods.create(&PostParams::default(), &object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}})))
+            .await,
+    );
+    assert_eq!(causes(status), ["spec.containers"]);
+}

@@ -192,6 +192,34 @@ fn builtins() -> Vec<Builtin> {
         ),
         b("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true),
         b(
+            "apps",
+            "v1",
+            "statefulsets",
+            "StatefulSet",
+            true,
+            &["sts"],
+            true,
+        ),
+        b(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            &["rs"],
+            true,
+        ),
+        b("batch", "v1", "jobs", "Job", true, &[], true),
+        b(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            &["pdb"],
+            true,
+        ),
+        b(
             "coordination.k8s.io",
             "v1",
             "leases",
@@ -298,6 +326,10 @@ fn builtins() -> Vec<Builtin> {
             entry.resource,
             "deployments"
                 | "daemonsets"
+                | "statefulsets"
+                | "replicasets"
+                | "jobs"
+                | "poddisruptionbudgets"
                 | "mutatingwebhookconfigurations"
                 | "validatingwebhookconfigurations"
                 | "customresourcedefinitions"

@@ -555,6 +555,14 @@ impl Inner {
             meta.remove("annotations");
         }
         kind_rules(info, object, opts.legacy_event)?;
+        let builtin = validate_builtin(info, object);
+        if !builtin.is_empty() {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or(name)
+                .to_owned();
+            return Err(invalid(info, &name, &builtin));
+        }
         let mut causes = Vec::new();
         if let Some(custom) = &info.custom
             && let Some(schema) = &custom.schema
@@ -1406,9 +1414,261 @@ fn create_rules(info: &ResourceInfo, object: &mut Value, now: Timestamp) {
 }
 
 /// Immutable fields and the like on update.
+fn required(field: &str) -> Cause {
+    Cause {
+        reason: "FieldValueRequired".into(),
+        field: field.into(),
+        message: format!("{field}: Required value"),
+    }
+}
+
+fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
+    Cause {
+        reason: "FieldValueNotSupported".into(),
+        field: field.into(),
+        message: format!(
+            "{field}: Unsupported value: {value}: supported values: {}",
+            supported
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Keys of ConfigMap and Secret data (`IsConfigMapKey`).
+fn is_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && key != "."
+        && key != ".."
+}
+
+/// The validation of the built-in kinds whose mistakes a chart or an operator can make (each
+/// type's `Validate…` in `pkg/apis/…/validation`): data keys, TLS Secrets, Pods' containers,
+/// webhook configurations, RBAC role references.
+fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("", "secrets" | "configmaps") => {
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(map) = object[field].as_object() {
+                    for key in map.keys().filter(|k| !is_config_key(k)) {
+                        causes.push(field_invalid(
+                            &format!("{field}[{key}]"),
+                            &Value::String(key.clone()),
+                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                        ));
+                    }
+                }
+            }
+            if object["type"] == "kubernetes.io/tls" {
+                for key in ["tls.crt", "tls.key"] {
+                    if object["data"].get(key).is_none() {
+                        causes.push(required(&format!("data[{key}]")));
+                    }
+                }
+            }
+        }
+        ("", "pods") => {
+            let containers = object["spec"]["containers"].as_array();
+            if containers.is_none_or(Vec::is_empty) {
+                causes.push(required("spec.containers"));
+            }
+            let mut names = BTreeSet::new();
+            for list in ["initContainers", "containers"] {
+                for (i, c) in object["spec"][list]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let name = c["name"].as_str().unwrap_or_default();
+                    if name.is_empty() {
+                        causes.push(required(&format!("spec.{list}[{i}].name")));
+                    } else if !is_label(name) {
+                        causes.push(field_invalid(
+                            &format!("spec.{list}[{i}].name"),
+                            &c["name"],
+                            LABEL,
+                        ));
+                    } else if !names.insert(name.to_owned()) {
+                        causes.push(Cause {
+                            reason: "FieldValueDuplicate".into(),
+                            field: format!("spec.{list}[{i}].name"),
+                            message: format!("spec.{list}[{i}].name: Duplicate value: {:?}", name),
+                        });
+                    }
+                    if c["image"].as_str().is_none_or(str::is_empty) {
+                        causes.push(required(&format!("spec.{list}[{i}].image")));
+                    }
+                }
+            }
+        }
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
+        ) => {
+            let mut names = BTreeSet::new();
+            for (i, hook) in object["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let at = |f: &str| format!("webhooks[{i}].{f}");
+                let name = hook["name"].as_str().unwrap_or_default();
+                if name.is_empty() {
+                    causes.push(required(&at("name")));
+                } else if !is_subdomain(name) || name.split('.').count() < 3 {
+                    causes.push(field_invalid(
+                        &at("name"),
+                        &hook["name"],
+                        "should be a domain with at least three segments separated by dots",
+                    ));
+                } else if !names.insert(name.to_owned()) {
+                    causes.push(Cause {
+                        reason: "FieldValueDuplicate".into(),
+                        field: at("name"),
+                        message: format!("{}: Duplicate value: {name:?}", at("name")),
+                    });
+                }
+                match hook["sideEffects"].as_str() {
+                    None => causes.push(not_supported(
+                        &at("sideEffects"),
+                        &Value::String(String::new()),
+                        &["None", "NoneOnDryRun"],
+                    )),
+                    Some("None" | "NoneOnDryRun") => {}
+                    Some(_) => causes.push(not_supported(
+                        &at("sideEffects"),
+                        &hook["sideEffects"],
+                        &["None", "NoneOnDryRun"],
+                    )),
+                }
+                let versions = hook["admissionReviewVersions"].as_array();
+                if versions.is_none_or(|v| !v.iter().any(|x| x == "v1" || x == "v1beta1")) {
+                    causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: at("admissionReviewVersions"),
+                        message: format!(
+                            "{}: Required value: must specify one of v1, v1beta1",
+                            at("admissionReviewVersions")
+                        ),
+                    });
+                }
+                let client = &hook["clientConfig"];
+                match (client.get("url").is_some(), client.get("service").is_some()) {
+                    (true, true) => causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: at("clientConfig"),
+                        message: format!(
+                            "{}: Required value: exactly one of url or service is required",
+                            at("clientConfig")
+                        ),
+                    }),
+                    (false, false) => causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: at("clientConfig"),
+                        message: format!(
+                            "{}: Required value: exactly one of url or service is required",
+                            at("clientConfig")
+                        ),
+                    }),
+                    _ => {}
+                }
+                if let Some(bundle) = client["caBundle"].as_str()
+                    && base64::engine::general_purpose::STANDARD
+                        .decode(bundle)
+                        .is_err()
+                {
+                    causes.push(field_invalid(
+                        &at("clientConfig.caBundle"),
+                        &json!("…"),
+                        "illegal base64 data",
+                    ));
+                }
+                if !hook["failurePolicy"].is_null()
+                    && !matches!(hook["failurePolicy"].as_str(), Some("Ignore" | "Fail"))
+                {
+                    causes.push(not_supported(
+                        &at("failurePolicy"),
+                        &hook["failurePolicy"],
+                        &["Fail", "Ignore"],
+                    ));
+                }
+                if !hook["reinvocationPolicy"].is_null()
+                    && !matches!(
+                        hook["reinvocationPolicy"].as_str(),
+                        Some("Never" | "IfNeeded")
+                    )
+                {
+                    causes.push(not_supported(
+                        &at("reinvocationPolicy"),
+                        &hook["reinvocationPolicy"],
+                        &["IfNeeded", "Never"],
+                    ));
+                }
+                if let Some(t) = hook["timeoutSeconds"].as_i64()
+                    && !(1..=30).contains(&t)
+                {
+                    causes.push(field_invalid(
+                        &at("timeoutSeconds"),
+                        &hook["timeoutSeconds"],
+                        "the timeout value must be between 1 and 30 seconds",
+                    ));
+                }
+            }
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            let role_ref = &object["roleRef"];
+            if role_ref["name"].as_str().is_none_or(str::is_empty) {
+                causes.push(required("roleRef.name"));
+            }
+            let kinds: &[&str] = if info.resource == "rolebindings" {
+                &["Role", "ClusterRole"]
+            } else {
+                &["ClusterRole"]
+            };
+            if !role_ref["kind"]
+                .as_str()
+                .is_some_and(|k| kinds.contains(&k))
+            {
+                causes.push(not_supported("roleRef.kind", &role_ref["kind"], kinds));
+            }
+            if role_ref["apiGroup"] != "rbac.authorization.k8s.io" {
+                causes.push(not_supported(
+                    "roleRef.apiGroup",
+                    &role_ref["apiGroup"],
+                    &["rbac.authorization.k8s.io"],
+                ));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
 fn update_rules(info: &ResourceInfo, old: &Value, object: &mut Value) -> Result<(), Status> {
     let name = old["metadata"]["name"].as_str().unwrap_or_default();
     match (info.group.as_str(), info.resource.as_str()) {
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
+            if old["roleRef"] != object["roleRef"] =>
+        {
+            Err(invalid(
+                info,
+                name,
+                &[field_invalid(
+                    "roleRef",
+                    &object["roleRef"],
+                    "cannot change roleRef",
+                )],
+            ))
+        }
         ("", "secrets") if old["type"] != object["type"] => Err(invalid(
             info,
             name,
