@@ -410,6 +410,7 @@ spec:
     };
     println!("leader {first} killed; {second} leads");
     cluster.replace_killed_controller().await;
+    cluster.only_leader_is(&second).await;
     // The new leader reconciles: a new mapping is accepted.
     let second_mapping = common::write(
         &dir,
@@ -836,6 +837,32 @@ impl Cluster {
                 ]);
             }
         }
+    }
+
+    /// Every controller replica's `/readyz` says `standby` but `leader`'s (`leading`); in a
+    /// real cluster the Lease alone tells.
+    async fn only_leader_is(&self, leader: &str) {
+        let Self::Local(l) = self else { return };
+        let mut seen = Vec::new();
+        for process in &l.processes {
+            let Some(metrics) = process.metrics else {
+                continue;
+            };
+            let said = reqwest::get(format!("http://{metrics}/readyz"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let want = if process.name == leader {
+                "leading"
+            } else {
+                "standby"
+            };
+            assert_eq!(said, want, "{} says {said}", process.name);
+            seen.push(process.name.clone());
+        }
+        assert_eq!(seen.len(), 2, "two controller replicas run: {seen:?}");
     }
 
     /// On the test API server: no 403, one writer at a time, every RBAC rule used.
@@ -1703,13 +1730,37 @@ impl Real {
     }
 
     fn uninstall(&self) {
-        for namespace in [TEAM, OTHER] {
+        // The scenario's resources while the controller still runs (it clears their
+        // finalizers), the release, then what it keeps (the Secrets namespace) and the
+        // namespaces, so that the next run installs afresh. The CRDs stay (crds.keep).
+        let kubectl = |args: &[&str]| {
             let _ = run(Command::new(peer("kubectl"))
                 .env("KUBECONFIG", &self.kubeconfig)
-                .args(["delete", "namespace", namespace, "--wait=false"]));
+                .args(args)
+                .arg("--ignore-not-found"));
+        };
+        for namespace in [TEAM, OTHER] {
+            kubectl(&[
+                "delete",
+                "rolemappings",
+                "--all",
+                "-n",
+                namespace,
+                "--timeout=60s",
+            ]);
         }
+        kubectl(&[
+            "delete",
+            "iamprovider/e2e",
+            "samlapp/e2e",
+            "connection/e2e-cluster",
+        ]);
         let _ = run(self
             .helm()
-            .args(["uninstall", RELEASE, "--namespace", NAMESPACE]));
+            .args(["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"]));
+        let secrets_namespace = format!("{NAMESPACE}-controller");
+        for namespace in [TEAM, OTHER, secrets_namespace.as_str(), NAMESPACE] {
+            kubectl(&["delete", "namespace", namespace]);
+        }
     }
 }
