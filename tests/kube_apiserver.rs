@@ -1485,3 +1485,68 @@ async fn built_in_kinds_are_validated() {
     );
     assert_eq!(causes(status), ["spec.containers"]);
 }
+
+/// DELETE answers as the registries do: the object for custom resources and Pods, a Success
+/// Status for Secrets; `default` may not be deleted; a create carrying a resourceVersion fails.
+#[tokio::test]
+async fn delete_answers_and_create_preconditions() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
+    let created = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let answer = secrets.delete("s", &DeleteParams::default()).await.unwrap();
+    assert!(
+        answer.is_right(),
+        "a Secret delete answers a Status: {answer:?}"
+    );
+    answer.map_right(|status| {
+        assert_eq!(
+            status.status,
+            Some(kube::core::response::StatusSummary::Success)
+        );
+        assert_eq!(
+            status.details.unwrap().uid,
+            created.metadata.uid.clone().unwrap()
+        );
+    });
+    let api = mappings(&client, "team");
+    api.create(&PostParams::default(), &mapping("m"))
+        .await
+        .unwrap();
+    assert!(
+        api.delete("m", &DeleteParams::default())
+            .await
+            .unwrap()
+            .is_left()
+    );
+    match Api::<Namespace>::all(client.clone())
+        .delete("default", &DeleteParams::default())
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (
+                403,
+                r#"namespaces "default" is forbidden: this namespace may not be deleted"#
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut with_rv = secret.clone();
+    with_rv.metadata.resource_version = Some("5".into());
+    match secrets.create(&PostParams::default(), &with_rv).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message
+                .contains("resourceVersion should not be set on objects to be created"),
+            "{}",
+            s.message
+        ),
+        other => panic!("{other:?}"),
+    }
+}

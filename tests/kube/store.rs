@@ -676,6 +676,19 @@ impl Inner {
             },
             name.clone(),
         );
+        if object["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(super::status_with(
+                500,
+                "InternalError",
+                "Internal error occurred: resourceVersion should not be set on objects to be created",
+                Some(
+                    json!({"causes": [{"message": "resourceVersion should not be set on objects to be created"}]}),
+                ),
+            ));
+        }
         if info.namespaced && object.is_object() {
             meta_mut(&mut object).insert("namespace".into(), Value::String(ns.to_owned()));
         }
@@ -1006,6 +1019,9 @@ impl Inner {
         }
         let being_deleted = !old["metadata"]["deletionTimestamp"].is_null();
         if is_namespace(info) {
+            if matches!(name, "default" | "kube-system" | "kube-public") {
+                return Err(forbidden(info, name, "this namespace may not be deleted"));
+            }
             if being_deleted {
                 return Ok(old);
             }
@@ -1032,7 +1048,15 @@ impl Inner {
         }
         let object = self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
         self.settle(tx, opts.now);
-        Ok(object)
+        if returns_deleted_object(info) {
+            return Ok(object);
+        }
+        // The registry's finalizeDelete for kinds without ReturnDeletedObject.
+        Ok(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": name, "group": info.group, "kind": info.resource,
+                        "uid": object["metadata"]["uid"]},
+        }))
     }
 
     fn orphan_dependents(
@@ -1230,6 +1254,13 @@ impl Inner {
 }
 
 const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Whether an immediate DELETE answers with the deleted object (the registries that set
+/// `ReturnDeletedObject`: pods, services, custom resources) or with a Success Status.
+fn returns_deleted_object(info: &ResourceInfo) -> bool {
+    info.custom.is_some()
+        || (info.group.is_empty() && matches!(info.resource.as_str(), "pods" | "services"))
+}
 
 fn is_namespace(info: &ResourceInfo) -> bool {
     info.group.is_empty() && info.resource == "namespaces"
@@ -1802,6 +1833,9 @@ impl Store {
     /// The object as `info` shows it: `apiVersion` set to the requested version (no conversion:
     /// the CRDs' `None` strategy), or converted for a view (core/v1 Events).
     pub fn as_version(info: &ResourceInfo, mut object: Value) -> Value {
+        if object["kind"] == "Status" {
+            return object;
+        }
         if info.view_of.is_some() {
             return event_to_core(&object);
         }
