@@ -1550,3 +1550,86 @@ async fn delete_answers_and_create_preconditions() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Metadata-only requests (rolegate's index watches ServiceAccounts as
+/// `PartialObjectMeta`): PartialObjectMetadata objects and lists, no spec or secrets.
+#[tokio::test]
+async fn metadata_only_lists_and_watches() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::core::PartialObjectMeta;
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "app",
+        "annotations": {"rolegate.dev/role": "reader"}}, "automountServiceAccountToken": false}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let meta: Api<PartialObjectMeta<ServiceAccount>> = Api::namespaced(client.clone(), "team");
+    let one = meta.get("app").await.unwrap();
+    assert_eq!(
+        one.metadata.annotations.unwrap()["rolegate.dev/role"],
+        "reader"
+    );
+    let list = meta.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+    assert_eq!(list.items.len(), 2, "default and app");
+    // Through the raw request: nothing but metadata.
+    let raw = client
+        .request_text(
+            http::Request::get("/api/v1/namespaces/team/serviceaccounts/app")
+                .header(
+                    "Accept",
+                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                )
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let raw: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(raw["kind"], "PartialObjectMetadata");
+    assert!(raw.get("automountServiceAccountToken").is_none(), "{raw}");
+    // A reflector over metadata, as rolegate's index runs it.
+    let writer =
+        kube::runtime::reflector::store::Writer::<PartialObjectMeta<ServiceAccount>>::default();
+    let reader = writer.as_reader();
+    let watcher = kube::runtime::watcher(meta, kube::runtime::watcher::Config::default());
+    let running = tokio::spawn(
+        kube::runtime::WatchStreamExt::reflect(watcher, writer).for_each(|_| async {}),
+    );
+    reader.wait_until_ready().await.unwrap();
+    sas.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"rolegate.dev/role": "writer"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let role = reader
+                .state()
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some("app"))
+                .and_then(|s| {
+                    s.metadata
+                        .annotations
+                        .as_ref()?
+                        .get("rolegate.dev/role")
+                        .cloned()
+                });
+            if role.as_deref() == Some("writer") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    running.abort();
+}

@@ -340,6 +340,25 @@ fn wants_table(headers: &HeaderMap) -> bool {
         })
 }
 
+/// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`: metadata only
+/// (what kube's `Api<PartialObjectMeta<K>>` asks for).
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+        })
+}
+
+/// An object as `PartialObjectMetadata`.
+pub fn partial(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
 fn dry_run(query: &HashMap<String, String>) -> Result<bool, Status> {
     match query.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
@@ -472,10 +491,13 @@ async fn serve_resource(
                     &table::table(&info, &[object], shared.store.current_rv(), include, now),
                 ));
             }
+            if wants_metadata(headers) {
+                return Ok(json_response(200, &partial(&object)));
+            }
             Ok(json_response(200, &object))
         }
         "list" => list(shared, &info, request, query, headers, now),
-        "watch" => watch_response(shared, &info, request, query),
+        "watch" => watch_response(shared, &info, request, query, wants_metadata(headers)),
         "create" => {
             let mut object = parse_body(body, headers)?;
             if request.subresource == "token" {
@@ -809,6 +831,12 @@ fn list(
         }
         return Ok(json_response(200, &t));
     }
+    if wants_metadata(headers) {
+        let mut body = list_body(info, items.iter().map(partial).collect(), rv, next);
+        body["kind"] = json!("PartialObjectMetadataList");
+        body["apiVersion"] = json!("meta.k8s.io/v1");
+        return Ok(json_response(200, &body));
+    }
     Ok(json_response(200, &list_body(info, items, rv, next)))
 }
 
@@ -825,6 +853,7 @@ fn watch_response(
     info: &ResourceInfo,
     request: &RequestInfo,
     query: &HashMap<String, String>,
+    metadata_only: bool,
 ) -> Result<Response, Status> {
     let (labels, fields) = selectors(info, query)?;
     let ns = (!request.namespace.is_empty() && info.namespaced).then(|| request.namespace.clone());
@@ -855,6 +884,7 @@ fn watch_response(
         namespace: ns.clone(),
         labels: labels.clone(),
         fields: fields.clone(),
+        metadata_only,
     };
     let rv = query
         .get("resourceVersion")

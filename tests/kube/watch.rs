@@ -39,6 +39,8 @@ pub struct Filter {
     pub namespace: Option<String>,
     pub labels: LabelSelector,
     pub fields: FieldSelector,
+    /// Objects as `PartialObjectMetadata`.
+    pub metadata_only: bool,
 }
 
 impl Filter {
@@ -77,6 +79,9 @@ impl Filter {
             ChangeKind::Deleted if now => "DELETED",
             _ => return None,
         };
+        if self.metadata_only {
+            return Some((kind, super::http::partial(&shown)));
+        }
         Some((kind, shown))
     }
 
@@ -85,7 +90,15 @@ impl Filter {
         if initial_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        json!({"type": "BOOKMARK", "object": {"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata}})
+        let (kind, api_version) = if self.metadata_only {
+            (
+                "PartialObjectMetadata".to_owned(),
+                "meta.k8s.io/v1".to_owned(),
+            )
+        } else {
+            (self.info.kind.clone(), self.info.api_version())
+        };
+        json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}})
     }
 }
 
@@ -141,6 +154,11 @@ pub fn body(filter: Filter, start: Start, bookmarks: bool, timeout: Duration) ->
             rx,
         } => {
             for item in items {
+                let item = if filter.metadata_only {
+                    super::http::partial(&item)
+                } else {
+                    item
+                };
                 queue.push_back(line(&json!({"type": "ADDED", "object": item})));
             }
             if initial_end {
