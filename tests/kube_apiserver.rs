@@ -608,6 +608,17 @@ async fn watch_delivers_added_modified_deleted_and_bookmarks() {
         }
         other => panic!("expected 410, got {other:?}"),
     }
+    // A resourceVersion from the future: 504 Too large resource version.
+    let future = (server.store().current_rv() + 100).to_string();
+    let mut stream = api
+        .watch(&WatchParams::default(), &future)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (504, "Timeout")),
+        other => panic!("expected 504, got {other:?}"),
+    }
     // kube's watcher recovers from it by relisting; a reflector sees the current state.
     let writer =
         kube::runtime::reflector::store::Writer::new(resource("RoleMapping", "rolemappings"));

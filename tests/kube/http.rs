@@ -789,6 +789,15 @@ fn list(
     let ns =
         (!request.namespace.is_empty() && info.namespaced).then_some(request.namespace.as_str());
     let (mut items, mut rv) = shared.store.list(info, ns, &labels, &fields);
+    // resourceVersion=N (NotOlderThan, the default match): the current state is at least N,
+    // unless N is from the future.
+    if let Some(n) = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+        && n > rv
+    {
+        return Err(too_large(n, rv));
+    }
     // Continue tokens: base64 JSON of the list's resourceVersion and the last key served.
     if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
         let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -907,9 +916,14 @@ fn watch_response(
                 "invalid resource version: {rv}"
             )));
         };
-        match shared.store.watch_from(n) {
-            Ok((backlog, rx)) => watch::Start::From { rv: n, backlog, rx },
-            Err(status) => watch::Start::Expired(status),
+        let current = shared.store.current_rv();
+        if n > current {
+            watch::Start::Expired(too_large(n, current))
+        } else {
+            match shared.store.watch_from(n) {
+                Ok((backlog, rx)) => watch::Start::From { rv: n, backlog, rx },
+                Err(status) => watch::Start::Expired(status),
+            }
         }
     };
     let mut response = Response::new(watch::body(filter, start, bookmarks, timeout));
@@ -918,6 +932,19 @@ fn watch_response(
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+/// 504 for a resourceVersion newer than the server's (the watch cache's
+/// `waitUntilFreshAndBlock` gives up so).
+fn too_large(requested: u64, current: u64) -> Status {
+    super::status_with(
+        504,
+        "Timeout",
+        &format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        Some(
+            json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+        ),
+    )
 }
 
 fn invalid_params(field: &str, message: &str) -> Status {

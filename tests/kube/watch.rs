@@ -4,7 +4,8 @@
 //! - `resourceVersion` unset or `"0"`: synthetic ADDED events for every current object, then the
 //!   changes; `resourceVersion=N`: every change after N, or (N older than the history) a single
 //!   ERROR event carrying a 410 `Expired` Status, as the watch cache answers (`newErrWatcher`),
-//!   after which clients relist;
+//!   after which clients relist; N newer than the server's newest is an ERROR event with 504
+//!   `Timeout: Too large resource version` (a list answers that 504 directly);
 //! - `sendInitialEvents=true`: the current objects as ADDED, then a BOOKMARK annotated
 //!   `k8s.io/initial-events-end: "true"` (streaming lists);
 //! - `allowWatchBookmarks=true`: a BOOKMARK (only `kind`, `apiVersion` and
