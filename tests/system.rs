@@ -1169,6 +1169,7 @@ impl Local {
                 if let Ok(cm) = configmaps.get(name).await {
                     break cm.data.unwrap_or_default();
                 }
+                self.no_forbidden();
                 assert!(Instant::now() < deadline, "ConfigMap {name} never appeared");
                 tokio::time::sleep(Duration::from_millis(300)).await;
             };
@@ -1200,9 +1201,31 @@ impl Local {
                     std::fs::read_to_string(&process.log).unwrap_or_default()
                 );
             }
+            self.no_forbidden();
             assert!(Instant::now() < deadline, "{pod} is not ready at {url}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The requests of the release's ServiceAccounts the API server refused with 403.
+    fn forbidden(&self) -> Vec<String> {
+        let prefix = format!("system:serviceaccount:{NAMESPACE}:");
+        self.api
+            .audit()
+            .iter()
+            .filter(|e| e.user.starts_with(&prefix) && e.code == 403)
+            .map(describe)
+            .collect()
+    }
+
+    /// Fails at once, naming the refused requests, if a component got 403.
+    fn no_forbidden(&self) {
+        let forbidden = self.forbidden();
+        assert!(
+            forbidden.is_empty(),
+            "components were refused by the chart's RBAC:\n{}",
+            forbidden.join("\n")
+        );
     }
 
     fn kill_controller(&mut self, holder: &str) {
@@ -1231,19 +1254,6 @@ impl Local {
                 )
             })
             .collect();
-        let describe = |e: &kube_server::AuditEntry| {
-            let a = &e.attrs;
-            let resource = if a.subresource.is_empty() {
-                a.resource.clone()
-            } else {
-                format!("{}/{}", a.resource, a.subresource)
-            };
-            format!(
-                "{} {} {}{} (group {:?}, namespace {:?}, name {:?}) -> {}",
-                e.user, a.verb, resource, "", a.api_group, a.namespace, a.name, e.code
-            )
-        };
-
         if std::env::var_os("ROLEGATE_SYSTEM_AUDIT").is_some() {
             for e in &audit {
                 println!(
@@ -1372,6 +1382,9 @@ impl Local {
     }
 
     fn print_logs(&self) {
+        for refused in self.forbidden() {
+            eprintln!("refused: {refused}");
+        }
         for process in &self.processes {
             let log = std::fs::read_to_string(&process.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
@@ -1389,6 +1402,20 @@ impl Drop for Local {
             self.print_logs();
         }
     }
+}
+
+/// One request of the audit log: who, the verb, the resource, where, and the answer.
+fn describe(e: &kube_server::AuditEntry) -> String {
+    let a = &e.attrs;
+    let resource = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    format!(
+        "{} {} {resource} (group {:?}, namespace {:?}, name {:?}) -> {}",
+        e.user, a.verb, a.api_group, a.namespace, a.name, e.code
+    )
 }
 
 /// The replica in a `User-Agent` of `rolegate::cluster::user_agent`: `rolegate/V (component;
