@@ -634,6 +634,21 @@ async fn watch_delivers_added_modified_deleted_and_bookmarks() {
         .map(|o| o.metadata.name.clone().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+    // Streaming lists (sendInitialEvents): the initial events end with a bookmark.
+    let streaming =
+        kube::runtime::reflector::store::Writer::new(resource("RoleMapping", "rolemappings"));
+    let streamed = streaming.as_reader();
+    let config = kube::runtime::watcher::Config::default().streaming_lists();
+    let watcher = kube::runtime::watcher(api.clone(), config);
+    let running_streaming = tokio::spawn(
+        kube::runtime::WatchStreamExt::reflect(watcher, streaming).for_each(|_| async {}),
+    );
+    tokio::time::timeout(Duration::from_secs(5), streamed.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(streamed.state().len(), 2);
+    running_streaming.abort();
     api.create(&PostParams::default(), &mapping("later"))
         .await
         .unwrap();
@@ -767,6 +782,22 @@ async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
     let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(manifests)).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("samlapp.rolegate.dev/aws created"), "{out}");
+    // A built-in kind applied again with a change: kubectl sends a strategic merge patch.
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: team, labels: {a: one}}\ndata: {k: v1, gone: x}\n";
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(cm)).await;
+    assert!(ok, "{out}{err}");
+    let cm2 = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: team, labels: {a: two}}\ndata: {k: v2}\n";
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(cm2)).await;
+    assert!(ok && out.contains("configmap/c configured"), "{out}{err}");
+    let (ok, out, err) = kubectl(&kc, &["get", "cm", "c", "-n", "team", "-o", "json"], None).await;
+    assert!(ok, "{err}");
+    let c: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        c["data"],
+        json!({"k": "v2"}),
+        "the key dropped from the manifest is removed"
+    );
+    assert_eq!(c["metadata"]["labels"]["a"], "two");
     // Applying again with a change: a merge patch for the custom resource.
     let changed = manifests.replace("provider: prod", "provider: staging");
     let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&changed)).await;

@@ -443,3 +443,58 @@ fn invalid_cause(path: &str, value: &Value, rule: &str) -> Cause {
         field: path.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(&json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"x-kubernetes-int-or-string": true},
+                        "note": {"type": "string", "nullable": true, "default": "n"},
+                        "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "items": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "integer", "default": 1}}}},
+                    },
+                },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn structural_extras() {
+        let s = schema();
+        let mut o = json!({"spec": {"port": "http", "note": null, "free": {"any": {"thing": 1}},
+                                     "labels": {"a": "b"}, "items": [{"x": 1}], "gone": true}});
+        let dropped = s.prune(&mut o);
+        assert_eq!(dropped, ["spec.gone", "spec.items[0].x"]);
+        s.default(&mut o);
+        // A nullable field keeps its null; an absent one gets its default; items get theirs.
+        assert_eq!(o["spec"]["note"], Value::Null);
+        assert_eq!(o["spec"]["mode"], "a");
+        assert_eq!(o["spec"]["items"][0]["n"], 1);
+        assert_eq!(o["spec"]["free"]["any"]["thing"], 1);
+        assert!(s.validate(&o).is_empty(), "{:?}", s.validate(&o));
+        // int-or-string takes both, and nothing else.
+        o["spec"]["port"] = json!(8080);
+        assert!(s.validate(&o).is_empty());
+        o["spec"]["port"] = json!(true);
+        assert_eq!(s.validate(&o)[0].field, "spec.port");
+        o["spec"]["port"] = json!(1);
+        o["spec"]["labels"]["a"] = json!(2);
+        let causes = s.validate(&o);
+        assert_eq!(causes[0].field, "spec.labels.a");
+        assert_eq!(causes[0].reason, "FieldValueTypeInvalid");
+        assert!(
+            causes[0].message.contains("must be of type string"),
+            "{causes:?}"
+        );
+    }
+}
