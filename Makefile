@@ -15,10 +15,14 @@ test: peers
 peers:
 	tests/peers/install.sh
 
-## Against a real, disposable cluster (the current kubeconfig): CRDs, resources, controller,
-## server, statuses and a pod's credentials.
+## The system test's scenario (tests/system.rs) against a real, disposable cluster, the chart
+## installed there with helm: ROLEGATE_E2E_KUBECONFIG names it (or KUBECONFIG with
+## ROLEGATE_E2E=1), ROLEGATE_E2E_IMAGE the image loaded into its nodes (default rolegate:e2e),
+## ROLEGATE_E2E_MOTO_HOST where its pods reach this machine's moto (ROLEGATE_MOTO_HOST=0.0.0.0
+## binds it there), ROLEGATE_E2E_NODE_EXEC a command prefix that runs on a node's network (the
+## agent's link-local address). .github/workflows/e2e-kind.yml runs it on kind.
 e2e: peers
-	scripts/with-moto.sh $(CARGO) test --test e2e_cluster -- --ignored --nocapture
+	scripts/with-moto.sh $(CARGO) test --test system -- --ignored --nocapture system_on_a_real_cluster
 
 ## The container image without Docker (scripts/image.sh: release binary, mmdebstrap, umoci) as an
 ## OCI layout in target/image (+ target/image.tar), then tests/image.rs runs it from the unpacked

@@ -7,7 +7,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${ROLEGATE_PEERS:-$repo/.peers}/venv"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="${TMPDIR:-/tmp}/rolegate-moto-$port.log"
-"$venv/bin/python" "$repo/tests/peers/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# ROLEGATE_MOTO_HOST=0.0.0.0 also serves a cluster's pods (make e2e); loopback by default.
+"$venv/bin/python" "$repo/tests/peers/moto_server.py" -H "${ROLEGATE_MOTO_HOST:-127.0.0.1}" -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

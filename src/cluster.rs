@@ -20,6 +20,34 @@ use crate::store::index::{Index, follow};
 use crate::tokenreview::KubeTokenReviewer;
 use crate::tokens::TokenVerifier;
 
+/// A client for the cluster of the kubeconfig or the pod's service account, as
+/// `Client::try_default`, that names itself in every request's `User-Agent`:
+/// `rolegate/<version> (<component>; <POD_NAME, else pid-N>)`. API server audit logs then tell
+/// the components, and a leader from its standby (same ServiceAccount), apart.
+///
+/// # Errors
+/// No kubeconfig or in-cluster config.
+pub async fn kube_client(component: &str) -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let instance =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let agent = user_agent(component, &instance);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&agent) {
+        config.headers.push((axum::http::header::USER_AGENT, value));
+    }
+    Client::try_from(config)
+}
+
+/// PURE: the `User-Agent` of [`kube_client`].
+pub fn user_agent(component: &str, instance: &str) -> String {
+    format!(
+        "rolegate/{} ({component}; {instance})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Options of `rolegate server`.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -93,7 +121,7 @@ pub enum ServerError {
 /// # Errors
 /// No cluster, or a listener that cannot be bound.
 pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
-    let client = Client::try_default().await?;
+    let client = kube_client("server").await?;
     let store = Arc::new(SharedSnapshot::default());
     let keys = Arc::new(KeyRing::default());
     let ready = Arc::new(AtomicBool::new(false));

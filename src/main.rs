@@ -65,9 +65,11 @@ async fn explain(args: &ExplainArgs) -> Result<bool, Box<dyn std::error::Error>>
         match &args.config {
             Some(dir) => rolegate::store::files::load_dir(dir)?,
             None => {
-                let client = kube::Client::try_default().await.map_err(|e| {
-                    format!("no cluster to explain against (or give --config DIR): {e}")
-                })?;
+                let client = rolegate::cluster::kube_client("explain")
+                    .await
+                    .map_err(|e| {
+                        format!("no cluster to explain against (or give --config DIR): {e}")
+                    })?;
                 let index = rolegate::store::index::Index::start(&client, &args.operator_namespace);
                 let wait = std::time::Duration::from_secs(args.timeout_seconds);
                 tokio::time::timeout(wait, index.ready()).await.map_err(|_| {

@@ -70,7 +70,7 @@ fn ci_runs_the_readme_test_command_and_the_lints() {
 fn every_make_target_the_workflows_run_exists() {
     let known = makefile_targets();
     assert!(known.contains("image"), "{known:?}");
-    for name in ["ci.yml", "release.yml"] {
+    for name in ["ci.yml", "release.yml", "e2e-kind.yml"] {
         for target in make_targets(&workflow(name)) {
             assert!(
                 known.contains(&target),
@@ -82,7 +82,7 @@ fn every_make_target_the_workflows_run_exists() {
 
 #[test]
 fn actions_are_pinned_to_full_versions() {
-    for name in ["ci.yml", "release.yml"] {
+    for name in ["ci.yml", "release.yml", "e2e-kind.yml"] {
         let wf = workflow(name);
         let mut uses: Vec<&str> = steps(&wf)
             .iter()
@@ -186,4 +186,35 @@ fn dockerfile_and_image_script_make_the_same_layout() {
         assert!(dockerfile.contains(docker), "Dockerfile: {docker}");
         assert!(script.contains(umoci), "scripts/image.sh: {umoci}");
     }
+}
+
+#[test]
+fn e2e_kind_builds_the_image_loads_it_into_kind_and_runs_make_e2e() {
+    let wf = workflow("e2e-kind.yml");
+    let runs: Vec<&str> = steps(&wf)
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect();
+    let all = runs.join("\n");
+    assert!(make_targets(&wf).contains("e2e"), "{all}");
+    let image = wf["env"]["IMAGE"].as_str().unwrap();
+    assert!(
+        image.contains(':') && !image.ends_with(":latest"),
+        "a pinned tag kind's node keeps: {image}"
+    );
+    assert!(
+        all.contains("docker build --tag \"$IMAGE\" ."),
+        "built from the Dockerfile"
+    );
+    assert!(all.contains("kind load docker-image \"$IMAGE\" --name \"$CLUSTER\""));
+    let e2e = steps(&wf)
+        .into_iter()
+        .find(|s| s["run"].as_str().is_some_and(|r| r.contains("make e2e")))
+        .unwrap();
+    assert_eq!(e2e["env"]["ROLEGATE_E2E_IMAGE"], "${{ env.IMAGE }}");
+    assert!(steps(&wf).iter().any(|s| {
+        s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("helm/kind-action@"))
+    }));
 }

@@ -67,7 +67,7 @@ pub async fn remove_once(client: kube::Client, taint: &StartupTaint) -> Result<b
 /// Removes the taint, retrying with backoff (1 s doubling to 30 s) until it is gone. Runs in
 /// the background: the agent serves meanwhile.
 pub async fn remove_startup_taint(taint: StartupTaint) {
-    let client = match kube::Client::try_default().await {
+    let client = match crate::cluster::kube_client("agent").await {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, node = %taint.node,

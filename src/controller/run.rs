@@ -183,7 +183,7 @@ async fn keep_certificates(
 /// No cluster, no listener, or lost leadership: another holder, or no renewal within the renew
 /// deadline (the process exits non-zero and its replacement campaigns again).
 pub async fn run(options: ControllerOptions) -> Result<(), RunError> {
-    let client = Client::try_default().await?;
+    let client = crate::cluster::kube_client("controller").await?;
     let mut registry = Registry::with_prefix("rolegate");
     let mut ctx = Context::new(
         client.clone(),

