@@ -171,7 +171,7 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
 fn assert_role_from_the_mapping(seen: &Seen) {
     assert_eq!(
         seen.attr(AWS_ROLE).unwrap(),
-        [seen.principal.clone()],
+        std::slice::from_ref(&seen.principal),
         "{}",
         seen.sp
     );

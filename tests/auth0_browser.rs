@@ -84,7 +84,7 @@ impl Browser {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(r) = http.get(format!("{base}/status")).send().await.ok() {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
                 let status: Value = r.json().await.unwrap();
                 if status["value"]["ready"] == true {
                     break;
