@@ -423,6 +423,15 @@ fn the_cli_turns_the_seed_into_a_samlapp_the_crd_schema_accepts() {
     let expected =
         std::fs::read_to_string(common::repo().join("examples/auth0/aws-samlapp.yaml")).unwrap();
     assert_eq!(yaml, expected, "examples/auth0/aws-samlapp.yaml is stale");
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```json\n{}\n```", SEED.trim_end())),
+        "the README's seed JSON is not examples/auth0/aws-addon.json"
+    );
+    assert!(
+        readme.contains(&format!("```yaml\n{}\n```", yaml.trim_end())),
+        "the README's SAMLApp is not the import's output"
+    );
 
     // Every field is in the CRD's schema (none would be pruned) and the schema validates.
     let doc = write(dir.path(), "aws.yaml", &yaml);
