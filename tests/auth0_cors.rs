@@ -47,6 +47,8 @@ async fn post(
             ("client_id", "rolegate"),
             ("role", ROLE),
             ("principal", &principal),
+            // auth0.js 7 sends an empty api_type when the caller names no `api`.
+            ("api_type", ""),
         ]);
     if let Some(origin) = origin {
         request = request.header("Origin", origin);

@@ -532,7 +532,12 @@ async fn delegate(
             format!("grant_type must be {JWT_BEARER}"),
         ));
     }
-    if let Some(api_type) = request.api_type.as_deref().filter(|a| *a != "aws") {
+    // auth0.js 7 sends `api_type=` (empty) when the caller names no `api`: the same as none.
+    if let Some(api_type) = request
+        .api_type
+        .as_deref()
+        .filter(|a| !a.is_empty() && *a != "aws")
+    {
         return Err(ApiError::bad_request(
             "invalid_request",
             format!("api_type {api_type:?} is not supported; use aws"),
