@@ -513,7 +513,7 @@ fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
     if let Some(value) = origin.and_then(|o| header::HeaderValue::from_str(o).ok()) {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        h.append(header::VARY, header::HeaderValue::from_static("origin"));
+        h.append(header::VARY, header::HeaderValue::from_static("Origin"));
     }
     response
 }
