@@ -477,23 +477,9 @@ pub async fn delegation_preflight(State(state): State<AppState>, headers: Header
     match decision {
         cors::Decision::Allowed(origin) => {
             let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
-            let h = response.headers_mut();
-            for (name, value) in [
-                (
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    cors::ALLOWED_METHODS.to_owned(),
-                ),
-                (
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    cors::ALLOWED_HEADERS.to_owned(),
-                ),
-                (
-                    header::ACCESS_CONTROL_MAX_AGE,
-                    cors::MAX_AGE_SECONDS.to_string(),
-                ),
-            ] {
+            for (name, value) in cors::preflight_headers(&origin) {
                 if let Ok(value) = header::HeaderValue::from_str(&value) {
-                    h.insert(name, value);
+                    response.headers_mut().insert(name, value);
                 }
             }
             with_cors(response, Some(&origin))
