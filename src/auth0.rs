@@ -213,12 +213,15 @@ pub fn import_addon(settings: &str, name: &str) -> Result<Imported, ImportError>
                     });
                 };
                 let mut kept = Map::new();
+                let is_aws = |name: &str| {
+                    name.to_ascii_lowercase()
+                        .starts_with(&aws::ATTRIBUTE_PREFIX.to_ascii_lowercase())
+                };
                 for (claim, attribute) in mappings {
                     let attribute = string(&format!("mappings.{claim}"), attribute)?;
-                    if attribute
-                        .to_ascii_lowercase()
-                        .starts_with(&aws::ATTRIBUTE_PREFIX.to_ascii_lowercase())
-                    {
+                    // Either direction: the add-on writes claim → attribute, a Rule's
+                    // `context.samlConfiguration.mappings` attribute → claim.
+                    if is_aws(&attribute) || is_aws(claim) {
                         notes.push(format!(
                             "mappings.{claim} → {attribute} is left out: rolegate sets AWS's attributes from RoleMappings (the Auth0 Rule's job), never from a claim; see docs/auth0.md"
                         ));
@@ -430,22 +433,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
-    /// The settings Auth0's AWS integration tells people to paste.
-    pub const AWS_SEED: &str = r#"{
-  "audience": "https://signin.aws.amazon.com/saml",
-  "mappings": {
-    "email": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
-    "name": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
-  },
-  "createUpnClaim": false,
-  "passthroughClaimsWithNoMapping": false,
-  "mapUnknownClaimsAsIs": false,
-  "mapIdentities": false,
-  "nameIdentifierFormat": "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
-  "nameIdentifierProbes": [
-    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier"
-  ]
-}"#;
+    /// The settings Auth0's AWS integration tells people to paste, trailing commas and all.
+    const AWS_SEED: &str = include_str!("../examples/auth0/aws-addon.json");
 
     #[test]
     fn the_aws_seed_becomes_a_samlapp() {
@@ -458,7 +447,7 @@ mod tests {
         assert_eq!(spec.mappings.len(), 2);
         assert_eq!(
             spec.name_identifier_probes,
-            ["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier"]
+            ["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"]
         );
         let again: SAMLApp = serde_saphyr::from_str(&imported.yaml).unwrap();
         assert_eq!(again.spec, imported.app.spec);
@@ -475,6 +464,7 @@ mod tests {
     #[test]
     fn aws_attribute_mappings_are_left_out_with_a_note() {
         let text = r#"{"mappings": {
+            "https://aws.amazon.com/SAML/Attributes/PrincipalTag:team": "team",
             "awsrole": "https://aws.amazon.com/SAML/Attributes/Role",
             "rolesessionname": "https://aws.amazon.com/SAML/Attributes/RoleSessionName",
             "email": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"}}"#;

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const SEED: &str = include_str!("../examples/auth0/aws-addon.json");
+const SEED_WITH_ROLE_MAPPINGS: &str =
+    include_str!("../examples/auth0/aws-addon-with-role-mappings.json");
 const CLAIMS: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/";
 const GROUP: &str = "http://schemas.xmlsoap.org/claims/Group";
 const AWS_ROLE: &str = "https://aws.amazon.com/SAML/Attributes/Role";
@@ -171,7 +173,7 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
 fn assert_role_from_the_mapping(seen: &Seen) {
     assert_eq!(
         seen.attr(AWS_ROLE).unwrap(),
-        [seen.principal.clone()],
+        std::slice::from_ref(&seen.principal),
         "{}",
         seen.sp
     );
@@ -185,7 +187,8 @@ fn assert_role_from_the_mapping(seen: &Seen) {
 async fn the_aws_seed_settings_give_the_attributes_auth0_gave() {
     let seen = assertion_for(SEED, None).await;
     assert_role_from_the_mapping(&seen);
-    assert_eq!(seen.sp["name_id"], "alice", "{}", seen.sp);
+    // nameIdentifierProbes: the email address.
+    assert_eq!(seen.sp["name_id"], "alice@example.com", "{}", seen.sp);
     assert_eq!(
         seen.sp["name_id_format"],
         "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -222,6 +225,23 @@ async fn the_aws_seed_settings_give_the_attributes_auth0_gave() {
     assert_eq!(
         seen.sp["name_formats"][GROUP],
         "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_role_mappings_in_the_settings_give_way_to_the_rolemapping() {
+    let seen = assertion_for(SEED_WITH_ROLE_MAPPINGS, None).await;
+    // Role and RoleSessionName are the RoleMapping's, not the claims' `awsRole`/`awsRoleSession`.
+    assert_role_from_the_mapping(&seen);
+    assert_eq!(
+        seen.attr("https://aws.amazon.com/SAML/Attributes/RoleSessionName")
+            .unwrap(),
+        ["alice"]
+    );
+    assert_eq!(seen.sp["name_id"], "alice@example.com");
+    assert_eq!(
+        seen.attr(&format!("{CLAIMS}emailaddress")).unwrap(),
+        ["alice@example.com"]
     );
 }
 
@@ -399,7 +419,7 @@ async fn each_setting_on_its_own_has_auth0s_documented_effect() {
 #[test]
 fn the_cli_turns_the_seed_into_a_samlapp_the_crd_schema_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = common::repo().join("examples/auth0/aws-addon.json");
+    let seed = common::repo().join("examples/auth0/aws-addon-with-role-mappings.json");
     let out = Command::new(env!("CARGO_BIN_EXE_rolegate"))
         .args(["import", "auth0-addon"])
         .arg(&seed)
@@ -415,14 +435,41 @@ fn the_cli_turns_the_seed_into_a_samlapp_the_crd_schema_accepts() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains(
-            "note: mappings.awsrole → https://aws.amazon.com/SAML/Attributes/Role is left out"
+            "note: mappings.awsRole → https://aws.amazon.com/SAML/Attributes/Role is left out"
         ),
         "{stderr}"
     );
-    // The README shows exactly this output.
+    assert!(yaml.contains(
+        "# mappings.awsRoleSession → https://aws.amazon.com/SAML/Attributes/RoleSessionName is left out"
+    ));
+    assert!(!yaml.contains("  awsRole"), "{yaml}");
+
+    // The seed as the docs print it (trailing commas and all): the README shows exactly this
+    // output.
+    let out = Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(["import", "auth0-addon"])
+        .arg(common::repo().join("examples/auth0/aws-addon.json"))
+        .args(["--name", "aws"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
     let expected =
         std::fs::read_to_string(common::repo().join("examples/auth0/aws-samlapp.yaml")).unwrap();
     assert_eq!(yaml, expected, "examples/auth0/aws-samlapp.yaml is stale");
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```json\n{}\n```", SEED.trim_end())),
+        "the README's seed JSON is not examples/auth0/aws-addon.json"
+    );
+    assert!(
+        readme.contains(&format!("```yaml\n{}\n```", yaml.trim_end())),
+        "the README's SAMLApp is not the import's output"
+    );
 
     // Every field is in the CRD's schema (none would be pruned) and the schema validates.
     let doc = write(dir.path(), "aws.yaml", &yaml);

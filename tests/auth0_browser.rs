@@ -1,14 +1,16 @@
 //! Auth0's own browser sample for the AWS integration, running in a real browser against
 //! rolegate: headless Debian Chromium (driven over WebDriver by chromedriver) opens
-//! `examples/auth0-browser/` served from its own origin; the sample's unmodified `app.js`
-//! calls `auth0.getDelegationToken(...)` (auth0.js 7.6.1, bundled by esbuild) against
-//! rolegate's `/delegation` over https (a test CA the browser trusts by its key), then
-//! `putObject` with the AWS SDK for JavaScript v2 into moto's S3. boto3 finds the object under
-//! the person's prefix. The same page from an origin the SAMLApp does not allow gets nothing:
-//! the server refuses it with 403 before signing anything, and no object lands.
+//! `examples/auth0-browser/` served from its own origin. The documentation's "Client Side
+//! sample code" (`sample.js`) calls `auth0.getDelegationToken(...)` (auth0.js 7.6.1, bundled by
+//! esbuild) against rolegate's `/delegation` over https (a test CA the browser trusts by its
+//! key), then `putObject` with the AWS SDK for JavaScript v2 into moto's S3. boto3 finds the
+//! object under the person's prefix. The same page from an origin the SAMLApp does not allow
+//! gets nothing: the server refuses it with 403 before signing anything, the sample never arms
+//! its upload button, and no object lands.
 //!
-//! Only `config.js` differs from the committed example: the test writes its configuration
-//! values (addresses, client IDs, ARNs, bucket) and the login step's id_token.
+//! Only configuration values differ from the committed example: the test sets them in
+//! `config.js` and `sample.js` (addresses, client IDs, ARNs, bucket, the login's id_token),
+//! each replacement asserted to hit exactly one literal.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth0_support;
@@ -84,7 +86,7 @@ impl Browser {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(r) = http.get(format!("{base}/status")).send().await.ok() {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
                 let status: Value = r.json().await.unwrap();
                 if status["value"]["ready"] == true {
                     break;
@@ -186,6 +188,26 @@ impl Browser {
         .await;
     }
 
+    /// Clicks `button` until `results` shows something: the sample arms the button only once
+    /// its delegation call has answered.
+    async fn click_until_result(&self, button: &str, results: &str) -> String {
+        let id = self.find(results).await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.click(button).await;
+            for _ in 0..20 {
+                let text = self
+                    .command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+                    .await;
+                if let Some(t) = text.as_str().filter(|t| !t.is_empty()) {
+                    return t.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(Instant::now() < deadline, "{results:?} stayed empty");
+        }
+    }
+
     /// The text of `css` once it is not empty.
     async fn text_of(&self, css: &str) -> String {
         let id = self.find(css).await;
@@ -203,9 +225,12 @@ impl Browser {
     }
 }
 
-/// Serves the example page on its own origin: `index.html` and `app.js` as committed,
-/// `config.js` as given, and the two libraries from the peers folder.
-async fn serve_page(config_js: String, listener: tokio::net::TcpListener) -> String {
+/// Serves the example page on its own origin: `index.html` as committed, `config.js` and
+/// `sample.js` with their configuration values set, and the libraries from the peers folder.
+async fn serve_page(
+    (config_js, sample_js): (String, String),
+    listener: tokio::net::TcpListener,
+) -> String {
     let example = common::repo().join("examples/auth0-browser");
     let js = peers().join("js");
     let file = |path: PathBuf, kind: &'static str| {
@@ -224,8 +249,23 @@ async fn serve_page(config_js: String, listener: tokio::net::TcpListener) -> Str
             axum::routing::get(file(example.join("index.html"), "text/html")),
         )
         .route(
-            "/app.js",
-            axum::routing::get(file(example.join("app.js"), "text/javascript")),
+            "/sample.js",
+            axum::routing::get(move || {
+                let body = sample_js.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/jquery.min.js",
+            axum::routing::get(file(
+                js.join("node_modules/jquery/dist/jquery.min.js"),
+                "text/javascript",
+            )),
         )
         .route(
             "/auth0.min.js",
@@ -255,59 +295,59 @@ async fn serve_page(config_js: String, listener: tokio::net::TcpListener) -> Str
     url
 }
 
-/// The committed `config.js` with the test's values for its configuration lines.
-fn config_js(domain: &str, bucket: &str, id_token: &str, user_id: &str) -> String {
-    let committed =
-        std::fs::read_to_string(common::repo().join("examples/auth0-browser/config.js")).unwrap();
-    let set = |text: String, from: &str, to: &str| {
-        assert!(text.contains(from), "config.js has no {from}");
-        text.replacen(from, to, 1)
+/// Replaces `from` by `to` in `text`, where `from` occurs exactly once.
+fn set(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+/// The committed `config.js` and `sample.js` with the test's values for their configuration
+/// values, and nothing else changed.
+fn page_files(domain: &str, bucket: &str, id_token: &str) -> (String, String) {
+    let read = |name: &str| {
+        std::fs::read_to_string(common::repo().join("examples/auth0-browser").join(name)).unwrap()
     };
-    let text = set(
-        committed,
+    let config = read("config.js");
+    let config = set(
+        &config,
         "var AUTH0_DOMAIN = 'rolegate.example.com';",
         &format!("var AUTH0_DOMAIN = '{domain}';"),
     );
-    let text = set(
-        text,
+    let config = set(
+        &config,
         "var AUTH0_CLIENT_ID = 'web';",
         &format!("var AUTH0_CLIENT_ID = '{CLIENT_ID}';"),
     );
-    let text = set(
-        text,
-        "var TARGET_CLIENT_ID = 'aws';",
-        "var TARGET_CLIENT_ID = 'aws';",
-    );
-    let text = set(
-        text,
-        &format!("var AWS_ROLE_ARN = '{ROLE}';"),
-        &format!("var AWS_ROLE_ARN = '{ROLE}';"),
-    );
-    let text = set(
-        text,
-        &format!("var AWS_PRINCIPAL_ARN = '{PRINCIPAL}';"),
-        &format!("var AWS_PRINCIPAL_ARN = '{PRINCIPAL}';"),
-    );
-    let text = set(
-        text,
-        "var BUCKET = 'your-bucket';",
-        &format!("var BUCKET = '{bucket}';"),
-    );
-    let text = set(
-        text,
-        "var id_token = '';",
-        &format!("var id_token = '{id_token}';"),
-    );
-    let text = set(
-        text,
-        "var user = {id: ''};",
-        &format!("var user = {{id: '{user_id}'}};"),
-    );
-    set(
-        text,
+    let config = set(
+        &config,
         "var AWS_S3_ENDPOINT = '';",
         &format!("var AWS_S3_ENDPOINT = '{}';", moto()),
-    )
+    );
+    let config = set(
+        &config,
+        "var user = {id: 'alice@example.com'};",
+        "var user = {id: 'alice@example.com'};",
+    );
+    let sample = read("sample.js");
+    let sample = set(&sample, "\"{TARGET_CLIENT_ID}\"", "\"aws\"");
+    let sample = set(&sample, "\"USER_ID_TOKEN\"", &format!("\"{id_token}\""));
+    let sample = set(
+        &sample,
+        "\"THE_CLIENT_ID_OF_CALLER\"",
+        &format!("\"{CLIENT_ID}\""),
+    );
+    let sample = set(
+        &sample,
+        "\"arn:aws:iam::010616021751:role/foo\"",
+        &format!("\"{ROLE}\""),
+    );
+    let sample = set(
+        &sample,
+        "\"arn:aws:iam::010616021751:saml-provider/idpname\"",
+        &format!("\"{PRINCIPAL}\""),
+    );
+    let sample = set(&sample, "'THE_BUCKET'", &format!("'{bucket}'"));
+    (config, sample)
 }
 
 /// boto3 against moto: `script` runs with `s3` a client and `bucket` the bucket name.
@@ -377,12 +417,7 @@ async fn auth0s_browser_sample_uploads_to_s3_through_rolegate_and_a_foreign_orig
     )
     .await;
     let port = h.url.rsplit(':').next().unwrap();
-    let config = config_js(
-        &format!("localhost:{port}"),
-        &bucket,
-        &id_token,
-        "alice@example.com",
-    );
+    let config = page_files(&format!("localhost:{port}"), &bucket, &id_token);
     let allowed = serve_page(config.clone(), allowed_listener).await;
     let foreign_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let foreign = serve_page(config, foreign_listener).await;
@@ -396,11 +431,18 @@ async fn auth0s_browser_sample_uploads_to_s3_through_rolegate_and_a_foreign_orig
 
     let browser = Browser::start(&spki_sha256(&ca.cert_pem)).await;
 
-    // The allowed origin: the sample delegates, then uploads under alice's prefix.
+    // The allowed origin: the sample delegates as the page loads, and arms the upload button
+    // with the credentials; the person then chooses a file and clicks.
     browser.goto(&format!("{allowed}/")).await;
+    eventually("the delegation", || {
+        h.metric("rolegate_assertions_signed_total") == 1.0
+    })
+    .await;
     browser.choose_file("#file-chooser", &hello).await;
-    browser.click("#upload-button").await;
-    assert_eq!(browser.text_of("#results").await, "UPLOADED.");
+    assert_eq!(
+        browser.click_until_result("#upload", "#results").await,
+        "UPLOADED."
+    );
     assert_eq!(h.metric("rolegate_assertions_signed_total"), 1.0);
     let listed = boto3(
         &bucket,
@@ -416,10 +458,15 @@ async fn auth0s_browser_sample_uploads_to_s3_through_rolegate_and_a_foreign_orig
     // object.
     let refused_before = refused_delegations(&h);
     browser.goto(&format!("{foreign}/")).await;
+    eventually("the refusal", || {
+        refused_delegations(&h) == refused_before + 1.0
+    })
+    .await;
     browser.choose_file("#file-chooser", &second).await;
-    browser.click("#upload-button").await;
     let result = browser.text_of("#results").await;
-    assert!(result.starts_with("ERROR!"), "{result}");
+    // The sample's callback gets no credentials; its upload button is never armed.
+    assert!(result.starts_with("ERROR! "), "{result}");
+    browser.click("#upload").await;
     assert_eq!(refused_delegations(&h), refused_before + 1.0);
     assert_eq!(h.metric("rolegate_assertions_signed_total"), 1.0);
     let listed = boto3(
@@ -427,6 +474,15 @@ async fn auth0s_browser_sample_uploads_to_s3_through_rolegate_and_a_foreign_orig
         "for o in s3.list_objects_v2(Bucket=bucket).get('Contents', []): print(o['Key'])",
     );
     assert_eq!(listed, "alice@example.com/hello.txt\n");
+}
+
+/// Waits until `check` holds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `/delegation` answers with status 403 so far.

@@ -1,28 +1,36 @@
-// Configuration of Auth0's browser sample (app.js), the only file to edit.
-//
-// Every line below is a configuration value. With Auth0 they named the tenant and its
-// applications; with rolegate they name rolegate's address, the id_token's client, the
-// SAMLApp, the role pair a RoleMapping grants, and the bucket.
+// The page around Auth0's sample (sample.js). The sample is a fragment: it uses `auth0`,
+// `user`, `file`, `fileChooser` and `done` without defining them, so the page does. The lines
+// marked CONFIGURATION are the values to change; the rest is the page.
 
-// Where auth0.js sends getDelegationToken: https://<AUTH0_DOMAIN>/delegation. rolegate's
-// address, served over https (auth0.js always uses https).
+// CONFIGURATION: rolegate's host[:port]. auth0.js always calls https://<domain>/delegation.
 var AUTH0_DOMAIN = 'rolegate.example.com';
-// The client the person's id_token was issued to (the Connection's clientId; the token's aud).
+// CONFIGURATION: the client the person's id_token was issued to (the Connection's clientId).
 var AUTH0_CLIENT_ID = 'web';
-// Auth0's target client: rolegate's SAMLApp name.
-var TARGET_CLIENT_ID = 'aws';
-// The role pair, as the RoleMapping grants it (roleArn, and the IAMProvider's ARN).
-var AWS_ROLE_ARN = 'arn:aws:iam::123456789012:role/auth0-uploader';
-var AWS_PRINCIPAL_ARN = 'arn:aws:iam::123456789012:saml-provider/auth0-migrated';
-// The bucket the sample uploads to.
-var BUCKET = 'your-bucket';
-
-// What the sample's login step (Auth0 Lock) left behind: the person's id_token and profile.
-var id_token = '';
-var user = {id: ''};
-
-// Where the AWS SDK sends S3 calls; leave empty for AWS itself.
+// CONFIGURATION: where the AWS SDK sends S3 calls; empty for AWS itself.
 var AWS_S3_ENDPOINT = '';
+
+var auth0 = new Auth0({
+  domain:      AUTH0_DOMAIN,
+  clientID:    AUTH0_CLIENT_ID,
+  callbackURL: 'dummy'
+});
+
+// What the login step left: the person's profile. CONFIGURATION: their id (the NameID, which
+// the IAM policy's ${saml:sub} names).
+var user = {id: 'alice@example.com'};
+
+var fileChooser = document.getElementById('file-chooser');
+Object.defineProperty(window, 'file', {get: function () { return fileChooser.files[0]; }});
+
+var results = document.getElementById('results');
+function done(err, data) {
+  results.textContent = err ? 'ERROR! ' + (err.message || err) : 'UPLOADED.';
+}
+// The sample has no error path for the delegation itself; show what breaks.
+window.addEventListener('error', function (e) {
+  results.textContent = 'ERROR! ' + e.message;
+});
+
 AWS.config.update(AWS_S3_ENDPOINT
   ? {region: 'us-east-1', endpoint: AWS_S3_ENDPOINT, s3ForcePathStyle: true}
   : {region: 'us-east-1'});

@@ -328,4 +328,37 @@ mod tests {
         let status = plan_status(&app, Err(&problem), "https://idp.example", now);
         assert_eq!(status.conditions[0].reason, "NoKey");
     }
+
+    #[test]
+    fn refused_auth0_settings_are_an_invalid_settings_condition_naming_the_field() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let problem: KeyProblem = ("NoKey", "no key yet".into());
+        for (spec, field) in [
+            (
+                serde_json::json!({"signatureAlgorithm": "rsa-sha1"}),
+                "signatureAlgorithm rsa-sha1",
+            ),
+            (
+                serde_json::json!({"logout": {"sloEnabled": true}}),
+                "logout.sloEnabled",
+            ),
+            (
+                serde_json::json!({"allowedOrigins": ["null"]}),
+                "allowedOrigins entry \"null\"",
+            ),
+        ] {
+            let app: SAMLApp = serde_json::from_value(serde_json::json!({
+                "apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp",
+                "metadata": {"name": "aws"}, "spec": spec
+            }))
+            .unwrap();
+            let status = plan_status(&app, Err(&problem), "https://idp.example", now);
+            let ready = &status.conditions[0];
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("False", "InvalidSettings")
+            );
+            assert!(ready.message.contains(field), "{}", ready.message);
+        }
+    }
 }

@@ -137,9 +137,52 @@ pub struct LogoutSpec {
 }
 
 impl SAMLAppSpec {
+    /// The fields of `spec` (a SAMLApp's raw `spec`) that the CRD schema does not declare, as
+    /// dotted paths (`spec.createUPNClaim`): a misspelt Auth0 setting would otherwise be
+    /// dropped without a word, as the API server prunes it.
+    pub fn unknown_fields(spec: &serde_json::Value) -> Vec<String> {
+        use kube::CustomResourceExt as _;
+        static SCHEMA: std::sync::OnceLock<Option<serde_json::Value>> = std::sync::OnceLock::new();
+        let schema = SCHEMA.get_or_init(|| {
+            let crd = SAMLApp::crd();
+            let version = crd.spec.versions.first()?;
+            let schema = version.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+            serde_json::to_value(schema)
+                .ok()?
+                .pointer("/properties/spec")
+                .cloned()
+        });
+        let mut out = Vec::new();
+        if let Some(schema) = schema {
+            undeclared(spec, schema, "spec", &mut out);
+        }
+        out
+    }
+
     /// The audience an app has when it sets none: AWS sign-in.
     pub fn default_audience() -> String {
         aws_signin()
+    }
+}
+
+fn undeclared(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    let (Some(object), Some(properties)) = (
+        value.as_object(),
+        schema.get("properties").and_then(|p| p.as_object()),
+    ) else {
+        return;
+    };
+    for (key, child) in object {
+        let at = format!("{path}.{key}");
+        match properties.get(key) {
+            Some(schema) => undeclared(child, schema, &at, out),
+            None => out.push(at),
+        }
     }
 }
 

@@ -49,6 +49,16 @@ pub fn parse_origin(text: &str) -> Option<String> {
     })
 }
 
+/// The headers of a preflight answer for the allowed `origin` (beside `Vary: Origin`).
+pub fn preflight_headers(origin: &str) -> [(&'static str, String); 4] {
+    [
+        ("access-control-allow-origin", origin.to_owned()),
+        ("access-control-allow-methods", ALLOWED_METHODS.to_owned()),
+        ("access-control-allow-headers", ALLOWED_HEADERS.to_owned()),
+        ("access-control-max-age", MAX_AGE_SECONDS.to_string()),
+    ]
+}
+
 /// What to do with a request's `Origin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

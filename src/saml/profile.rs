@@ -143,10 +143,11 @@ pub fn attributes(spec: &SAMLAppSpec, profile: &Profile<'_>) -> Vec<Attribute> {
             out.push(Attribute { name, values, kind });
         }
     }
-    if spec.create_upn_claim && !out.iter().any(|a| a.name == UPN) {
-        if let Some(Value::String(email)) = claims.get("email") {
-            out.push(Attribute::single(UPN, email.clone()));
-        }
+    if spec.create_upn_claim
+        && !out.iter().any(|a| a.name == UPN)
+        && let Some(Value::String(email)) = claims.get("email")
+    {
+        out.push(Attribute::single(UPN, email.clone()));
     }
     if spec.map_identities {
         let identity = |field: &str| format!("{IDENTITY_PREFIX}{field}");

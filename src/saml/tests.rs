@@ -359,3 +359,37 @@ fn name_qualifier_matches_aws() {
         "a1QiA8XNvLid5FwBeDA1/1kuvFI="
     );
 }
+
+#[test]
+fn single_logout_and_malformed_origins_are_refused_with_the_field() {
+    let app = |spec: serde_json::Value| -> SAMLApp {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp",
+            "metadata": {"name": "aws"}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let ok = app(serde_json::json!({
+        "logout": {"callback": "https://sp/slo", "sloEnabled": false},
+        "allowedOrigins": ["https://app.example.com", "http://localhost:3000"],
+        "destination": "https://sp/dest",
+    }));
+    let settings = AppSettings::from_app(&ok).unwrap();
+    assert_eq!(settings.destination, "https://sp/dest");
+    let err = AppSettings::from_app(&app(serde_json::json!({"logout": {"sloEnabled": true}})))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "SAMLApp \"aws\": logout.sloEnabled true is refused: rolegate ends only its own session and sends service providers no LogoutRequest; set it false or leave logout out"
+    );
+    let err = AppSettings::from_app(&app(
+        serde_json::json!({"allowedOrigins": ["https://app.example.com/"]}),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("allowedOrigins entry \"https://app.example.com/\" is not a web origin"),
+        "{err}"
+    );
+}

@@ -501,23 +501,9 @@ pub async fn delegation_preflight(State(state): State<AppState>, headers: Header
     match decision {
         cors::Decision::Allowed(origin) => {
             let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
-            let h = response.headers_mut();
-            for (name, value) in [
-                (
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    cors::ALLOWED_METHODS.to_owned(),
-                ),
-                (
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    cors::ALLOWED_HEADERS.to_owned(),
-                ),
-                (
-                    header::ACCESS_CONTROL_MAX_AGE,
-                    cors::MAX_AGE_SECONDS.to_string(),
-                ),
-            ] {
+            for (name, value) in cors::preflight_headers(&origin) {
                 if let Ok(value) = header::HeaderValue::from_str(&value) {
-                    h.insert(name, value);
+                    response.headers_mut().insert(name, value);
                 }
             }
             with_cors(response, Some(&origin))
@@ -537,7 +523,7 @@ fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
     if let Some(value) = origin.and_then(|o| header::HeaderValue::from_str(o).ok()) {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        h.append(header::VARY, header::HeaderValue::from_static("origin"));
+        h.append(header::VARY, header::HeaderValue::from_static("Origin"));
     }
     response
 }
@@ -556,7 +542,12 @@ async fn delegate(
             format!("grant_type must be {JWT_BEARER}"),
         ));
     }
-    if let Some(api_type) = request.api_type.as_deref().filter(|a| *a != "aws") {
+    // auth0.js 7 sends `api_type=` (empty) when the caller names no `api`: the same as none.
+    if let Some(api_type) = request
+        .api_type
+        .as_deref()
+        .filter(|a| !a.is_empty() && *a != "aws")
+    {
         return Err(ApiError::bad_request(
             "invalid_request",
             format!("api_type {api_type:?} is not supported; use aws"),

@@ -134,6 +134,16 @@ pub fn load_text(snapshot: &mut Snapshot, path: &Path, text: &str) -> Result<(),
         };
         match (api_version, kind.as_str()) {
             (API_VERSION, "SAMLApp") => {
+                let unknown = doc
+                    .get("spec")
+                    .map(crate::crd::SAMLAppSpec::unknown_fields)
+                    .unwrap_or_default();
+                if !unknown.is_empty() {
+                    return Err(fail(format!(
+                        "SAMLApp {name:?} has unknown field(s): {}",
+                        unknown.join(", ")
+                    )));
+                }
                 let app: SAMLApp = parse(doc, &fail)?;
                 if snapshot.apps.insert(name.clone(), app).is_some() {
                     return Err(duplicate(name));
@@ -237,4 +247,28 @@ pub fn dir_fingerprint(dir: &Path) -> Option<Vec<(PathBuf, u64, std::time::Syste
             Some((p, meta.len(), meta.modified().ok()?))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_samlapp_with_an_unknown_field_is_refused_naming_it() {
+        let text = "apiVersion: rolegate.dev/v1alpha1\nkind: SAMLApp\nmetadata: {name: aws}\nspec:\n  createUPNClaim: false\n  logout: {callback: https://sp/slo, slo_enabled: false}\n  createUpnClaim: false\n";
+        let err = load_text(&mut Snapshot::default(), Path::new("apps.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "SAMLApp \"aws\" has unknown field(s): spec.createUPNClaim, spec.logout.slo_enabled"
+            ),
+            "{err}"
+        );
+        let good = "apiVersion: rolegate.dev/v1alpha1\nkind: SAMLApp\nmetadata: {name: aws}\nspec:\n  createUpnClaim: false\n  logout: {callback: https://sp/slo, sloEnabled: false}\n  signing: {keySize: 2048}\n";
+        let mut snapshot = Snapshot::default();
+        load_text(&mut snapshot, Path::new("apps.yaml"), good).unwrap();
+        assert!(!snapshot.apps["aws"].spec.create_upn_claim);
+    }
 }

@@ -5,7 +5,7 @@
 #   - oidc-provider and the AWS SDK for JavaScript v3 (npm, pinned by tests/peers/js)
 #   - auth0-js 7 (the last major with getDelegationToken) and the AWS SDK for JavaScript v2, the
 #     libraries of Auth0's browser sample; auth0-js ships no browser build, so esbuild bundles it
-#     into $peers/js/auth0.min.js
+#     into $peers/js/auth0.min.js; jQuery, which the sample uses
 #   - a Python venv with moto[server], pysaml2, boto3, awscli v1 and kubernetes-validate (pinned)
 #
 # Idempotent and fast when everything is already in place: the venv carries a
@@ -125,7 +125,9 @@ if [ ! -f "$js/auth0.min.js" ] || [ "$js/.stamp" -nt "$js/auth0.min.js" ]; then
   "$js/node_modules/.bin/esbuild" "$js/node_modules/auth0-js/standalone.js" --bundle --minify \
     --define:global=window --log-level=warning --outfile="$js/auth0.min.js"
 fi
-test -f "$js/node_modules/aws-sdk/dist/aws-sdk.min.js" || { echo "peers: aws-sdk v2 browser build missing" >&2; exit 1; }
+for built in aws-sdk/dist/aws-sdk.min.js jquery/dist/jquery.min.js; do
+  test -f "$js/node_modules/$built" || { echo "peers: $built missing" >&2; exit 1; }
+done
 cp "$here/js/whoami.js" "$js/whoami.js"
 cp "$here/js/oidc_op.mjs" "$js/oidc_op.mjs"
 log "JavaScript SDK and oidc-provider present ($js)"
