@@ -1434,6 +1434,17 @@ async fn kubectl_applies_crds() {
         !ok && err.contains("must be spec.names.plural+\".\"+spec.group"),
         "{err}"
     );
+    // A schema that is not structural is refused, naming the node.
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n\
+        spec: {group: example.com, scope: Namespaced, names: {plural: widgets, kind: Widget},\n\
+        versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, properties: {spec: {properties: {size: {type: integer}}}}}}}]}\n";
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(crd)).await;
+    assert!(
+        !ok && err.contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value"
+        ),
+        "{err}"
+    );
 }
 
 /// The built-in validation a chart or an operator can trip over: a TLS Secret without its

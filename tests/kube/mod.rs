@@ -10,7 +10,7 @@
 //! | module | behaviour | grounded in |
 //! |---|---|---|
 //! | [`store`] | uid, creationTimestamp, cluster-wide resourceVersion, generation, 409 Conflict/AlreadyExists, 404, 422, status subresource, no-op writes, finalizers, deletionTimestamp, garbage collection, namespace lifecycle (404 for a missing one, 403 while terminating, protected namespaces), DELETE answers, Secret `stringData`, built-in validation (data keys, TLS Secrets, Pods, webhook configurations, roleRef), events.k8s.io/v1 and core/v1 Events as one storage | API conventions (metadata, spec and status, concurrency control and consistency), "API concepts", "Finalizers", "Garbage collection", "Namespaces", "Events" (events.k8s.io/v1 reference) |
-//! | [`schema`] | CRD validation with a JSON Schema validator, defaulting, pruning, `fieldValidation` | "Extend the Kubernetes API with CustomResourceDefinitions" (structural schema, field pruning, defaulting, validation), "API concepts": field validation |
+//! | [`schema`] | CRD validation with a JSON Schema validator, defaulting, pruning, `fieldValidation`, the structural-schema rules for a new CRD | "Extend the Kubernetes API with CustomResourceDefinitions" (structural schema, field pruning, defaulting, validation), "API concepts": field validation |
 //! | [`watch`] | watch from a resourceVersion, 410 Expired, 504 for a future version, bookmarks, sendInitialEvents, selectors on events, metadata-only | "API concepts": efficient detection of changes, watch bookmarks, streaming lists, resource versions |
 //! | [`selector`] | label and field selectors | "Labels and selectors", "Field selectors" |
 //! | [`patch`] | merge, JSON and strategic merge patch | "Update API objects in place using kubectl patch", RFC 7386, RFC 6902 |
@@ -23,7 +23,7 @@
 //! What is not implemented: server-side apply (415; rolegate does not use it and the tests use
 //! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
 //! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
-//! CEL validation rules and the structural-schema check of a new CRD, CRD version conversion
+//! CEL validation rules, CRD version conversion
 //! other than `None`, unknown-field detection for built-in kinds (their fields are kept as
 //! sent), consistent snapshots for paginated lists (a continue token reads the current state
 //! after the last key), foreground deletion (treated as background), graceful pod deletion

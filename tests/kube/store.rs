@@ -1396,6 +1396,32 @@ fn kind_rules(info: &ResourceInfo, object: &mut Value, legacy_event: bool) -> Re
                     )],
                 ));
             }
+            let mut causes = Vec::new();
+            for (i, version) in object["spec"]["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if let Some(schema) = version["schema"].get("openAPIV3Schema") {
+                    let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+                    for (field, message) in super::schema::structural_errors(schema, &path) {
+                        causes.push(Cause {
+                            reason: if message.starts_with("Required") {
+                                "FieldValueRequired"
+                            } else {
+                                "FieldValueForbidden"
+                            }
+                            .into(),
+                            message: format!("{field}: {message}"),
+                            field,
+                        });
+                    }
+                }
+            }
+            if !causes.is_empty() {
+                return Err(invalid(info, &name, &causes));
+            }
             if let Err(e) = resources::from_crd(object) {
                 return Err(invalid(
                     info,
