@@ -1312,34 +1312,11 @@ impl Local {
             forbidden.join("\n")
         );
 
-        // 2. One writer at a time: every write of the controller's ServiceAccount other than
-        // the Lease comes from the replica holding the Lease at that moment (from the Lease
-        // writes that succeeded before it).
+        // 2. One writer at a time.
         let controller_sa = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-controller");
-        let writes = ["create", "update", "patch", "delete", "deletecollection"];
-        let mut holder: Option<String> = None;
-        let mut holders = Vec::new();
-        let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
-        for entry in audit.iter().filter(|e| e.user == controller_sa) {
-            let replica = instance(&entry.user_agent);
-            if !writes.contains(&entry.attrs.verb.as_str()) || entry.code >= 300 {
-                continue;
-            }
-            if entry.attrs.resource == "leases" {
-                if holder.as_deref() != Some(replica.as_str()) {
-                    holders.push(replica.clone());
-                }
-                holder = Some(replica);
-                continue;
-            }
-            *by_replica.entry(replica.clone()).or_default() += 1;
-            assert_eq!(
-                holder.as_deref(),
-                Some(replica.as_str()),
-                "{} came from {replica}, which did not hold the Lease (held by {holder:?})",
-                describe(entry)
-            );
-        }
+        let (holders, by_replica) =
+            one_writer_at_a_time(audit.iter().filter(|e| e.user == controller_sa))
+                .unwrap_or_else(|e| panic!("{e}"));
         println!("Lease holders in order: {holders:?}; writes by replica: {by_replica:?}");
         assert!(
             holders.len() >= 2,
@@ -1438,6 +1415,83 @@ impl Drop for Local {
             self.print_logs();
         }
     }
+}
+
+/// Every write of one ServiceAccount's requests other than the Lease's comes from the replica
+/// (by `User-Agent`) that holds the Lease at that moment, as the successful Lease writes before
+/// it tell. Ok: the holders in order and each replica's writes; Err: the first write of a
+/// replica that did not hold the Lease.
+fn one_writer_at_a_time<'a>(
+    requests: impl Iterator<Item = &'a kube_server::AuditEntry>,
+) -> Result<(Vec<String>, BTreeMap<String, usize>), String> {
+    let writes = ["create", "update", "patch", "delete", "deletecollection"];
+    let mut holder: Option<String> = None;
+    let mut holders = Vec::new();
+    let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in requests {
+        let replica = instance(&entry.user_agent);
+        if !writes.contains(&entry.attrs.verb.as_str()) || entry.code >= 300 {
+            continue;
+        }
+        if entry.attrs.resource == "leases" {
+            if holder.as_deref() != Some(replica.as_str()) {
+                holders.push(replica.clone());
+            }
+            holder = Some(replica);
+            continue;
+        }
+        if holder.as_deref() != Some(replica.as_str()) {
+            return Err(format!(
+                "{} came from {replica}, which did not hold the Lease (held by {holder:?})",
+                describe(entry)
+            ));
+        }
+        *by_replica.entry(replica).or_default() += 1;
+    }
+    Ok((holders, by_replica))
+}
+
+#[test]
+fn a_write_by_a_replica_without_the_lease_is_found() {
+    let entry = |replica: &str, verb: &str, resource: &str, code: u16| kube_server::AuditEntry {
+        user: "system:serviceaccount:rolegate:rg-controller".into(),
+        groups: Vec::new(),
+        attrs: kube_server::rbac::Attributes {
+            verb: verb.into(),
+            api_group: String::new(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace: NAMESPACE.into(),
+            name: "x".into(),
+        },
+        code,
+        allowed_by: None,
+        user_agent: rolegate::cluster::user_agent("controller", replica),
+    };
+    let handover = [
+        entry("a", "create", "leases", 201),
+        entry("a", "create", "secrets", 201),
+        entry("b", "update", "leases", 409),
+        entry("b", "get", "secrets", 200),
+        entry("b", "update", "leases", 200),
+        entry("b", "patch", "secrets", 200),
+    ];
+    let (holders, writes) = one_writer_at_a_time(handover.iter()).unwrap();
+    assert_eq!(holders, ["a", "b"]);
+    assert_eq!(writes, BTreeMap::from([("a".into(), 1), ("b".into(), 1)]));
+    // The old leader writes on after the standby took over: two writers.
+    let split = [
+        entry("a", "create", "leases", 201),
+        entry("b", "update", "leases", 200),
+        entry("a", "patch", "secrets", 200),
+    ];
+    let error = one_writer_at_a_time(split.iter()).unwrap_err();
+    assert!(
+        error.contains("came from a, which did not hold the Lease"),
+        "{error}"
+    );
+    // A write before anyone leads.
+    assert!(one_writer_at_a_time([entry("a", "create", "secrets", 201)].iter()).is_err());
 }
 
 /// One request of the audit log: who, the verb, the resource, where, and the answer.
