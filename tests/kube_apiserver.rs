@@ -870,6 +870,51 @@ async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
         out.contains("samlapp.rolegate.dev/aws condition met"),
         "{out}"
     );
+    // kubectl get --watch: the watch events come as Table rows too.
+    let mut watching = tokio::process::Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args([
+            "get",
+            "rmap",
+            "-n",
+            "team",
+            "--watch",
+            "--output-watch-events",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    mappings(&client, "team")
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"provider": "watched"}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    watching.start_kill().unwrap();
+    let watched = watching.wait_with_output().await.unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    let modified: Vec<&str> = watched
+        .lines()
+        .find(|l| l.starts_with("MODIFIED"))
+        .unwrap_or_else(|| panic!("no MODIFIED row in {watched}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        modified[..4],
+        [
+            "MODIFIED",
+            "m",
+            "arn:aws:iam::111122223333:role/reader",
+            "watched"
+        ],
+        "{watched}"
+    );
     let (_, out, _) = kubectl(&kc, &["get", "samlapps", "--no-headers"], None).await;
     let row: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(row[..3], ["aws", "urn:rolegate:aws", "True"]);
