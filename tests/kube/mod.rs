@@ -10,6 +10,7 @@
 //! | module | behaviour | grounded in |
 //! |---|---|---|
 //! | [`store`] | uid, creationTimestamp, cluster-wide resourceVersion, generation, 409 Conflict/AlreadyExists, 404, 422, status subresource, no-op writes, finalizers, deletionTimestamp, garbage collection, namespace lifecycle (404 for a missing one, 403 while terminating, protected namespaces), DELETE answers, Secret `stringData`, built-in validation (data keys, TLS Secrets, Pods, webhook configurations, roleRef), events.k8s.io/v1 and core/v1 Events as one storage | API conventions (metadata, spec and status, concurrency control and consistency), "API concepts", "Finalizers", "Garbage collection", "Namespaces", "Events" (events.k8s.io/v1 reference) |
+//! | [`kinds`] | per-kind strategies and validation: names, labels, Secrets, ConfigMaps, Namespaces, CRDs, Pods, webhook configurations, RBAC bindings, Events (two versions, one storage) | each type's registry strategy and validation; "Events" reference |
 //! | [`schema`] | CRD validation with a JSON Schema validator, defaulting, pruning, `fieldValidation`, the structural-schema rules for a new CRD | "Extend the Kubernetes API with CustomResourceDefinitions" (structural schema, field pruning, defaulting, validation), "API concepts": field validation |
 //! | [`watch`] | watch from a resourceVersion, 410 Expired, 504 for a future version, bookmarks, sendInitialEvents, selectors on events, metadata-only | "API concepts": efficient detection of changes, watch bookmarks, streaming lists, resource versions |
 //! | [`selector`] | label and field selectors | "Labels and selectors", "Field selectors" |
@@ -34,6 +35,7 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod http;
+pub mod kinds;
 pub mod patch;
 pub mod protobuf;
 pub mod rbac;
@@ -50,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use auth::Status;
 
@@ -353,9 +355,4 @@ fn tls_config(cert_pem: &str, key_pem: &str) -> axum_server::tls_rustls::RustlsC
         .expect("TLS certificate");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config))
-}
-
-/// JSON helper for tests.
-pub fn to_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(json!(null))
 }
