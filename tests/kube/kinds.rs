@@ -148,6 +148,19 @@ pub fn kind_rules(
                 object["status"]["phase"] = json!("Active");
             }
         }
+        (
+            "admissionregistration.k8s.io",
+            kind @ ("mutatingwebhookconfigurations" | "validatingwebhookconfigurations"),
+        ) => {
+            // The v1 defaults the real server stores, then its validation (admission.rs).
+            let causes = super::admission::default_and_validate_webhooks(
+                object,
+                kind == "mutatingwebhookconfigurations",
+            );
+            if !causes.is_empty() {
+                return Err(invalid(info, &name, &causes));
+            }
+        }
         ("events.k8s.io", "events") if !legacy_event => {
             // The required fields of an events.k8s.io/v1 Event (ValidateEventCreate).
             let mut causes = Vec::new();
@@ -339,7 +352,8 @@ fn is_config_key(key: &str) -> bool {
 
 /// The validation of the built-in kinds whose mistakes a chart or an operator can make (each
 /// type's `Validate…` in `pkg/apis/…/validation`): data keys, TLS Secrets, Pods' containers,
-/// webhook configurations, RBAC role references.
+/// RBAC role references (webhook configurations: `admission::default_and_validate_webhooks`,
+/// from [`kind_rules`]).
 pub fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (info.group.as_str(), info.resource.as_str()) {
@@ -395,121 +409,6 @@ pub fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
                     if c["image"].as_str().is_none_or(str::is_empty) {
                         causes.push(required(&format!("spec.{list}[{i}].image")));
                     }
-                }
-            }
-        }
-        (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
-        ) => {
-            let mut names = BTreeSet::new();
-            for (i, hook) in object["webhooks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let at = |f: &str| format!("webhooks[{i}].{f}");
-                let name = hook["name"].as_str().unwrap_or_default();
-                if name.is_empty() {
-                    causes.push(required(&at("name")));
-                } else if !is_subdomain(name) || name.split('.').count() < 3 {
-                    causes.push(field_invalid(
-                        &at("name"),
-                        &hook["name"],
-                        "should be a domain with at least three segments separated by dots",
-                    ));
-                } else if !names.insert(name.to_owned()) {
-                    causes.push(Cause {
-                        reason: "FieldValueDuplicate".into(),
-                        field: at("name"),
-                        message: format!("{}: Duplicate value: {name:?}", at("name")),
-                    });
-                }
-                match hook["sideEffects"].as_str() {
-                    None => causes.push(not_supported(
-                        &at("sideEffects"),
-                        &Value::String(String::new()),
-                        &["None", "NoneOnDryRun"],
-                    )),
-                    Some("None" | "NoneOnDryRun") => {}
-                    Some(_) => causes.push(not_supported(
-                        &at("sideEffects"),
-                        &hook["sideEffects"],
-                        &["None", "NoneOnDryRun"],
-                    )),
-                }
-                let versions = hook["admissionReviewVersions"].as_array();
-                if versions.is_none_or(|v| !v.iter().any(|x| x == "v1" || x == "v1beta1")) {
-                    causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: at("admissionReviewVersions"),
-                        message: format!(
-                            "{}: Required value: must specify one of v1, v1beta1",
-                            at("admissionReviewVersions")
-                        ),
-                    });
-                }
-                let client = &hook["clientConfig"];
-                match (client.get("url").is_some(), client.get("service").is_some()) {
-                    (true, true) => causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: at("clientConfig"),
-                        message: format!(
-                            "{}: Required value: exactly one of url or service is required",
-                            at("clientConfig")
-                        ),
-                    }),
-                    (false, false) => causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: at("clientConfig"),
-                        message: format!(
-                            "{}: Required value: exactly one of url or service is required",
-                            at("clientConfig")
-                        ),
-                    }),
-                    _ => {}
-                }
-                if let Some(bundle) = client["caBundle"].as_str()
-                    && base64::engine::general_purpose::STANDARD
-                        .decode(bundle)
-                        .is_err()
-                {
-                    causes.push(field_invalid(
-                        &at("clientConfig.caBundle"),
-                        &json!("…"),
-                        "illegal base64 data",
-                    ));
-                }
-                if !hook["failurePolicy"].is_null()
-                    && !matches!(hook["failurePolicy"].as_str(), Some("Ignore" | "Fail"))
-                {
-                    causes.push(not_supported(
-                        &at("failurePolicy"),
-                        &hook["failurePolicy"],
-                        &["Fail", "Ignore"],
-                    ));
-                }
-                if !hook["reinvocationPolicy"].is_null()
-                    && !matches!(
-                        hook["reinvocationPolicy"].as_str(),
-                        Some("Never" | "IfNeeded")
-                    )
-                {
-                    causes.push(not_supported(
-                        &at("reinvocationPolicy"),
-                        &hook["reinvocationPolicy"],
-                        &["IfNeeded", "Never"],
-                    ));
-                }
-                if let Some(t) = hook["timeoutSeconds"].as_i64()
-                    && !(1..=30).contains(&t)
-                {
-                    causes.push(field_invalid(
-                        &at("timeoutSeconds"),
-                        &hook["timeoutSeconds"],
-                        "the timeout value must be between 1 and 30 seconds",
-                    ));
                 }
             }
         }
