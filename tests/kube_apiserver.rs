@@ -52,7 +52,7 @@ fn mapping(name: &str) -> DynamicObject {
     }))
 }
 
-fn api_error(result: Result<DynamicObject, kube::Error>) -> kube::core::Status {
+fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
     match result {
         Err(kube::Error::Api(status)) => *status,
         other => panic!("expected an API error, got {other:?}"),
@@ -748,6 +748,18 @@ async fn selectors_namespaces_and_garbage_collection() {
         ),
         other => panic!("{other:?}"),
     }
+    // An owner reference to a uid that does not exist: collected at once, as the garbage
+    // collector would.
+    let orphan = json!({"metadata": {"name": "orphan", "ownerReferences": [{"apiVersion": "rolegate.dev/v1alpha1",
+        "kind": "SAMLApp", "name": "aws", "uid": "00000000-0000-0000-0000-000000000000"}]}});
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(orphan).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_error(secrets.get("orphan").await).code, 404);
     // Deleting the owner collects what it owns.
     apps.delete("aws", &DeleteParams::default()).await.unwrap();
     assert_eq!(

@@ -654,6 +654,13 @@ impl Inner {
         if info.group.is_empty() && info.resource == "namespaces" {
             self.seed_namespace(tx, &key.3, opts.now);
         }
+        // A dependent whose owners are all gone already is collected at once.
+        if object["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            self.settle(tx, opts.now);
+        }
         Ok(Written {
             object,
             warnings,
