@@ -465,6 +465,11 @@ async fn finalizers_hold_deletion_until_removed() {
     let still = deleted.left().expect("the object, not a Status");
     assert!(still.metadata.deletion_timestamp.is_some());
     assert_eq!(still.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(
+        still.metadata.generation,
+        Some(2),
+        "setting deletionTimestamp bumps the generation"
+    );
     // A new finalizer is refused while it is being deleted.
     let status = api_error(
         api.patch(

@@ -178,6 +178,21 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
+/// What a DELETE that cannot remove the object at once does (`BeforeDelete`): sets
+/// `deletionTimestamp` and `deletionGracePeriodSeconds: 0`, and bumps a kept generation.
+fn mark_deleted(object: &mut Value, now: Timestamp) {
+    let meta = meta_mut(object);
+    meta.insert("deletionTimestamp".into(), Value::String(rfc3339(now)));
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    if let Some(generation) = meta
+        .get("generation")
+        .and_then(Value::as_i64)
+        .filter(|g| *g > 0)
+    {
+        meta.insert("generation".into(), json!(generation + 1));
+    }
+}
+
 pub fn finalizers(object: &Value) -> Vec<String> {
     object["metadata"]["finalizers"]
         .as_array()
@@ -950,9 +965,7 @@ impl Inner {
                 return Ok(old);
             }
             let mut object = old.clone();
-            meta_mut(&mut object)
-                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
-            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            mark_deleted(&mut object, opts.now);
             object["status"]["phase"] = json!("Terminating");
             let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
             self.settle(tx, opts.now);
@@ -963,9 +976,7 @@ impl Inner {
                 return Ok(old);
             }
             let mut object = old.clone();
-            meta_mut(&mut object)
-                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
-            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            mark_deleted(&mut object, opts.now);
             let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
             self.settle(tx, opts.now);
             return Ok(object);
@@ -1160,9 +1171,7 @@ impl Inner {
             self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
         } else if old["metadata"]["deletionTimestamp"].is_null() {
             let mut object = old.clone();
-            meta_mut(&mut object)
-                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
-            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            mark_deleted(&mut object, opts.now);
             if is_namespace(info) {
                 object["status"]["phase"] = json!("Terminating");
             }
