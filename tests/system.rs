@@ -5,10 +5,12 @@
 //! - **Local** (`system_on_the_test_api_server`, in `make test`): the strict test API server of
 //!   `tests/kube/` (RBAC, admission webhooks, TokenRequest/TokenReview), moto, and `rolegate
 //!   controller` (two replicas), `rolegate server` and `rolegate agent` as separate processes.
-//!   Everything they get is read from `helm template` of `charts/rolegate`: the ServiceAccounts,
-//!   Roles and bindings and the MutatingWebhookConfiguration are applied with the real
-//!   `kubectl`, and each workload runs with its container's `args` and `env`, with a kubeconfig
-//!   for its own ServiceAccount. Only what must be local is rewritten, in [`localize`].
+//!   Everything they get is read from `helm template` of `charts/rolegate`: every object of the
+//!   render (ServiceAccounts, Roles and bindings, the MutatingWebhookConfiguration, Services,
+//!   Deployments, the DaemonSet) is applied with the real `kubectl` as helm would, and the
+//!   processes are the workloads' pods: each runs with its container's `args` and `env` and a
+//!   kubeconfig for its pod's ServiceAccount. Only what must be local is rewritten, in
+//!   [`localize`].
 //! - **Real** (`system_on_a_real_cluster`, `make e2e`): the chart installed with `helm` into
 //!   the cluster of `ROLEGATE_E2E_KUBECONFIG` (or `KUBECONFIG` with `ROLEGATE_E2E=1`), the image
 //!   `ROLEGATE_E2E_IMAGE` already loaded into its nodes (`kind load docker-image`).
@@ -1045,32 +1047,14 @@ impl Local {
             &namespaces.join("\n---\n"),
         );
         self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-        let stored = [
-            "Namespace",
-            "ServiceAccount",
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "Role",
-            "RoleBinding",
-            "MutatingWebhookConfiguration",
-            "Secret",
-            "ConfigMap",
-        ];
-        // Run as processes (Deployments, the DaemonSet) or emulated by the service proxy and
-        // `Options::services` (Services); PodDisruptionBudgets have nothing to disrupt here.
-        let emulated = ["Deployment", "DaemonSet", "Service", "PodDisruptionBudget"];
-        let mut objects = Vec::new();
-        for doc in &chart.docs {
-            let kind = doc["kind"].as_str().unwrap();
-            if stored.contains(&kind) {
-                objects.push(serde_json::to_string(doc).unwrap());
-            } else {
-                assert!(
-                    emulated.contains(&kind),
-                    "the chart renders a {kind}: teach the system test what a cluster does with it"
-                );
-            }
-        }
+        // Every object of the release is stored, as helm install does; no kubelet runs the
+        // Deployments' and the DaemonSet's pods: the processes below are those pods, and the
+        // service proxy and `Options::services` are the Services' endpoints.
+        let mut objects: Vec<String> = chart
+            .docs
+            .iter()
+            .map(|doc| serde_json::to_string(doc).unwrap())
+            .collect();
         // Namespaces first, as helm orders them.
         objects.sort_by_key(|o| !o.contains("\"kind\":\"Namespace\""));
         let manifest = common::write(self.dir.path(), "chart.yaml", &objects.join("\n---\n"));
