@@ -1184,10 +1184,15 @@ impl Inner {
 pub const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 /// Whether an immediate DELETE answers with the deleted object (the registries that set
-/// `ReturnDeletedObject`: pods, services, custom resources) or with a Success Status.
+/// `ReturnDeletedObject`: pods, services, service accounts, custom resources) or with a Success
+/// Status.
 fn returns_deleted_object(info: &ResourceInfo) -> bool {
     info.custom.is_some()
-        || (info.group.is_empty() && matches!(info.resource.as_str(), "pods" | "services"))
+        || (info.group.is_empty()
+            && matches!(
+                info.resource.as_str(),
+                "pods" | "services" | "serviceaccounts"
+            ))
 }
 
 fn is_namespace(info: &ResourceInfo) -> bool {
