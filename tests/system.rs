@@ -422,6 +422,30 @@ spec:
         .await;
     assert_eq!(code.trim(), "403", "the not-allowed subject is refused");
 
+    step("the namespace is labelled: the watches of both the controller and the server fire");
+    cluster.kubectl_ok(&["label", "namespace", OTHER, "rolegate.dev/aws-access=true"]);
+    cluster.kubectl_wait(&[
+        "--for=condition=Accepted",
+        "--timeout=60s",
+        "-n",
+        OTHER,
+        "rolemapping/borrowed",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let code = cluster
+            .in_pod(&credentials_uri, &other_token, STATUS_CODE)
+            .await;
+        if code.trim() == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server still refuses the newly allowed namespace: {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     step("the leader Lease: kill the leader, a standby takes over");
     let lease_name = format!("{fullname}-controller");
     let leases = Api::<Lease>::namespaced(client.clone(), NAMESPACE);
