@@ -148,6 +148,14 @@ async fn create_sets_metadata_and_conflicts_are_409() {
     assert_eq!(meta.generation, Some(1));
     let rv: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
 
+    // A dry run answers what would be stored and stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let would = api.create(&dry, &mapping("dry")).await.unwrap();
+    assert!(would.metadata.uid.is_some() && would.metadata.resource_version.is_none());
+    assert_eq!(api_error(api.get("dry").await).code, 404);
     // AlreadyExists.
     let status = api_error(api.create(&PostParams::default(), &mapping("m")).await);
     assert_eq!(
