@@ -335,6 +335,21 @@ spec:
         explained["mappings"][0]["trustPolicy"].as_str(),
         Some(status_policy.as_str())
     );
+    let denied = Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .args(["explain", "--namespace", OTHER, "--service-account", "app"])
+        .args(["--operator-namespace", NAMESPACE])
+        .output()
+        .unwrap();
+    assert_eq!(
+        denied.status.code(),
+        Some(1),
+        "explain says the not-allowed subject gets nothing: {denied:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&denied.stdout).contains("NamespaceNotAllowed"),
+        "{denied:?}"
+    );
 
     step("kubectl apply a Pod: through the webhook");
     let pod_file = common::write(
