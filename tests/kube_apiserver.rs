@@ -823,6 +823,14 @@ async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
         "the key dropped from the manifest is removed"
     );
     assert_eq!(c["metadata"]["labels"]["a"], "two");
+    // An unknown field of a built-in kind: refused under kubectl's default strict validation.
+    let typo =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo, namespace: team}\ndataa: {k: v}\n";
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(typo)).await;
+    assert!(
+        !ok && err.contains(r#"strict decoding error: unknown field "dataa""#),
+        "{err}"
+    );
     // Applying again with a change: a merge patch for the custom resource.
     let changed = manifests.replace("provider: prod", "provider: staging");
     let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&changed)).await;

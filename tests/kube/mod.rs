@@ -18,6 +18,7 @@
 //! | [`table`] | Table output with printer columns | "API concepts": receiving resources as Tables; CRD additionalPrinterColumns |
 //! | [`discovery`] | /api, /apis, resource lists, /openapi/v3, /version | "The Kubernetes API": discovery API, OpenAPI interface definition |
 //! | [`http`] | request info, authn → authz → admission → storage order, Status responses, warnings, lists with limit/continue, PartialObjectMetadata | "Controlling access to the Kubernetes API", "Admission controllers" (ServiceAccount, NamespaceLifecycle, OwnerReferencesPermissionEnforcement), "Warnings", "API concepts": retrieving large results in chunks |
+//! | [`typed`] | unknown fields of built-in kinds dropped, and refused with `fieldValidation=Strict` | "API concepts": field validation |
 //! | [`protobuf`] | protobuf request bodies of kubectl's create generators | "API concepts": protobuf encoding |
 //! | `auth`, `rbac`, `admission` | tokens, TokenRequest/TokenReview, RBAC, webhooks | see those modules |
 //!
@@ -25,8 +26,7 @@
 //! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
 //! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
 //! CEL validation rules, CRD version conversion
-//! other than `None`, unknown-field detection for built-in kinds (their fields are kept as
-//! sent), consistent snapshots for paginated lists (a continue token reads the current state
+//! other than `None`, consistent snapshots for paginated lists (a continue token reads the current state
 //! after the last key), foreground deletion (treated as background), graceful pod deletion
 //! (pods are never scheduled here, so they are deleted at once, as unscheduled pods are).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -44,6 +44,7 @@ pub mod schema;
 pub mod selector;
 pub mod store;
 pub mod table;
+pub mod typed;
 pub mod watch;
 
 use std::collections::HashMap;

@@ -475,22 +475,49 @@ impl Inner {
         }
         object["apiVersion"] = Value::String(api_version);
         object["kind"] = Value::String(info.kind.clone());
+        // Decoding: fields the type (or the CRD's schema) does not specify are dropped, and
+        // reported per `fieldValidation`.
         let meta = meta_mut(object);
-        let unknown: Vec<String> = meta
+        let mut dropped: Vec<String> = meta
             .keys()
             .filter(|k| !META_FIELDS.contains(&k.as_str()))
-            .cloned()
+            .map(|k| format!("metadata.{k}"))
             .collect();
-        for key in unknown {
-            meta.remove(&key);
-            warnings.push(format!("unknown field \"metadata.{key}\""));
-        }
+        meta.retain(|k, _| META_FIELDS.contains(&k.as_str()));
         meta.remove("selfLink");
         if meta.get("labels").is_some_and(Value::is_null) {
             meta.remove("labels");
         }
         if meta.get("annotations").is_some_and(Value::is_null) {
             meta.remove("annotations");
+        }
+        let schema = info.custom.as_ref().and_then(|c| c.schema.as_ref());
+        match schema {
+            Some(schema) => dropped.extend(schema.prune(object)),
+            None if info.custom.is_none() => {
+                dropped.extend(super::typed::prune_unknown(
+                    &info.group,
+                    &info.resource,
+                    object,
+                ));
+            }
+            None => {}
+        }
+        if opts.field_validation == "Strict" && !dropped.is_empty() {
+            return Err(bad_request(&format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                info.kind,
+                info.version,
+                info.kind,
+                dropped
+                    .iter()
+                    .map(|p| format!("unknown field \"{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if opts.field_validation == "Warn" {
+            warnings.extend(dropped.iter().map(|p| format!("unknown field \"{p}\"")));
         }
         kind_rules(info, object, opts.legacy_event)?;
         let builtin = validate_builtin(info, object);
@@ -502,31 +529,9 @@ impl Inner {
             return Err(invalid(info, &name, &builtin));
         }
         let mut causes = Vec::new();
-        if let Some(custom) = &info.custom
-            && let Some(schema) = &custom.schema
-        {
-            let dropped = schema.prune(object);
-            for path in &dropped {
-                warnings.push(format!("unknown field \"{path}\""));
-            }
-            if opts.field_validation == "Strict" && !dropped.is_empty() {
-                return Err(bad_request(&format!(
-                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                    info.kind,
-                    info.version,
-                    info.kind,
-                    dropped
-                        .iter()
-                        .map(|p| format!("unknown field \"{p}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+        if let Some(schema) = schema {
             schema.default(object);
             causes.extend(schema.validate(object));
-        }
-        if opts.field_validation != "Warn" {
-            warnings.clear();
         }
         validate_labels(object, &mut causes);
         if !causes.is_empty() {
