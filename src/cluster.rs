@@ -275,3 +275,20 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    #[test]
+    fn the_user_agent_names_the_component_and_the_replica() {
+        let agent = super::user_agent("controller", "rolegate-controller-7d4b9c-x2x");
+        assert_eq!(
+            agent,
+            format!(
+                "rolegate/{} (controller; rolegate-controller-7d4b9c-x2x)",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert!(axum::http::HeaderValue::from_str(&agent).is_ok());
+    }
+}

@@ -52,7 +52,7 @@ fn mapping(name: &str) -> DynamicObject {
     }))
 }
 
-fn api_error(result: Result<DynamicObject, kube::Error>) -> kube::core::Status {
+fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
     match result {
         Err(kube::Error::Api(status)) => *status,
         other => panic!("expected an API error, got {other:?}"),
@@ -148,6 +148,14 @@ async fn create_sets_metadata_and_conflicts_are_409() {
     assert_eq!(meta.generation, Some(1));
     let rv: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
 
+    // A dry run answers what would be stored and stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let would = api.create(&dry, &mapping("dry")).await.unwrap();
+    assert!(would.metadata.uid.is_some() && would.metadata.resource_version.is_none());
+    assert_eq!(api_error(api.get("dry").await).code, 404);
     // AlreadyExists.
     let status = api_error(api.create(&PostParams::default(), &mapping("m")).await);
     assert_eq!(
@@ -465,6 +473,11 @@ async fn finalizers_hold_deletion_until_removed() {
     let still = deleted.left().expect("the object, not a Status");
     assert!(still.metadata.deletion_timestamp.is_some());
     assert_eq!(still.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(
+        still.metadata.generation,
+        Some(2),
+        "setting deletionTimestamp bumps the generation"
+    );
     // A new finalizer is refused while it is being deleted.
     let status = api_error(
         api.patch(
@@ -748,6 +761,18 @@ async fn selectors_namespaces_and_garbage_collection() {
         ),
         other => panic!("{other:?}"),
     }
+    // An owner reference to a uid that does not exist: collected at once, as the garbage
+    // collector would.
+    let orphan = json!({"metadata": {"name": "orphan", "ownerReferences": [{"apiVersion": "rolegate.dev/v1alpha1",
+        "kind": "SAMLApp", "name": "aws", "uid": "00000000-0000-0000-0000-000000000000"}]}});
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(orphan).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_error(secrets.get("orphan").await).code, 404);
     // Deleting the owner collects what it owns.
     apps.delete("aws", &DeleteParams::default()).await.unwrap();
     assert_eq!(
@@ -798,6 +823,14 @@ async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
         "the key dropped from the manifest is removed"
     );
     assert_eq!(c["metadata"]["labels"]["a"], "two");
+    // An unknown field of a built-in kind: refused under kubectl's default strict validation.
+    let typo =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo, namespace: team}\ndataa: {k: v}\n";
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(typo)).await;
+    assert!(
+        !ok && err.contains(r#"strict decoding error: unknown field "dataa""#),
+        "{err}"
+    );
     // Applying again with a change: a merge patch for the custom resource.
     let changed = manifests.replace("provider: prod", "provider: staging");
     let (ok, out, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&changed)).await;
@@ -869,6 +902,51 @@ async fn kubectl_applies_prints_columns_and_waits_for_a_condition() {
     assert!(
         out.contains("samlapp.rolegate.dev/aws condition met"),
         "{out}"
+    );
+    // kubectl get --watch: the watch events come as Table rows too.
+    let mut watching = tokio::process::Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args([
+            "get",
+            "rmap",
+            "-n",
+            "team",
+            "--watch",
+            "--output-watch-events",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    mappings(&client, "team")
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"provider": "watched"}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    watching.start_kill().unwrap();
+    let watched = watching.wait_with_output().await.unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    let modified: Vec<&str> = watched
+        .lines()
+        .find(|l| l.starts_with("MODIFIED"))
+        .unwrap_or_else(|| panic!("no MODIFIED row in {watched}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        modified[..4],
+        [
+            "MODIFIED",
+            "m",
+            "arn:aws:iam::111122223333:role/reader",
+            "watched"
+        ],
+        "{watched}"
     );
     let (_, out, _) = kubectl(&kc, &["get", "samlapps", "--no-headers"], None).await;
     let row: Vec<&str> = out.split_whitespace().collect();
@@ -1432,6 +1510,17 @@ async fn kubectl_applies_crds() {
     let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(&bad)).await;
     assert!(
         !ok && err.contains("must be spec.names.plural+\".\"+spec.group"),
+        "{err}"
+    );
+    // A schema that is not structural is refused, naming the node.
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n\
+        spec: {group: example.com, scope: Namespaced, names: {plural: widgets, kind: Widget},\n\
+        versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, properties: {spec: {properties: {size: {type: integer}}}}}}}]}\n";
+    let (ok, _, err) = kubectl(&kc, &["apply", "-f", "-"], Some(crd)).await;
+    assert!(
+        !ok && err.contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value"
+        ),
         "{err}"
     );
 }

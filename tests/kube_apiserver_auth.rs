@@ -1528,6 +1528,26 @@ fn webhook_configurations_are_defaulted_and_validated_as_the_api_server_does() {
         messages.last().unwrap(),
         "webhooks[1].name: Duplicate value: \"pods\""
     );
+    let mut no_side_effects = good.clone();
+    no_side_effects["webhooks"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("sideEffects");
+    assert_eq!(
+        default_and_validate_configuration(&mut no_side_effects)[0].message,
+        "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"
+    );
+    // A validating webhook has no reinvocationPolicy to default.
+    let mut validating = json!({"webhooks": [hook("check.test.dev", "/check", "")]});
+    assert!(
+        kube_server::admission::default_and_validate_webhooks(&mut validating, false).is_empty()
+    );
+    assert!(
+        validating["webhooks"][0]
+            .get("reinvocationPolicy")
+            .is_none()
+    );
+    assert_eq!(validating["webhooks"][0]["timeoutSeconds"], 10);
     let mut neither = good.clone();
     neither["webhooks"][0]["clientConfig"] = json!({"url": "http://hooks.example.com/x?y=1"});
     let messages: Vec<String> = default_and_validate_configuration(&mut neither)

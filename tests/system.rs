@@ -5,10 +5,12 @@
 //! - **Local** (`system_on_the_test_api_server`, in `make test`): the strict test API server of
 //!   `tests/kube/` (RBAC, admission webhooks, TokenRequest/TokenReview), moto, and `rolegate
 //!   controller` (two replicas), `rolegate server` and `rolegate agent` as separate processes.
-//!   Everything they get is read from `helm template` of `charts/rolegate`: the ServiceAccounts,
-//!   Roles and bindings and the MutatingWebhookConfiguration are applied with the real
-//!   `kubectl`, and each workload runs with its container's `args` and `env`, with a kubeconfig
-//!   for its own ServiceAccount. Only what must be local is rewritten, in [`localize`].
+//!   Everything they get is read from `helm template` of `charts/rolegate`: every object of the
+//!   render (ServiceAccounts, Roles and bindings, the MutatingWebhookConfiguration, Services,
+//!   Deployments, the DaemonSet) is applied with the real `kubectl` as helm would, and the
+//!   processes are the workloads' pods: each runs with its container's `args` and `env` and a
+//!   kubeconfig for its pod's ServiceAccount. Only what must be local is rewritten, in
+//!   [`localize`].
 //! - **Real** (`system_on_a_real_cluster`, `make e2e`): the chart installed with `helm` into
 //!   the cluster of `ROLEGATE_E2E_KUBECONFIG` (or `KUBECONFIG` with `ROLEGATE_E2E=1`), the image
 //!   `ROLEGATE_E2E_IMAGE` already loaded into its nodes (`kind load docker-image`).
@@ -333,6 +335,21 @@ spec:
         explained["mappings"][0]["trustPolicy"].as_str(),
         Some(status_policy.as_str())
     );
+    let denied = Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .args(["explain", "--namespace", OTHER, "--service-account", "app"])
+        .args(["--operator-namespace", NAMESPACE])
+        .output()
+        .unwrap();
+    assert_eq!(
+        denied.status.code(),
+        Some(1),
+        "explain says the not-allowed subject gets nothing: {denied:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&denied.stdout).contains("NamespaceNotAllowed"),
+        "{denied:?}"
+    );
 
     step("kubectl apply a Pod: through the webhook");
     let pod_file = common::write(
@@ -419,6 +436,30 @@ spec:
         .in_pod(&credentials_uri, &other_token, STATUS_CODE)
         .await;
     assert_eq!(code.trim(), "403", "the not-allowed subject is refused");
+
+    step("the namespace is labelled: the watches of both the controller and the server fire");
+    cluster.kubectl_ok(&["label", "namespace", OTHER, "rolegate.dev/aws-access=true"]);
+    cluster.kubectl_wait(&[
+        "--for=condition=Accepted",
+        "--timeout=60s",
+        "-n",
+        OTHER,
+        "rolemapping/borrowed",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let code = cluster
+            .in_pod(&credentials_uri, &other_token, STATUS_CODE)
+            .await;
+        if code.trim() == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server still refuses the newly allowed namespace: {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     step("the leader Lease: kill the leader, a standby takes over");
     let lease_name = format!("{fullname}-controller");
@@ -1045,32 +1086,14 @@ impl Local {
             &namespaces.join("\n---\n"),
         );
         self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-        let stored = [
-            "Namespace",
-            "ServiceAccount",
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "Role",
-            "RoleBinding",
-            "MutatingWebhookConfiguration",
-            "Secret",
-            "ConfigMap",
-        ];
-        // Run as processes (Deployments, the DaemonSet) or emulated by the service proxy and
-        // `Options::services` (Services); PodDisruptionBudgets have nothing to disrupt here.
-        let emulated = ["Deployment", "DaemonSet", "Service", "PodDisruptionBudget"];
-        let mut objects = Vec::new();
-        for doc in &chart.docs {
-            let kind = doc["kind"].as_str().unwrap();
-            if stored.contains(&kind) {
-                objects.push(serde_json::to_string(doc).unwrap());
-            } else {
-                assert!(
-                    emulated.contains(&kind),
-                    "the chart renders a {kind}: teach the system test what a cluster does with it"
-                );
-            }
-        }
+        // Every object of the release is stored, as helm install does; no kubelet runs the
+        // Deployments' and the DaemonSet's pods: the processes below are those pods, and the
+        // service proxy and `Options::services` are the Services' endpoints.
+        let mut objects: Vec<String> = chart
+            .docs
+            .iter()
+            .map(|doc| serde_json::to_string(doc).unwrap())
+            .collect();
         // Namespaces first, as helm orders them.
         objects.sort_by_key(|o| !o.contains("\"kind\":\"Namespace\""));
         let manifest = common::write(self.dir.path(), "chart.yaml", &objects.join("\n---\n"));
@@ -1312,34 +1335,11 @@ impl Local {
             forbidden.join("\n")
         );
 
-        // 2. One writer at a time: every write of the controller's ServiceAccount other than
-        // the Lease comes from the replica holding the Lease at that moment (from the Lease
-        // writes that succeeded before it).
+        // 2. One writer at a time.
         let controller_sa = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}-controller");
-        let writes = ["create", "update", "patch", "delete", "deletecollection"];
-        let mut holder: Option<String> = None;
-        let mut holders = Vec::new();
-        let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
-        for entry in audit.iter().filter(|e| e.user == controller_sa) {
-            let replica = instance(&entry.user_agent);
-            if !writes.contains(&entry.attrs.verb.as_str()) || entry.code >= 300 {
-                continue;
-            }
-            if entry.attrs.resource == "leases" {
-                if holder.as_deref() != Some(replica.as_str()) {
-                    holders.push(replica.clone());
-                }
-                holder = Some(replica);
-                continue;
-            }
-            *by_replica.entry(replica.clone()).or_default() += 1;
-            assert_eq!(
-                holder.as_deref(),
-                Some(replica.as_str()),
-                "{} came from {replica}, which did not hold the Lease (held by {holder:?})",
-                describe(entry)
-            );
-        }
+        let (holders, by_replica) =
+            one_writer_at_a_time(audit.iter().filter(|e| e.user == controller_sa))
+                .unwrap_or_else(|e| panic!("{e}"));
         println!("Lease holders in order: {holders:?}; writes by replica: {by_replica:?}");
         assert!(
             holders.len() >= 2,
@@ -1402,7 +1402,7 @@ impl Local {
             unexplained.is_empty(),
             "RBAC rules of the chart no request of the run needed (remove them from \
              charts/rolegate/templates/rbac.yaml, or name the path that needs them in \
-             allowed_unused):\n{}",
+             ALLOWED_UNUSED):\n{}",
             unexplained.join("\n")
         );
     }
@@ -1440,6 +1440,83 @@ impl Drop for Local {
     }
 }
 
+/// Every write of one ServiceAccount's requests other than the Lease's comes from the replica
+/// (by `User-Agent`) that holds the Lease at that moment, as the successful Lease writes before
+/// it tell. Ok: the holders in order and each replica's writes; Err: the first write of a
+/// replica that did not hold the Lease.
+fn one_writer_at_a_time<'a>(
+    requests: impl Iterator<Item = &'a kube_server::AuditEntry>,
+) -> Result<(Vec<String>, BTreeMap<String, usize>), String> {
+    let writes = ["create", "update", "patch", "delete", "deletecollection"];
+    let mut holder: Option<String> = None;
+    let mut holders = Vec::new();
+    let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in requests {
+        let replica = instance(&entry.user_agent);
+        if !writes.contains(&entry.attrs.verb.as_str()) || entry.code >= 300 {
+            continue;
+        }
+        if entry.attrs.resource == "leases" {
+            if holder.as_deref() != Some(replica.as_str()) {
+                holders.push(replica.clone());
+            }
+            holder = Some(replica);
+            continue;
+        }
+        if holder.as_deref() != Some(replica.as_str()) {
+            return Err(format!(
+                "{} came from {replica}, which did not hold the Lease (held by {holder:?})",
+                describe(entry)
+            ));
+        }
+        *by_replica.entry(replica).or_default() += 1;
+    }
+    Ok((holders, by_replica))
+}
+
+#[test]
+fn a_write_by_a_replica_without_the_lease_is_found() {
+    let entry = |replica: &str, verb: &str, resource: &str, code: u16| kube_server::AuditEntry {
+        user: "system:serviceaccount:rolegate:rg-controller".into(),
+        groups: Vec::new(),
+        attrs: kube_server::rbac::Attributes {
+            verb: verb.into(),
+            api_group: String::new(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace: NAMESPACE.into(),
+            name: "x".into(),
+        },
+        code,
+        allowed_by: None,
+        user_agent: rolegate::cluster::user_agent("controller", replica),
+    };
+    let handover = [
+        entry("a", "create", "leases", 201),
+        entry("a", "create", "secrets", 201),
+        entry("b", "update", "leases", 409),
+        entry("b", "get", "secrets", 200),
+        entry("b", "update", "leases", 200),
+        entry("b", "patch", "secrets", 200),
+    ];
+    let (holders, writes) = one_writer_at_a_time(handover.iter()).unwrap();
+    assert_eq!(holders, ["a", "b"]);
+    assert_eq!(writes, BTreeMap::from([("a".into(), 1), ("b".into(), 1)]));
+    // The old leader writes on after the standby took over: two writers.
+    let split = [
+        entry("a", "create", "leases", 201),
+        entry("b", "update", "leases", 200),
+        entry("a", "patch", "secrets", 200),
+    ];
+    let error = one_writer_at_a_time(split.iter()).unwrap_err();
+    assert!(
+        error.contains("came from a, which did not hold the Lease"),
+        "{error}"
+    );
+    // A write before anyone leads.
+    assert!(one_writer_at_a_time([entry("a", "create", "secrets", 201)].iter()).is_err());
+}
+
 /// One request of the audit log: who, the verb, the resource, where, and the answer.
 fn describe(e: &kube_server::AuditEntry) -> String {
     let a = &e.attrs;
@@ -1473,11 +1550,15 @@ fn parse_allowed_by(allowed_by: &str) -> Option<(String, usize)> {
     Some((format!("{kind}/{name}"), index.trim().parse().ok()?))
 }
 
-/// Rules the run does not exercise that are still needed, each with the path that needs it.
-/// None today: the one such path, moving an earlier version's CA out of the release namespace
-/// (delete of `<release>-ca`), is part of the scenario.
-fn allowed_unused(_role: &str, _rule: &Value) -> bool {
-    false
+/// RBAC rules of the chart the run does not exercise that are still needed: (role, the rule as
+/// JSON, the path that needs it). Empty: the one such path there was, moving an earlier
+/// version's CA out of the release namespace (delete of `<release>-ca`), is part of the scenario.
+const ALLOWED_UNUSED: &[(&str, &str, &str)] = &[];
+
+fn allowed_unused(role: &str, rule: &Value) -> bool {
+    ALLOWED_UNUSED.iter().any(|(r, json, _why)| {
+        *r == role && serde_json::from_str::<Value>(json).ok().as_ref() == Some(rule)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -885,6 +885,15 @@ fn validate_selector(errors: &mut FieldErrors, field: &str, selector: &Value) {
 /// 443) and `ValidateMutatingWebhookConfiguration` do. The causes are empty for a valid object;
 /// otherwise the store answers 422 Invalid with them.
 pub fn default_and_validate_configuration(object: &mut Value) -> Vec<super::schema::Cause> {
+    default_and_validate_webhooks(object, true)
+}
+
+/// The same for a Mutating (`mutating`) or Validating WebhookConfiguration: a validating webhook
+/// has no `reinvocationPolicy`.
+pub fn default_and_validate_webhooks(
+    object: &mut Value,
+    mutating: bool,
+) -> Vec<super::schema::Cause> {
     let mut errors = FieldErrors::default();
     let mut names: Vec<String> = Vec::new();
     let hooks = object["webhooks"].as_array_mut();
@@ -903,6 +912,9 @@ pub fn default_and_validate_configuration(object: &mut Value) -> Vec<super::sche
             ("timeoutSeconds", json!(10)),
             ("reinvocationPolicy", json!("Never")),
         ] {
+            if field == "reinvocationPolicy" && !mutating {
+                continue;
+            }
             if hook[field].is_null() {
                 hook[field] = default;
             }
@@ -1046,12 +1058,14 @@ pub fn default_and_validate_configuration(object: &mut Value) -> Vec<super::sche
             &format!("{at}.objectSelector"),
             &hook["objectSelector"],
         );
-        one_of(
-            &mut errors,
-            &format!("{at}.reinvocationPolicy"),
-            &hook["reinvocationPolicy"],
-            &["IfNeeded", "Never"],
-        );
+        if mutating {
+            one_of(
+                &mut errors,
+                &format!("{at}.reinvocationPolicy"),
+                &hook["reinvocationPolicy"],
+                &["IfNeeded", "Never"],
+            );
+        }
 
         let client = &hook["clientConfig"];
         let cat = format!("{at}.clientConfig");

@@ -497,7 +497,7 @@ async fn serve_resource(
             Ok(json_response(200, &object))
         }
         "list" => list(shared, &info, request, query, headers, now),
-        "watch" => watch_response(shared, &info, request, query, wants_metadata(headers)),
+        "watch" => watch_response(shared, &info, request, query, headers),
         "create" => {
             let mut object = parse_body(body, headers)?;
             if request.subresource == "token" {
@@ -862,8 +862,15 @@ fn watch_response(
     info: &ResourceInfo,
     request: &RequestInfo,
     query: &HashMap<String, String>,
-    metadata_only: bool,
+    headers: &HeaderMap,
 ) -> Result<Response, Status> {
+    let metadata_only = wants_metadata(headers);
+    let table = wants_table(headers).then(|| {
+        query
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into())
+    });
     let (labels, fields) = selectors(info, query)?;
     let ns = (!request.namespace.is_empty() && info.namespaced).then(|| request.namespace.clone());
     let bookmarks = query
@@ -894,6 +901,7 @@ fn watch_response(
         labels: labels.clone(),
         fields: fields.clone(),
         metadata_only,
+        table,
     };
     let rv = query
         .get("resourceVersion")

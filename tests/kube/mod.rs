@@ -10,22 +10,23 @@
 //! | module | behaviour | grounded in |
 //! |---|---|---|
 //! | [`store`] | uid, creationTimestamp, cluster-wide resourceVersion, generation, 409 Conflict/AlreadyExists, 404, 422, status subresource, no-op writes, finalizers, deletionTimestamp, garbage collection, namespace lifecycle (404 for a missing one, 403 while terminating, protected namespaces), DELETE answers, Secret `stringData`, built-in validation (data keys, TLS Secrets, Pods, webhook configurations, roleRef), events.k8s.io/v1 and core/v1 Events as one storage | API conventions (metadata, spec and status, concurrency control and consistency), "API concepts", "Finalizers", "Garbage collection", "Namespaces", "Events" (events.k8s.io/v1 reference) |
-//! | [`schema`] | CRD validation with a JSON Schema validator, defaulting, pruning, `fieldValidation` | "Extend the Kubernetes API with CustomResourceDefinitions" (structural schema, field pruning, defaulting, validation), "API concepts": field validation |
+//! | [`kinds`] | per-kind strategies and validation: names, labels, Secrets, ConfigMaps, Namespaces, CRDs, Pods, webhook configurations, RBAC bindings, Events (two versions, one storage) | each type's registry strategy and validation; "Events" reference |
+//! | [`schema`] | CRD validation with a JSON Schema validator, defaulting, pruning, `fieldValidation`, the structural-schema rules for a new CRD | "Extend the Kubernetes API with CustomResourceDefinitions" (structural schema, field pruning, defaulting, validation), "API concepts": field validation |
 //! | [`watch`] | watch from a resourceVersion, 410 Expired, 504 for a future version, bookmarks, sendInitialEvents, selectors on events, metadata-only | "API concepts": efficient detection of changes, watch bookmarks, streaming lists, resource versions |
 //! | [`selector`] | label and field selectors | "Labels and selectors", "Field selectors" |
 //! | [`patch`] | merge, JSON and strategic merge patch | "Update API objects in place using kubectl patch", RFC 7386, RFC 6902 |
 //! | [`table`] | Table output with printer columns | "API concepts": receiving resources as Tables; CRD additionalPrinterColumns |
 //! | [`discovery`] | /api, /apis, resource lists, /openapi/v3, /version | "The Kubernetes API": discovery API, OpenAPI interface definition |
 //! | [`http`] | request info, authn → authz → admission → storage order, Status responses, warnings, lists with limit/continue, PartialObjectMetadata | "Controlling access to the Kubernetes API", "Admission controllers" (ServiceAccount, NamespaceLifecycle, OwnerReferencesPermissionEnforcement), "Warnings", "API concepts": retrieving large results in chunks |
+//! | [`typed`] | unknown fields of built-in kinds dropped, and refused with `fieldValidation=Strict` | "API concepts": field validation |
 //! | [`protobuf`] | protobuf request bodies of kubectl's create generators | "API concepts": protobuf encoding |
 //! | `auth`, `rbac`, `admission` | tokens, TokenRequest/TokenReview, RBAC, webhooks | see those modules |
 //!
 //! What is not implemented: server-side apply (415; rolegate does not use it and the tests use
 //! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
 //! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
-//! CEL validation rules and the structural-schema check of a new CRD, CRD version conversion
-//! other than `None`, unknown-field detection for built-in kinds (their fields are kept as
-//! sent), consistent snapshots for paginated lists (a continue token reads the current state
+//! CEL validation rules, CRD version conversion
+//! other than `None`, consistent snapshots for paginated lists (a continue token reads the current state
 //! after the last key), foreground deletion (treated as background), graceful pod deletion
 //! (pods are never scheduled here, so they are deleted at once, as unscheduled pods are).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -34,6 +35,7 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod http;
+pub mod kinds;
 pub mod patch;
 pub mod protobuf;
 pub mod rbac;
@@ -42,6 +44,7 @@ pub mod schema;
 pub mod selector;
 pub mod store;
 pub mod table;
+pub mod typed;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -50,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use auth::Status;
 
@@ -353,9 +356,4 @@ fn tls_config(cert_pem: &str, key_pem: &str) -> axum_server::tls_rustls::RustlsC
         .expect("TLS certificate");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config))
-}
-
-/// JSON helper for tests.
-pub fn to_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(json!(null))
 }

@@ -90,7 +90,7 @@ pub fn apply(kind: PatchType, current: &Value, body: &[u8]) -> Result<Value, Sta
                     "json: cannot unmarshal into Go value of type map[string]interface {}",
                 ));
             }
-            strategic(&mut doc, &patch, "");
+            strategic(&mut doc, &patch);
         }
     }
     Ok(doc)
@@ -129,7 +129,7 @@ fn primitive_merge(field: &str) -> bool {
     matches!(field, "finalizers")
 }
 
-fn strategic(doc: &mut Value, patch: &Value, field: &str) {
+fn strategic(doc: &mut Value, patch: &Value) {
     let Value::Object(patch_map) = patch else {
         *doc = patch.clone();
         return;
@@ -170,10 +170,10 @@ fn strategic(doc: &mut Value, patch: &Value, field: &str) {
             Value::Object(_) => {
                 let entry = doc_map.entry(key.clone()).or_insert(Value::Null);
                 if entry.is_object() {
-                    strategic(entry, value, key);
+                    strategic(entry, value);
                 } else {
                     let mut fresh = Value::Object(Map::new());
-                    strategic(&mut fresh, value, key);
+                    strategic(&mut fresh, value);
                     *entry = fresh;
                 }
             }
@@ -196,10 +196,10 @@ fn strategic(doc: &mut Value, patch: &Value, field: &str) {
                                     existing.remove(p);
                                 }
                                 (None, true) => {}
-                                (Some(p), false) => strategic(&mut existing[p], item, key),
+                                (Some(p), false) => strategic(&mut existing[p], item),
                                 (None, false) => {
                                     let mut fresh = Value::Object(Map::new());
-                                    strategic(&mut fresh, item, key);
+                                    strategic(&mut fresh, item);
                                     existing.push(fresh);
                                 }
                             }
@@ -240,7 +240,6 @@ fn strategic(doc: &mut Value, patch: &Value, field: &str) {
         let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
         doc_map.retain(|k, _| keep.contains(&k.as_str()));
     }
-    let _ = field;
 }
 
 #[cfg(test)]

@@ -444,6 +444,131 @@ fn invalid_cause(path: &str, value: &Value, rule: &str) -> Cause {
     }
 }
 
+/// The structural-schema rules a CRD's `openAPIV3Schema` must follow, or the CRD is refused
+/// (<https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema>):
+/// a non-empty `type` for the root, every specified field and every array item (except under
+/// `x-kubernetes-int-or-string` or `x-kubernetes-preserve-unknown-fields`); no `description`,
+/// `type`, `default`, `additionalProperties` or `nullable` inside `allOf`/`anyOf`/`oneOf`/`not`
+/// (but the int-or-string pattern), and a field named there also specified outside; not both
+/// `properties` and `additionalProperties`; at the root, `metadata` restricts only `name` and
+/// `generateName`. Each error is (field path, message), with the path as the apiextensions
+/// validation names it (`….properties[spec].properties[x].type`).
+pub fn structural_errors(schema: &Value, path: &str) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    check_node(schema, path, true, &mut errors);
+    if let Some(meta) = schema["properties"].get("metadata") {
+        let allowed = meta
+            .as_object()
+            .is_some_and(|m| m.keys().all(|k| k == "type" || k == "properties"))
+            && meta["properties"]
+                .as_object()
+                .is_none_or(|p| p.keys().all(|k| k == "name" || k == "generateName"));
+        if !allowed {
+            errors.push((
+                format!("{path}.properties[metadata]"),
+                "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified".into(),
+            ));
+        }
+    }
+    errors
+}
+
+fn check_node(node: &Value, path: &str, needs_type: bool, errors: &mut Vec<(String, String)>) {
+    let int_or_string = node["x-kubernetes-int-or-string"].as_bool() == Some(true);
+    let preserve = preserves(node);
+    if needs_type && !int_or_string && !preserve && node["type"].as_str().is_none_or(str::is_empty)
+    {
+        errors.push((
+            format!("{path}.type"),
+            "Required value: must not be empty for specified object fields".into(),
+        ));
+    }
+    if node.get("properties").is_some() && node.get("additionalProperties").is_some() {
+        errors.push((
+            format!("{path}.additionalProperties"),
+            "Forbidden: additionalProperties and properties are mutual exclusive".into(),
+        ));
+    }
+    if let Some(props) = node["properties"].as_object() {
+        for (name, sub) in props {
+            check_node(sub, &format!("{path}.properties[{name}]"), true, errors);
+        }
+    }
+    if let Some(additional) = node.get("additionalProperties").filter(|a| a.is_object()) {
+        check_node(
+            additional,
+            &format!("{path}.additionalProperties"),
+            true,
+            errors,
+        );
+    }
+    match node.get("items") {
+        Some(items) if items.is_object() => {
+            check_node(items, &format!("{path}.items"), true, errors)
+        }
+        Some(_) => errors.push((
+            format!("{path}.items"),
+            "Forbidden: items must be a schema object and not an array".into(),
+        )),
+        None => {}
+    }
+    for junctor in ["allOf", "anyOf", "oneOf"] {
+        for (i, branch) in node[junctor].as_array().into_iter().flatten().enumerate() {
+            check_junctor(
+                branch,
+                node,
+                &format!("{path}.{junctor}[{i}]"),
+                int_or_string,
+                errors,
+            );
+        }
+    }
+    if let Some(not) = node.get("not") {
+        check_junctor(not, node, &format!("{path}.not"), int_or_string, errors);
+    }
+}
+
+fn check_junctor(
+    branch: &Value,
+    outside: &Value,
+    path: &str,
+    int_or_string: bool,
+    errors: &mut Vec<(String, String)>,
+) {
+    let pattern = int_or_string
+        && (branch == &json!({"type": "integer"}) || branch == &json!({"type": "string"}));
+    for key in [
+        "description",
+        "type",
+        "default",
+        "additionalProperties",
+        "nullable",
+    ] {
+        if branch.get(key).is_some() && !(pattern && key == "type") {
+            errors.push((
+                format!("{path}.{key}"),
+                "Forbidden: must be empty to be structural".to_owned(),
+            ));
+        }
+    }
+    if let Some(props) = branch["properties"].as_object() {
+        for name in props.keys() {
+            if outside["properties"].get(name).is_none() {
+                errors.push((
+                    format!("{path}.properties[{name}]"),
+                    "Required value: must be specified outside of the value validation".into(),
+                ));
+            }
+        }
+    }
+    if branch.get("items").is_some() && outside.get("items").is_none() {
+        errors.push((
+            format!("{path}.items"),
+            "Required value: must be specified outside of the value validation".into(),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +620,35 @@ mod tests {
         assert!(
             causes[0].message.contains("must be of type string"),
             "{causes:?}"
+        );
+    }
+
+    #[test]
+    fn structural_rules() {
+        let ok = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "port": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "free": {"x-kubernetes-preserve-unknown-fields": true}}}}});
+        assert!(
+            structural_errors(&ok, "s").is_empty(),
+            "{:?}",
+            structural_errors(&ok, "s")
+        );
+        let bad = json!({"type": "object", "properties": {
+            "metadata": {"type": "object", "properties": {"labels": {"type": "object"}}},
+            "spec": {"type": "object", "properties": {"untyped": {"description": "x"}},
+                     "anyOf": [{"properties": {"elsewhere": {"type": "string"}}}, {"type": "string"}]}}});
+        let fields: Vec<String> = structural_errors(&bad, "s")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "s.properties[spec].properties[untyped].type",
+                "s.properties[spec].anyOf[0].properties[elsewhere]",
+                "s.properties[spec].anyOf[1].type",
+                "s.properties[metadata]",
+            ]
         );
     }
 }

@@ -35,16 +35,21 @@
 //!   (`customresourcecleanup.apiextensions.k8s.io` finalizer).
 //! - **Secrets:** `stringData` is merged into `data` (base64) and not stored; `data` must be base64;
 //!   `type` defaults to `Opaque` and is immutable.
+//!
+//! The per-kind rules (names, defaults, validation, immutable fields) are in [`super::kinds`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::Engine as _;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use super::Status;
+use super::kinds::{
+    create_rules, event_from_core, event_to_core, kind_rules, name_error, update_rules,
+    validate_builtin, validate_labels,
+};
 use super::resources::{self, ResourceInfo};
 use super::schema::Cause;
 use super::selector::{FieldSelector, LabelSelector};
@@ -166,19 +171,29 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
     if !object["metadata"].is_object() {
         object["metadata"] = json!({});
     }
-    match object.get_mut("metadata") {
-        Some(Value::Object(m)) => m,
-        _ => unreachable_meta(),
+    match &mut object["metadata"] {
+        Value::Object(m) => m,
+        // Just made an object above.
+        _ => unreachable!("metadata is an object"),
     }
 }
 
-#[allow(clippy::panic)]
-fn unreachable_meta() -> &'static mut Map<String, Value> {
-    // `metadata` was just made an object above.
-    panic!("metadata is an object")
+/// What a DELETE that cannot remove the object at once does (`BeforeDelete`): sets
+/// `deletionTimestamp` and `deletionGracePeriodSeconds: 0`, and bumps a kept generation.
+fn mark_deleted(object: &mut Value, now: Timestamp) {
+    let meta = meta_mut(object);
+    meta.insert("deletionTimestamp".into(), Value::String(rfc3339(now)));
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    if let Some(generation) = meta
+        .get("generation")
+        .and_then(Value::as_i64)
+        .filter(|g| *g > 0)
+    {
+        meta.insert("generation".into(), json!(generation + 1));
+    }
 }
 
-fn finalizers(object: &Value) -> Vec<String> {
+pub fn finalizers(object: &Value) -> Vec<String> {
     object["metadata"]["finalizers"]
         .as_array()
         .map(|a| {
@@ -270,7 +285,7 @@ pub fn invalid(info: &ResourceInfo, name: &str, causes: &[Cause]) -> Status {
     )
 }
 
-fn field_invalid(field: &str, value: &Value, detail: &str) -> Cause {
+pub fn field_invalid(field: &str, value: &Value, detail: &str) -> Cause {
     Cause {
         reason: "FieldValueInvalid".into(),
         field: field.into(),
@@ -305,83 +320,6 @@ pub fn expired(requested: u64, oldest: u64) -> Status {
 }
 
 // ----- names -----------------------------------------------------------------------------------
-
-const SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_label)
-}
-
-fn name_error(info: &ResourceInfo, name: &str) -> Option<&'static str> {
-    match (info.group.as_str(), info.resource.as_str()) {
-        ("", "namespaces") | ("", "services") => (!is_label(name)).then_some(LABEL),
-        ("rbac.authorization.k8s.io", _) => (name.is_empty()
-            || name == "."
-            || name == ".."
-            || name.contains('/')
-            || name.contains('%'))
-        .then_some("may not contain '/' or '%'"),
-        _ => (!is_subdomain(name)).then_some(SUBDOMAIN),
-    }
-}
-
-fn validate_labels(object: &Value, causes: &mut Vec<Cause>) {
-    let Some(labels) = object["metadata"]["labels"].as_object() else {
-        return;
-    };
-    for (key, value) in labels {
-        let (prefix, name) = key
-            .rsplit_once('/')
-            .map_or(("", key.as_str()), |(p, n)| (p, n));
-        let name_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if !name_ok || (!prefix.is_empty() && !is_subdomain(prefix)) {
-            causes.push(field_invalid(
-                "metadata.labels",
-                &Value::String(key.clone()),
-                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-            ));
-        }
-        let v = value.as_str().unwrap_or("\u{0}");
-        let value_ok = v.is_empty()
-            || (v.len() <= 63
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
-        if !value_ok {
-            causes.push(field_invalid(
-                "metadata.labels",
-                value,
-                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-            ));
-        }
-    }
-    if let Some(annotations) = object["metadata"]["annotations"].as_object()
-        && annotations.values().any(|v| !v.is_string())
-    {
-        causes.push(field_invalid(
-            "metadata.annotations",
-            &object["metadata"]["annotations"],
-            "annotation values must be strings",
-        ));
-    }
-}
 
 /// The ObjectMeta fields; others are dropped as the typed decoder drops them.
 const META_FIELDS: &[&str] = &[
@@ -537,22 +475,49 @@ impl Inner {
         }
         object["apiVersion"] = Value::String(api_version);
         object["kind"] = Value::String(info.kind.clone());
+        // Decoding: fields the type (or the CRD's schema) does not specify are dropped, and
+        // reported per `fieldValidation`.
         let meta = meta_mut(object);
-        let unknown: Vec<String> = meta
+        let mut dropped: Vec<String> = meta
             .keys()
             .filter(|k| !META_FIELDS.contains(&k.as_str()))
-            .cloned()
+            .map(|k| format!("metadata.{k}"))
             .collect();
-        for key in unknown {
-            meta.remove(&key);
-            warnings.push(format!("unknown field \"metadata.{key}\""));
-        }
+        meta.retain(|k, _| META_FIELDS.contains(&k.as_str()));
         meta.remove("selfLink");
         if meta.get("labels").is_some_and(Value::is_null) {
             meta.remove("labels");
         }
         if meta.get("annotations").is_some_and(Value::is_null) {
             meta.remove("annotations");
+        }
+        let schema = info.custom.as_ref().and_then(|c| c.schema.as_ref());
+        match schema {
+            Some(schema) => dropped.extend(schema.prune(object)),
+            None if info.custom.is_none() => {
+                dropped.extend(super::typed::prune_unknown(
+                    &info.group,
+                    &info.resource,
+                    object,
+                ));
+            }
+            None => {}
+        }
+        if opts.field_validation == "Strict" && !dropped.is_empty() {
+            return Err(bad_request(&format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                info.kind,
+                info.version,
+                info.kind,
+                dropped
+                    .iter()
+                    .map(|p| format!("unknown field \"{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if opts.field_validation == "Warn" {
+            warnings.extend(dropped.iter().map(|p| format!("unknown field \"{p}\"")));
         }
         kind_rules(info, object, opts.legacy_event)?;
         let builtin = validate_builtin(info, object);
@@ -564,31 +529,9 @@ impl Inner {
             return Err(invalid(info, &name, &builtin));
         }
         let mut causes = Vec::new();
-        if let Some(custom) = &info.custom
-            && let Some(schema) = &custom.schema
-        {
-            let dropped = schema.prune(object);
-            for path in &dropped {
-                warnings.push(format!("unknown field \"{path}\""));
-            }
-            if opts.field_validation == "Strict" && !dropped.is_empty() {
-                return Err(bad_request(&format!(
-                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                    info.kind,
-                    info.version,
-                    info.kind,
-                    dropped
-                        .iter()
-                        .map(|p| format!("unknown field \"{p}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+        if let Some(schema) = schema {
             schema.default(object);
             causes.extend(schema.validate(object));
-        }
-        if opts.field_validation != "Warn" {
-            warnings.clear();
         }
         validate_labels(object, &mut causes);
         if !causes.is_empty() {
@@ -619,7 +562,6 @@ impl Inner {
         } else {
             meta_name
         };
-        let info_name = name.clone();
         if name.is_empty() {
             return Err(invalid(
                 info,
@@ -728,10 +670,16 @@ impl Inner {
                 created: true,
             });
         }
-        let _ = info_name;
         let object = self.commit(tx, &key, ChangeKind::Added, object, None);
         if info.group.is_empty() && info.resource == "namespaces" {
             self.seed_namespace(tx, &key.3, opts.now);
+        }
+        // A dependent whose owners are all gone already is collected at once.
+        if object["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            self.settle(tx, opts.now);
         }
         Ok(Written {
             object,
@@ -1011,11 +959,7 @@ impl Inner {
         let orphan = options["propagationPolicy"].as_str() == Some("Orphan")
             || options["orphanDependents"].as_bool() == Some(true);
         if orphan {
-            self.orphan_dependents(
-                tx,
-                old["metadata"]["uid"].as_str().unwrap_or_default(),
-                opts.now,
-            );
+            self.orphan_dependents(tx, old["metadata"]["uid"].as_str().unwrap_or_default());
         }
         let being_deleted = !old["metadata"]["deletionTimestamp"].is_null();
         if is_namespace(info) {
@@ -1026,9 +970,7 @@ impl Inner {
                 return Ok(old);
             }
             let mut object = old.clone();
-            meta_mut(&mut object)
-                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
-            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            mark_deleted(&mut object, opts.now);
             object["status"]["phase"] = json!("Terminating");
             let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
             self.settle(tx, opts.now);
@@ -1039,9 +981,7 @@ impl Inner {
                 return Ok(old);
             }
             let mut object = old.clone();
-            meta_mut(&mut object)
-                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
-            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            mark_deleted(&mut object, opts.now);
             let object = self.commit(tx, &key, ChangeKind::Modified, object, Some(old));
             self.settle(tx, opts.now);
             return Ok(object);
@@ -1059,12 +999,7 @@ impl Inner {
         }))
     }
 
-    fn orphan_dependents(
-        &mut self,
-        tx: &broadcast::Sender<Arc<Change>>,
-        uid: &str,
-        _now: Timestamp,
-    ) {
+    fn orphan_dependents(&mut self, tx: &broadcast::Sender<Arc<Change>>, uid: &str) {
         let dependents: Vec<Key> = self
             .objects
             .iter()
@@ -1241,9 +1176,7 @@ impl Inner {
             self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
         } else if old["metadata"]["deletionTimestamp"].is_null() {
             let mut object = old.clone();
-            meta_mut(&mut object)
-                .insert("deletionTimestamp".into(), Value::String(rfc3339(opts.now)));
-            meta_mut(&mut object).insert("deletionGracePeriodSeconds".into(), json!(0));
+            mark_deleted(&mut object, opts.now);
             if is_namespace(info) {
                 object["status"]["phase"] = json!("Terminating");
             }
@@ -1253,513 +1186,22 @@ impl Inner {
     }
 }
 
-const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
+pub const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 /// Whether an immediate DELETE answers with the deleted object (the registries that set
-/// `ReturnDeletedObject`: pods, services, custom resources) or with a Success Status.
+/// `ReturnDeletedObject`: pods, services, service accounts, custom resources) or with a Success
+/// Status.
 fn returns_deleted_object(info: &ResourceInfo) -> bool {
     info.custom.is_some()
-        || (info.group.is_empty() && matches!(info.resource.as_str(), "pods" | "services"))
+        || (info.group.is_empty()
+            && matches!(
+                info.resource.as_str(),
+                "pods" | "services" | "serviceaccounts"
+            ))
 }
 
 fn is_namespace(info: &ResourceInfo) -> bool {
     info.group.is_empty() && info.resource == "namespaces"
-}
-
-/// Kind-specific shaping of every write (the types' defaulting and conversion).
-fn kind_rules(info: &ResourceInfo, object: &mut Value, legacy_event: bool) -> Result<(), Status> {
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    match (info.group.as_str(), info.resource.as_str()) {
-        ("", "secrets") => {
-            let b64 = base64::engine::general_purpose::STANDARD;
-            if let Some(data) = object["data"].as_object() {
-                for (k, v) in data {
-                    let ok = v.as_str().is_some_and(|s| b64.decode(s).is_ok());
-                    if !ok {
-                        return Err(bad_request(&format!(
-                            "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte 0 (data[{k:?}])"
-                        )));
-                    }
-                }
-            }
-            if let Some(Value::Object(string_data)) =
-                object.as_object_mut().and_then(|m| m.remove("stringData"))
-            {
-                if !object["data"].is_object() {
-                    object["data"] = json!({});
-                }
-                for (k, v) in string_data {
-                    let text = v.as_str().unwrap_or_default();
-                    object["data"][k] = Value::String(b64.encode(text));
-                }
-            }
-            if object["type"].as_str().is_none_or(str::is_empty) {
-                object["type"] = json!("Opaque");
-            }
-        }
-        ("", "configmaps") => {
-            if let Some(data) = object["data"].as_object()
-                && let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string())
-            {
-                return Err(bad_request(&format!(
-                    "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal non-string into Go struct field ConfigMap.data of type string (data[{k:?}])"
-                )));
-            }
-        }
-        ("", "namespaces") => {
-            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = Value::String(name);
-
-            if object["status"]["phase"].is_null() {
-                object["status"]["phase"] = json!("Active");
-            }
-        }
-        ("events.k8s.io", "events") if !legacy_event => {
-            // The required fields of an events.k8s.io/v1 Event (ValidateEventCreate).
-            let mut causes = Vec::new();
-            for (field, max) in [
-                ("reportingController", 100),
-                ("reportingInstance", 128),
-                ("action", 128),
-                ("reason", 128),
-            ] {
-                let value = object[field].as_str().unwrap_or_default();
-                if value.is_empty() {
-                    causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: field.into(),
-                        message: format!("{field}: Required value"),
-                    });
-                } else if value.len() > max {
-                    causes.push(field_invalid(
-                        field,
-                        &object[field],
-                        &format!("can have at most {max} characters"),
-                    ));
-                }
-            }
-            if object["eventTime"].is_null() {
-                causes.push(Cause {
-                    reason: "FieldValueRequired".into(),
-                    field: "eventTime".into(),
-                    message: "eventTime: Required value".into(),
-                });
-            }
-            if !matches!(object["type"].as_str(), Some("Normal" | "Warning")) {
-                causes.push(Cause {
-                    reason: "FieldValueNotSupported".into(),
-                    field: "type".into(),
-                    message: format!(
-                        "type: Unsupported value: {}: supported values: \"Normal\", \"Warning\"",
-                        object["type"]
-                    ),
-                });
-            }
-            if object["note"].as_str().is_some_and(|n| n.len() > 1024) {
-                causes.push(field_invalid(
-                    "note",
-                    &json!("…"),
-                    "can have at most 1024 characters",
-                ));
-            }
-            let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
-            let regarding = object["regarding"]["namespace"]
-                .as_str()
-                .unwrap_or_default();
-            if !regarding.is_empty() && !ns.is_empty() && regarding != ns {
-                causes.push(field_invalid(
-                    "regarding.namespace",
-                    &object["regarding"]["namespace"],
-                    "does not match event.namespace",
-                ));
-            }
-            if !causes.is_empty() {
-                return Err(invalid(info, &name, &causes));
-            }
-        }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            let group = object["spec"]["group"].as_str().unwrap_or_default();
-            let plural = object["spec"]["names"]["plural"]
-                .as_str()
-                .unwrap_or_default();
-            let expected = format!("{plural}.{group}");
-            if name != expected {
-                return Err(invalid(
-                    info,
-                    &name,
-                    &[field_invalid(
-                        "metadata.name",
-                        &Value::String(name.clone()),
-                        "must be spec.names.plural+\".\"+spec.group",
-                    )],
-                ));
-            }
-            if let Err(e) = resources::from_crd(object) {
-                return Err(invalid(
-                    info,
-                    &name,
-                    &[Cause {
-                        reason: "FieldValueInvalid".into(),
-                        field: "spec".into(),
-                        message: e,
-                    }],
-                ));
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// What only a create sets.
-fn create_rules(info: &ResourceInfo, object: &mut Value, now: Timestamp) {
-    match (info.group.as_str(), info.resource.as_str()) {
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            let mut f = finalizers(object);
-            if !f.iter().any(|x| x == CRD_CLEANUP) {
-                f.push(CRD_CLEANUP.into());
-            }
-            object["metadata"]["finalizers"] = json!(f);
-            let names = object["spec"]["names"].clone();
-            let t = rfc3339(now);
-            object["status"] = json!({
-                "acceptedNames": names,
-                "storedVersions": object["spec"]["versions"].as_array().map(|vs| vs.iter().filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
-                ],
-            });
-        }
-        ("", "namespaces") => {
-            // The namespace registry's PrepareForCreate: the lifecycle finalizer, always.
-            object["spec"]["finalizers"] = json!(["kubernetes"]);
-        }
-        ("", "pods") if object["status"]["phase"].is_null() => {
-            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-        }
-        _ => {}
-    }
-}
-
-/// Immutable fields and the like on update.
-fn required(field: &str) -> Cause {
-    Cause {
-        reason: "FieldValueRequired".into(),
-        field: field.into(),
-        message: format!("{field}: Required value"),
-    }
-}
-
-fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
-    Cause {
-        reason: "FieldValueNotSupported".into(),
-        field: field.into(),
-        message: format!(
-            "{field}: Unsupported value: {value}: supported values: {}",
-            supported
-                .iter()
-                .map(|s| format!("{s:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// Keys of ConfigMap and Secret data (`IsConfigMapKey`).
-fn is_config_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 253
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && key != "."
-        && key != ".."
-}
-
-/// The validation of the built-in kinds whose mistakes a chart or an operator can make (each
-/// type's `Validate…` in `pkg/apis/…/validation`): data keys, TLS Secrets, Pods' containers,
-/// webhook configurations, RBAC role references.
-fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    match (info.group.as_str(), info.resource.as_str()) {
-        ("", "secrets" | "configmaps") => {
-            for field in ["data", "binaryData", "stringData"] {
-                if let Some(map) = object[field].as_object() {
-                    for key in map.keys().filter(|k| !is_config_key(k)) {
-                        causes.push(field_invalid(
-                            &format!("{field}[{key}]"),
-                            &Value::String(key.clone()),
-                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
-                        ));
-                    }
-                }
-            }
-            if object["type"] == "kubernetes.io/tls" {
-                for key in ["tls.crt", "tls.key"] {
-                    if object["data"].get(key).is_none() {
-                        causes.push(required(&format!("data[{key}]")));
-                    }
-                }
-            }
-        }
-        ("", "pods") => {
-            let containers = object["spec"]["containers"].as_array();
-            if containers.is_none_or(Vec::is_empty) {
-                causes.push(required("spec.containers"));
-            }
-            let mut names = BTreeSet::new();
-            for list in ["initContainers", "containers"] {
-                for (i, c) in object["spec"][list]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    let name = c["name"].as_str().unwrap_or_default();
-                    if name.is_empty() {
-                        causes.push(required(&format!("spec.{list}[{i}].name")));
-                    } else if !is_label(name) {
-                        causes.push(field_invalid(
-                            &format!("spec.{list}[{i}].name"),
-                            &c["name"],
-                            LABEL,
-                        ));
-                    } else if !names.insert(name.to_owned()) {
-                        causes.push(Cause {
-                            reason: "FieldValueDuplicate".into(),
-                            field: format!("spec.{list}[{i}].name"),
-                            message: format!("spec.{list}[{i}].name: Duplicate value: {:?}", name),
-                        });
-                    }
-                    if c["image"].as_str().is_none_or(str::is_empty) {
-                        causes.push(required(&format!("spec.{list}[{i}].image")));
-                    }
-                }
-            }
-        }
-        (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
-        ) => {
-            let mut names = BTreeSet::new();
-            for (i, hook) in object["webhooks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let at = |f: &str| format!("webhooks[{i}].{f}");
-                let name = hook["name"].as_str().unwrap_or_default();
-                if name.is_empty() {
-                    causes.push(required(&at("name")));
-                } else if !is_subdomain(name) || name.split('.').count() < 3 {
-                    causes.push(field_invalid(
-                        &at("name"),
-                        &hook["name"],
-                        "should be a domain with at least three segments separated by dots",
-                    ));
-                } else if !names.insert(name.to_owned()) {
-                    causes.push(Cause {
-                        reason: "FieldValueDuplicate".into(),
-                        field: at("name"),
-                        message: format!("{}: Duplicate value: {name:?}", at("name")),
-                    });
-                }
-                match hook["sideEffects"].as_str() {
-                    None => causes.push(not_supported(
-                        &at("sideEffects"),
-                        &Value::String(String::new()),
-                        &["None", "NoneOnDryRun"],
-                    )),
-                    Some("None" | "NoneOnDryRun") => {}
-                    Some(_) => causes.push(not_supported(
-                        &at("sideEffects"),
-                        &hook["sideEffects"],
-                        &["None", "NoneOnDryRun"],
-                    )),
-                }
-                let versions = hook["admissionReviewVersions"].as_array();
-                if versions.is_none_or(|v| !v.iter().any(|x| x == "v1" || x == "v1beta1")) {
-                    causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: at("admissionReviewVersions"),
-                        message: format!(
-                            "{}: Required value: must specify one of v1, v1beta1",
-                            at("admissionReviewVersions")
-                        ),
-                    });
-                }
-                let client = &hook["clientConfig"];
-                match (client.get("url").is_some(), client.get("service").is_some()) {
-                    (true, true) => causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: at("clientConfig"),
-                        message: format!(
-                            "{}: Required value: exactly one of url or service is required",
-                            at("clientConfig")
-                        ),
-                    }),
-                    (false, false) => causes.push(Cause {
-                        reason: "FieldValueRequired".into(),
-                        field: at("clientConfig"),
-                        message: format!(
-                            "{}: Required value: exactly one of url or service is required",
-                            at("clientConfig")
-                        ),
-                    }),
-                    _ => {}
-                }
-                if let Some(bundle) = client["caBundle"].as_str()
-                    && base64::engine::general_purpose::STANDARD
-                        .decode(bundle)
-                        .is_err()
-                {
-                    causes.push(field_invalid(
-                        &at("clientConfig.caBundle"),
-                        &json!("…"),
-                        "illegal base64 data",
-                    ));
-                }
-                if !hook["failurePolicy"].is_null()
-                    && !matches!(hook["failurePolicy"].as_str(), Some("Ignore" | "Fail"))
-                {
-                    causes.push(not_supported(
-                        &at("failurePolicy"),
-                        &hook["failurePolicy"],
-                        &["Fail", "Ignore"],
-                    ));
-                }
-                if !hook["reinvocationPolicy"].is_null()
-                    && !matches!(
-                        hook["reinvocationPolicy"].as_str(),
-                        Some("Never" | "IfNeeded")
-                    )
-                {
-                    causes.push(not_supported(
-                        &at("reinvocationPolicy"),
-                        &hook["reinvocationPolicy"],
-                        &["IfNeeded", "Never"],
-                    ));
-                }
-                if let Some(t) = hook["timeoutSeconds"].as_i64()
-                    && !(1..=30).contains(&t)
-                {
-                    causes.push(field_invalid(
-                        &at("timeoutSeconds"),
-                        &hook["timeoutSeconds"],
-                        "the timeout value must be between 1 and 30 seconds",
-                    ));
-                }
-            }
-        }
-        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
-            let role_ref = &object["roleRef"];
-            if role_ref["name"].as_str().is_none_or(str::is_empty) {
-                causes.push(required("roleRef.name"));
-            }
-            let kinds: &[&str] = if info.resource == "rolebindings" {
-                &["Role", "ClusterRole"]
-            } else {
-                &["ClusterRole"]
-            };
-            if !role_ref["kind"]
-                .as_str()
-                .is_some_and(|k| kinds.contains(&k))
-            {
-                causes.push(not_supported("roleRef.kind", &role_ref["kind"], kinds));
-            }
-            if role_ref["apiGroup"] != "rbac.authorization.k8s.io" {
-                causes.push(not_supported(
-                    "roleRef.apiGroup",
-                    &role_ref["apiGroup"],
-                    &["rbac.authorization.k8s.io"],
-                ));
-            }
-        }
-        _ => {}
-    }
-    causes
-}
-
-fn update_rules(info: &ResourceInfo, old: &Value, object: &mut Value) -> Result<(), Status> {
-    let name = old["metadata"]["name"].as_str().unwrap_or_default();
-    match (info.group.as_str(), info.resource.as_str()) {
-        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
-            if old["roleRef"] != object["roleRef"] =>
-        {
-            Err(invalid(
-                info,
-                name,
-                &[field_invalid(
-                    "roleRef",
-                    &object["roleRef"],
-                    "cannot change roleRef",
-                )],
-            ))
-        }
-        ("", "secrets") if old["type"] != object["type"] => Err(invalid(
-            info,
-            name,
-            &[field_invalid("type", &object["type"], "field is immutable")],
-        )),
-        ("", "secrets") | ("", "configmaps")
-            if old["immutable"].as_bool() == Some(true)
-                && (old["data"] != object["data"] || old["binaryData"] != object["binaryData"]) =>
-        {
-            Err(invalid(
-                info,
-                name,
-                &[Cause {
-                    reason: "FieldValueForbidden".into(),
-                    field: "data".into(),
-                    message: "data: Forbidden: field is immutable when `immutable` is set".into(),
-                }],
-            ))
-        }
-        ("", "namespaces") => {
-            // spec.finalizers changes only through /finalize.
-            object["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
-            Ok(())
-        }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            // The names are accepted again and the CRD stays Established.
-            let status = old["status"].clone();
-            object["status"] = status;
-            object["status"]["acceptedNames"] = object["spec"]["names"].clone();
-            Ok(())
-        }
-        ("", "pods") => {
-            // Pod spec is immutable but for a few fields.
-            let strip = |o: &Value| {
-                let mut s = o["spec"].clone();
-                if let Value::Object(m) = &mut s {
-                    m.remove("activeDeadlineSeconds");
-                    m.remove("tolerations");
-                    m.remove("terminationGracePeriodSeconds");
-                    if let Some(Value::Array(cs)) = m.get_mut("containers") {
-                        for c in cs {
-                            if let Value::Object(c) = c {
-                                c.remove("image");
-                            }
-                        }
-                    }
-                }
-                s
-            };
-            if strip(old) != strip(object) {
-                return Err(invalid(info, name, &[Cause {
-                    reason: "FieldValueForbidden".into(),
-                    field: "spec".into(),
-                    message: "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
-                }]));
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
 }
 
 impl Store {
@@ -2054,45 +1496,4 @@ impl super::auth::Lookup for Store {
     fn list(&self, group: &str, resource: &str, namespace: Option<&str>) -> Vec<Value> {
         self.lookup_list(group, resource, namespace)
     }
-}
-
-/// events.k8s.io/v1 field <-> core/v1 field (the two versions of one Event type).
-const EVENT_FIELDS: &[(&str, &str)] = &[
-    ("regarding", "involvedObject"),
-    ("note", "message"),
-    ("reportingController", "reportingComponent"),
-    ("deprecatedSource", "source"),
-    ("deprecatedFirstTimestamp", "firstTimestamp"),
-    ("deprecatedLastTimestamp", "lastTimestamp"),
-    ("deprecatedCount", "count"),
-];
-
-/// An events.k8s.io/v1 Event as core/v1 shows it.
-pub fn event_to_core(event: &Value) -> Value {
-    let mut out = event.clone();
-    if let Value::Object(map) = &mut out {
-        for (new, old) in EVENT_FIELDS {
-            if let Some(v) = map.remove(*new) {
-                map.insert((*old).to_owned(), v);
-            }
-        }
-        map.insert("apiVersion".into(), json!("v1"));
-        map.insert("kind".into(), json!("Event"));
-    }
-    out
-}
-
-/// A core/v1 Event as events.k8s.io/v1 stores it.
-pub fn event_from_core(event: &Value) -> Value {
-    let mut out = event.clone();
-    if let Value::Object(map) = &mut out {
-        for (new, old) in EVENT_FIELDS {
-            if let Some(v) = map.remove(*old) {
-                map.insert((*new).to_owned(), v);
-            }
-        }
-        map.insert("apiVersion".into(), json!("events.k8s.io/v1"));
-        map.insert("kind".into(), json!("Event"));
-    }
-    out
 }

@@ -12,7 +12,9 @@
 //!   `metadata.resourceVersion`) every [`BOOKMARK_EVERY`] and before the stream ends;
 //! - label and field selectors apply to each event: an object that stops matching is sent as
 //!   DELETED and one that starts matching as ADDED (the watch cache's `prevObject` rule);
-//! - `timeoutSeconds` ends the stream (default 30 minutes).
+//! - `timeoutSeconds` ends the stream (default 30 minutes);
+//! - `Accept: …;as=Table` (kubectl get --watch) makes each event object a one-row Table, and
+//!   `as=PartialObjectMetadata` a PartialObjectMetadata.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub struct Filter {
     pub fields: FieldSelector,
     /// Objects as `PartialObjectMetadata`.
     pub metadata_only: bool,
+    /// Objects as one-row Tables (`as=Table`), with this `includeObject`.
+    pub table: Option<String>,
 }
 
 impl Filter {
@@ -80,10 +84,22 @@ impl Filter {
             ChangeKind::Deleted if now => "DELETED",
             _ => return None,
         };
-        if self.metadata_only {
-            return Some((kind, super::http::partial(&shown)));
+        Some((kind, self.shape(shown)))
+    }
+
+    /// The object in the form the client asked for.
+    fn shape(&self, object: Value) -> Value {
+        if let Some(include) = &self.table {
+            let rv = object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return super::table::table(&self.info, &[object], rv, include, jiff::Timestamp::now());
         }
-        Some((kind, shown))
+        if self.metadata_only {
+            return super::http::partial(&object);
+        }
+        object
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
@@ -155,11 +171,7 @@ pub fn body(filter: Filter, start: Start, bookmarks: bool, timeout: Duration) ->
             rx,
         } => {
             for item in items {
-                let item = if filter.metadata_only {
-                    super::http::partial(&item)
-                } else {
-                    item
-                };
+                let item = filter.shape(item);
                 queue.push_back(line(&json!({"type": "ADDED", "object": item})));
             }
             if initial_end {
