@@ -240,7 +240,8 @@ async fn a_storm_of_first_requests_is_paced_to_what_sts_allows_and_all_succeed()
     // SUBJECTS / RATE seconds. Bound it generously: it is well inside the maximum wait.
     let span = *times.last().unwrap() - times[0];
     eprintln!(
-        "{} calls ({} throttled) over {span:?}; busiest second after adapting: {busiest}; peak queue {peak}",
+        "{} calls ({} throttled) over {span:?}; busiest second after adapting: {busiest}; \
+         after adapting {late_accepted} accepted, {late_throttled} throttled; peak queue {peak}",
         seen.calls.len(),
         seen.throttled()
     );
