@@ -1764,3 +1764,48 @@ async fn metadata_only_lists_and_watches() {
     .unwrap();
     running.abort();
 }
+
+/// A path whose scope is not the resource's, an unknown resource or subresource: 404 with
+/// "the server could not find the requested resource"; an unserved verb: 405.
+#[tokio::test]
+async fn paths_outside_a_resources_scope_are_404() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    for (method, path, code) in [
+        ("GET", "/api/v1/secrets/x", 404),
+        ("POST", "/api/v1/secrets", 404),
+        ("GET", "/api/v1/namespaces/team/nodes", 404),
+        (
+            "GET",
+            "/apis/rolegate.dev/v1alpha1/namespaces/team/samlapps",
+            404,
+        ),
+        ("GET", "/api/v1/namespaces/team/secrets/x/log", 404),
+        ("GET", "/apis/rolegate.dev/v1/samlapps", 404),
+        ("GET", "/apis/authentication.k8s.io/v1/tokenreviews", 405),
+        ("GET", "/api/v1/secrets", 200),
+    ] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(b"{}".to_vec())
+            .unwrap();
+        let answer = client.request_text(request).await;
+        let got = match &answer {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        assert_eq!(got, code, "{method} {path}: {answer:?}");
+        if code == 404 {
+            let Err(kube::Error::Api(s)) = answer else {
+                unreachable!()
+            };
+            assert_eq!(
+                s.message, "the server could not find the requested resource",
+                "{path}"
+            );
+        }
+    }
+}

@@ -441,18 +441,15 @@ async fn serve_resource(
     let ns = request.namespace.as_str();
     let namespace_path =
         !(ns.is_empty() || (info.group.is_empty() && info.resource == "namespaces"));
-    if (info.namespaced
-        && !namespace_path
-        && !matches!(
-            request.verb.as_str(),
-            "list" | "watch" | "create" | "deletecollection"
-        ))
-        || (!info.namespaced && namespace_path)
-        || (info.namespaced
-            && !namespace_path
-            && request.verb == "create"
-            && info.resource != "tokenreviews")
-    {
+    // The path's scope must be the resource's: a namespaced resource is reached under
+    // `namespaces/NS/` (list, watch and deletecollection also across all namespaces), a
+    // cluster-scoped one never is.
+    let scope_ok = if info.namespaced {
+        namespace_path || matches!(request.verb.as_str(), "list" | "watch" | "deletecollection")
+    } else {
+        !namespace_path
+    };
+    if !scope_ok {
         return Err(not_found_path());
     }
     let ns = if info.namespaced { ns } else { "" };
@@ -549,15 +546,9 @@ async fn serve_resource(
             }
             let written = shared.store.create(&info, ns, object, &opts)?;
             warnings.extend(written.warnings);
-            if !extra.is_empty() {
-                let mut response = with_warnings(json_response(201, &written.object), &warnings);
-                response.extensions_mut().insert(ExtraRules(extra));
-                return Ok(response);
-            }
-            Ok(with_warnings(
-                json_response(201, &written.object),
-                &warnings,
-            ))
+            let mut response = with_warnings(json_response(201, &written.object), &warnings);
+            response.extensions_mut().insert(ExtraRules(extra));
+            Ok(response)
         }
         "update" => {
             let object = parse_body(body, headers)?;
