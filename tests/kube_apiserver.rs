@@ -1615,6 +1615,44 @@ async fn built_in_kinds_are_validated() {
             .await,
     );
     assert_eq!(causes(status), ["spec.containers"]);
+    // Size limits: annotations 256 KiB, Secret data 1 MiB, a request body 3 MiB.
+    let big = "x".repeat(300 * 1024);
+    let status = api_error(
+        secrets
+            .create(
+                &PostParams::default(),
+                &object(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "a", "annotations": {"big": big}}})),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["metadata.annotations"]);
+    let mb = "y".repeat(1024 * 1024 + 1);
+    let status = api_error(
+        secrets
+            .create(
+                &PostParams::default(),
+                &object(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "b"}, "stringData": {"k": mb}})),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["data"]);
+    let huge = "z".repeat(3 * 1024 * 1024 + 1);
+    match secrets
+        .create(
+            &PostParams::default(),
+            &object(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "c"}, "stringData": {"k": huge}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (413, "Request entity too large: limit is 3145728")
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// DELETE answers as the registries do: the object for custom resources and Pods, a Success

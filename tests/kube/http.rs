@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
@@ -209,8 +209,18 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // The API server's request size limit (`MaxRequestBodyBytes`, 3 MiB).
+    const LIMIT: usize = 3 * 1024 * 1024;
+    let Ok(body) = axum::body::to_bytes(body, LIMIT).await else {
+        return status_response(&super::status_with(
+            413,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {LIMIT}"),
+            None,
+        ));
+    };
     let now = Timestamp::now();
     let query = parse_query(uri.query());
     let request = parse_request(&method, uri.path(), &query);

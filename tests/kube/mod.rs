@@ -207,6 +207,8 @@ impl TestApiServer {
         let tls = tls_config(&serving.cert_pem, &serving.key_pem);
         let app = axum::Router::new()
             .fallback(http::handle)
+            // http::handle reads the body itself, with the API server's limit.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::clone(&shared));
         let handle = axum_server::Handle::new();
         let server = axum_server::from_tcp_rustls(listener, tls)
