@@ -1847,3 +1847,80 @@ async fn paths_outside_a_resources_scope_are_404() {
         }
     }
 }
+
+/// Paginated lists are consistent: the second page is served from the snapshot of the first,
+/// whatever changed meanwhile; `resourceVersionMatch=Exact` lists a past state; a continue
+/// token older than the history is 410.
+#[tokio::test]
+async fn paginated_lists_are_consistent() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    for name in ["a", "b", "c", "d"] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let names = |items: &[ConfigMap]| -> Vec<String> {
+        items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect()
+    };
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first.items), ["a", "b"]);
+    let token = first.metadata.continue_.clone().unwrap();
+    let at = first.metadata.resource_version.clone().unwrap();
+    // Meanwhile: c deleted, e created, d changed.
+    cms.delete("c", &DeleteParams::default()).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "e"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "d",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "changed"}})),
+    )
+    .await
+    .unwrap();
+    let rest = cms
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&rest.items), ["c", "d", "kube-root-ca.crt"]);
+    assert!(rest.items[1].data.is_none(), "d as it was");
+    assert_eq!(rest.metadata.resource_version.as_deref(), Some(at.as_str()));
+    assert!(rest.metadata.continue_.is_none());
+    // The same past state by resourceVersionMatch=Exact; the present without it.
+    let exact = cms
+        .list(
+            &ListParams::default()
+                .at(&at)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&exact.items),
+        ["a", "b", "c", "d", "kube-root-ca.crt"]
+    );
+    let now = cms.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&now.items), ["a", "b", "d", "e", "kube-root-ca.crt"]);
+    server.compact();
+    assert_eq!(
+        api_error(
+            cms.list(&ListParams::default().continue_token(&token))
+                .await
+        )
+        .code,
+        410
+    );
+}

@@ -19,7 +19,8 @@
 //!    (<https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/>)
 //! 5. **Responses**: JSON, `Status` objects for errors, 201 for a create, `Warning: 299 - "…"`
 //!    headers (<https://kubernetes.io/blog/2020/09/03/warnings/>), Tables for `as=Table`, lists
-//!    with `limit`/`continue`, watches as newline-delimited events.
+//!    with `limit`/`continue` (each page from the snapshot of the first) and
+//!    `resourceVersionMatch=Exact`, watches as newline-delimited events.
 //!
 //! Every request is recorded as an [`AuditEntry`], with the code it got.
 
@@ -807,17 +808,31 @@ fn list(
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .ok_or_else(|| store::bad_request("continue key is not valid"))?;
         let token_rv = decoded["rv"].as_u64().unwrap_or(0);
-        if token_rv < shared.store.oldest_rv() {
+        let Some(snapshot) = shared.store.list_at(info, ns, &labels, &fields, token_rv) else {
             return Err(super::status_with(
                 410,
                 "Expired",
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 None,
             ));
-        }
+        };
+        // The rest of the list as it was when the first page was served.
         let start = decoded["start"].as_str().unwrap_or_default().to_owned();
+        items = snapshot;
         items.retain(|o| key_of(o) > start);
         rv = token_rv;
+    } else if query.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
+        let n = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                store::bad_request("resourceVersionMatch=Exact needs a resourceVersion")
+            })?;
+        items = shared
+            .store
+            .list_at(info, ns, &labels, &fields, n)
+            .ok_or_else(|| store::expired(n, shared.store.oldest_rv()))?;
+        rv = n;
     }
     let mut next = None;
     if let Some(limit) = query

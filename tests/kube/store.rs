@@ -1319,6 +1319,59 @@ impl Store {
             .collect()
     }
 
+    /// The matching objects as they were at resourceVersion `rv` (the current state with every
+    /// later change undone from the history), for continue tokens and
+    /// `resourceVersionMatch=Exact`; None when `rv` is older than the history.
+    pub fn list_at(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        rv: u64,
+    ) -> Option<Vec<Value>> {
+        let inner = self.lock();
+        if rv < inner.oldest || rv > inner.rv {
+            return None;
+        }
+        let (group, resource) = info
+            .view_of
+            .clone()
+            .unwrap_or_else(|| (info.group.clone(), info.resource.clone()));
+        let mut objects: BTreeMap<(String, String), Value> = inner
+            .objects
+            .iter()
+            .filter(|((g, r, _, _), _)| g == &group && r == &resource)
+            .map(|((_, _, n, name), o)| ((n.clone(), name.clone()), o.clone()))
+            .collect();
+        for change in inner.history.iter().rev().take_while(|c| c.rv > rv) {
+            if change.group != group || change.resource != resource {
+                continue;
+            }
+            let name = change.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let key = (change.namespace.clone(), name);
+            match &change.previous {
+                Some(previous) if change.kind != ChangeKind::Added => {
+                    objects.insert(key, previous.clone());
+                }
+                _ => {
+                    objects.remove(&key);
+                }
+            }
+        }
+        Some(
+            objects
+                .into_iter()
+                .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+                .map(|(_, o)| Self::as_version(info, o))
+                .filter(|o| labels.matches(&super::selector::labels(o)) && fields.matches(o))
+                .collect(),
+        )
+    }
+
     pub fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<Value, Status> {
         let storage = self.storage(info);
         let key: Key = (
