@@ -1924,3 +1924,82 @@ async fn paginated_lists_are_consistent() {
         410
     );
 }
+
+/// kube-runtime's `finalizer()` (what rolegate's RoleMapping and IAMProvider reconcilers use):
+/// its JSON patches add the finalizer (a `test` of the absent list against null), and remove
+/// it on deletion with a `test` of the list, after which the object is gone.
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_works() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    api.create(&PostParams::default(), &mapping("m"))
+        .await
+        .unwrap();
+    let step = |api: Api<DynamicObject>| async move {
+        let current = std::sync::Arc::new(api.get("m").await.unwrap());
+        finalizer(&api, "rolegate.dev/revoke", current, |event| async move {
+            match event {
+                Event::Apply(_) | Event::Cleanup(_) => Ok::<_, kube::Error>(Action::await_change()),
+            }
+        })
+        .await
+    };
+    step(api.clone()).await.unwrap();
+    let with = api.get("m").await.unwrap();
+    assert_eq!(
+        with.metadata.finalizers.as_deref(),
+        Some(&["rolegate.dev/revoke".to_owned()][..])
+    );
+    api.delete("m", &DeleteParams::default()).await.unwrap();
+    assert!(
+        api.get("m")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    step(api.clone()).await.unwrap();
+    assert_eq!(api_error(api.get("m").await).code, 404);
+}
+
+/// kube's discovery reads the resource lists: scope, verbs, short names, subresources.
+#[tokio::test]
+async fn kube_discovery_sees_the_resources() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    let discovery = kube::discovery::Discovery::new(client).run().await.unwrap();
+    let (apps, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk(
+            "rolegate.dev",
+            "v1alpha1",
+            "SAMLApp",
+        ))
+        .unwrap();
+    assert_eq!(apps.plural, "samlapps");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    assert!(caps.supports_operation(kube::discovery::verbs::WATCH));
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(r, _)| r.plural == "samlapps/status" || r.plural == "status"),
+        "{:?}",
+        caps.subresources
+    );
+    let (_, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("", "v1", "ServiceAccount"))
+        .unwrap();
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(r, _)| r.plural.ends_with("token")),
+        "{:?}",
+        caps.subresources
+    );
+    assert!(discovery.has_group("coordination.k8s.io") && discovery.has_group("events.k8s.io"));
+}
