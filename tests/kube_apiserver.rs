@@ -2003,3 +2003,53 @@ async fn kube_discovery_sees_the_resources() {
     );
     assert!(discovery.has_group("coordination.k8s.io") && discovery.has_group("events.k8s.io"));
 }
+
+/// Foreground deletion: the owner stays (with `foregroundDeletion`) until its dependents are
+/// gone, here a dependent held by its own finalizer.
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    use k8s_openapi::api::core::v1::Secret;
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let apps = samlapps(&client);
+    let app = apps
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "metadata": {"name": "aws"}, "spec": {}})))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "key", "finalizers": ["hold"],
+            "ownerReferences": [{"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "name": "aws",
+                                 "uid": app.metadata.uid.clone().unwrap(), "blockOwnerDeletion": true}]}})).unwrap())
+        .await
+        .unwrap();
+    apps.delete("aws", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let owner = apps.get("aws").await.unwrap();
+    assert!(owner.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        owner.metadata.finalizers.as_deref(),
+        Some(&["foregroundDeletion".to_owned()][..])
+    );
+    assert!(
+        secrets
+            .get("key")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    secrets
+        .patch(
+            "key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_error(secrets.get("key").await).code, 404);
+    assert_eq!(api_error(apps.get("aws").await).code, 404);
+}

@@ -26,7 +26,7 @@
 //! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
 //! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
 //! CEL validation rules, CRD version conversion
-//! other than `None`, foreground deletion (treated as background), graceful pod deletion
+//! other than `None`, graceful pod deletion
 //! (pods are never scheduled here, so they are deleted at once, as unscheduled pods are).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
