@@ -1615,6 +1615,44 @@ async fn built_in_kinds_are_validated() {
             .await,
     );
     assert_eq!(causes(status), ["spec.containers"]);
+    // Size limits: annotations 256 KiB, Secret data 1 MiB, a request body 3 MiB.
+    let big = "x".repeat(300 * 1024);
+    let status = api_error(
+        secrets
+            .create(
+                &PostParams::default(),
+                &object(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "a", "annotations": {"big": big}}})),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["metadata.annotations"]);
+    let mb = "y".repeat(1024 * 1024 + 1);
+    let status = api_error(
+        secrets
+            .create(
+                &PostParams::default(),
+                &object(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "b"}, "stringData": {"k": mb}})),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["data"]);
+    let huge = "z".repeat(3 * 1024 * 1024 + 1);
+    match secrets
+        .create(
+            &PostParams::default(),
+            &object(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "c"}, "stringData": {"k": huge}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (413, "Request entity too large: limit is 3145728")
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// DELETE answers as the registries do: the object for custom resources and Pods, a Success
@@ -1763,4 +1801,255 @@ async fn metadata_only_lists_and_watches() {
     .await
     .unwrap();
     running.abort();
+}
+
+/// A path whose scope is not the resource's, an unknown resource or subresource: 404 with
+/// "the server could not find the requested resource"; an unserved verb: 405.
+#[tokio::test]
+async fn paths_outside_a_resources_scope_are_404() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    for (method, path, code) in [
+        ("GET", "/api/v1/secrets/x", 404),
+        ("POST", "/api/v1/secrets", 404),
+        ("GET", "/api/v1/namespaces/team/nodes", 404),
+        (
+            "GET",
+            "/apis/rolegate.dev/v1alpha1/namespaces/team/samlapps",
+            404,
+        ),
+        ("GET", "/api/v1/namespaces/team/secrets/x/log", 404),
+        ("GET", "/apis/rolegate.dev/v1/samlapps", 404),
+        ("GET", "/apis/authentication.k8s.io/v1/tokenreviews", 405),
+        ("GET", "/api/v1/secrets", 200),
+    ] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(b"{}".to_vec())
+            .unwrap();
+        let answer = client.request_text(request).await;
+        let got = match &answer {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        assert_eq!(got, code, "{method} {path}: {answer:?}");
+        if code == 404 {
+            let Err(kube::Error::Api(s)) = answer else {
+                unreachable!()
+            };
+            assert_eq!(
+                s.message, "the server could not find the requested resource",
+                "{path}"
+            );
+        }
+    }
+}
+
+/// Paginated lists are consistent: the second page is served from the snapshot of the first,
+/// whatever changed meanwhile; `resourceVersionMatch=Exact` lists a past state; a continue
+/// token older than the history is 410.
+#[tokio::test]
+async fn paginated_lists_are_consistent() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    for name in ["a", "b", "c", "d"] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let names = |items: &[ConfigMap]| -> Vec<String> {
+        items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect()
+    };
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first.items), ["a", "b"]);
+    let token = first.metadata.continue_.clone().unwrap();
+    let at = first.metadata.resource_version.clone().unwrap();
+    // Meanwhile: c deleted, e created, d changed.
+    cms.delete("c", &DeleteParams::default()).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "e"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "d",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "changed"}})),
+    )
+    .await
+    .unwrap();
+    let rest = cms
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&rest.items), ["c", "d", "kube-root-ca.crt"]);
+    assert!(rest.items[1].data.is_none(), "d as it was");
+    assert_eq!(rest.metadata.resource_version.as_deref(), Some(at.as_str()));
+    assert!(rest.metadata.continue_.is_none());
+    // The same past state by resourceVersionMatch=Exact; the present without it.
+    let exact = cms
+        .list(
+            &ListParams::default()
+                .at(&at)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&exact.items),
+        ["a", "b", "c", "d", "kube-root-ca.crt"]
+    );
+    let now = cms.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&now.items), ["a", "b", "d", "e", "kube-root-ca.crt"]);
+    server.compact();
+    assert_eq!(
+        api_error(
+            cms.list(&ListParams::default().continue_token(&token))
+                .await
+        )
+        .code,
+        410
+    );
+}
+
+/// kube-runtime's `finalizer()` (what rolegate's RoleMapping and IAMProvider reconcilers use):
+/// its JSON patches add the finalizer (a `test` of the absent list against null), and remove
+/// it on deletion with a `test` of the list, after which the object is gone.
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_works() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let api = mappings(&client, "team");
+    api.create(&PostParams::default(), &mapping("m"))
+        .await
+        .unwrap();
+    let step = |api: Api<DynamicObject>| async move {
+        let current = std::sync::Arc::new(api.get("m").await.unwrap());
+        finalizer(&api, "rolegate.dev/revoke", current, |event| async move {
+            match event {
+                Event::Apply(_) | Event::Cleanup(_) => Ok::<_, kube::Error>(Action::await_change()),
+            }
+        })
+        .await
+    };
+    step(api.clone()).await.unwrap();
+    let with = api.get("m").await.unwrap();
+    assert_eq!(
+        with.metadata.finalizers.as_deref(),
+        Some(&["rolegate.dev/revoke".to_owned()][..])
+    );
+    api.delete("m", &DeleteParams::default()).await.unwrap();
+    assert!(
+        api.get("m")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    step(api.clone()).await.unwrap();
+    assert_eq!(api_error(api.get("m").await).code, 404);
+}
+
+/// kube's discovery reads the resource lists: scope, verbs, short names, subresources.
+#[tokio::test]
+async fn kube_discovery_sees_the_resources() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    let discovery = kube::discovery::Discovery::new(client).run().await.unwrap();
+    let (apps, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk(
+            "rolegate.dev",
+            "v1alpha1",
+            "SAMLApp",
+        ))
+        .unwrap();
+    assert_eq!(apps.plural, "samlapps");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    assert!(caps.supports_operation(kube::discovery::verbs::WATCH));
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(r, _)| r.plural == "samlapps/status" || r.plural == "status"),
+        "{:?}",
+        caps.subresources
+    );
+    let (_, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("", "v1", "ServiceAccount"))
+        .unwrap();
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(r, _)| r.plural.ends_with("token")),
+        "{:?}",
+        caps.subresources
+    );
+    assert!(discovery.has_group("coordination.k8s.io") && discovery.has_group("events.k8s.io"));
+}
+
+/// Foreground deletion: the owner stays (with `foregroundDeletion`) until its dependents are
+/// gone, here a dependent held by its own finalizer.
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    use k8s_openapi::api::core::v1::Secret;
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let apps = samlapps(&client);
+    let app = apps
+        .create(&PostParams::default(), &object(json!({"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "metadata": {"name": "aws"}, "spec": {}})))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "key", "finalizers": ["hold"],
+            "ownerReferences": [{"apiVersion": "rolegate.dev/v1alpha1", "kind": "SAMLApp", "name": "aws",
+                                 "uid": app.metadata.uid.clone().unwrap(), "blockOwnerDeletion": true}]}})).unwrap())
+        .await
+        .unwrap();
+    apps.delete("aws", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let owner = apps.get("aws").await.unwrap();
+    assert!(owner.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        owner.metadata.finalizers.as_deref(),
+        Some(&["foregroundDeletion".to_owned()][..])
+    );
+    assert!(
+        secrets
+            .get("key")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    secrets
+        .patch(
+            "key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_error(secrets.get("key").await).code, 404);
+    assert_eq!(api_error(apps.get("aws").await).code, 404);
 }

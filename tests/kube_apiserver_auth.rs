@@ -1925,6 +1925,63 @@ mod over_http {
     }
 
     #[tokio::test]
+    async fn a_webhook_configuration_is_stored_with_its_defaults_or_refused_as_a_cluster_would() {
+        let server = cluster(HashMap::new()).await;
+        let admin = server.client(&Identity::Admin).await;
+        let hooks: Api<DynamicObject> = Api::all_with(
+            admin,
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(
+                    "admissionregistration.k8s.io",
+                    "v1",
+                    "MutatingWebhookConfiguration",
+                ),
+                "mutatingwebhookconfigurations",
+            ),
+        );
+        let configuration = |h: Value| -> DynamicObject {
+            serde_json::from_value(json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration", "metadata": {"name": "labels"}, "webhooks": [h]}))
+            .unwrap()
+        };
+        let mut slow = hook("label.test.dev", "/label/a", "");
+        slow["timeoutSeconds"] = json!(31);
+        let refused = api_error(
+            hooks
+                .create(&PostParams::default(), &configuration(slow))
+                .await,
+        );
+        assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            refused.message,
+            "MutatingWebhookConfiguration.admissionregistration.k8s.io \"labels\" is invalid: webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds"
+        );
+        let stored = hooks
+            .create(
+                &PostParams::default(),
+                &configuration(hook("label.test.dev", "/label/a", "")),
+            )
+            .await
+            .unwrap();
+        let h = &serde_json::to_value(stored).unwrap()["webhooks"][0];
+        assert_eq!(
+            (
+                &h["failurePolicy"],
+                &h["timeoutSeconds"],
+                &h["reinvocationPolicy"],
+                &h["matchPolicy"]
+            ),
+            (
+                &json!("Fail"),
+                &json!(10),
+                &json!("Never"),
+                &json!("Equivalent")
+            )
+        );
+        assert_eq!(h["clientConfig"]["service"]["port"], 443);
+    }
+
+    #[tokio::test]
     async fn creating_a_pod_calls_the_webhook_over_https_verified_against_its_ca_bundle() {
         let webhook = start_webhook().await;
         let server = cluster(services(webhook.addr)).await;

@@ -19,7 +19,8 @@
 //!    (<https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/>)
 //! 5. **Responses**: JSON, `Status` objects for errors, 201 for a create, `Warning: 299 - "…"`
 //!    headers (<https://kubernetes.io/blog/2020/09/03/warnings/>), Tables for `as=Table`, lists
-//!    with `limit`/`continue`, watches as newline-delimited events.
+//!    with `limit`/`continue` (each page from the snapshot of the first) and
+//!    `resourceVersionMatch=Exact`, watches as newline-delimited events.
 //!
 //! Every request is recorded as an [`AuditEntry`], with the code it got.
 
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
@@ -209,8 +210,18 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // The API server's request size limit (`MaxRequestBodyBytes`, 3 MiB).
+    const LIMIT: usize = 3 * 1024 * 1024;
+    let Ok(body) = axum::body::to_bytes(body, LIMIT).await else {
+        return status_response(&super::status_with(
+            413,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {LIMIT}"),
+            None,
+        ));
+    };
     let now = Timestamp::now();
     let query = parse_query(uri.query());
     let request = parse_request(&method, uri.path(), &query);
@@ -441,18 +452,15 @@ async fn serve_resource(
     let ns = request.namespace.as_str();
     let namespace_path =
         !(ns.is_empty() || (info.group.is_empty() && info.resource == "namespaces"));
-    if (info.namespaced
-        && !namespace_path
-        && !matches!(
-            request.verb.as_str(),
-            "list" | "watch" | "create" | "deletecollection"
-        ))
-        || (!info.namespaced && namespace_path)
-        || (info.namespaced
-            && !namespace_path
-            && request.verb == "create"
-            && info.resource != "tokenreviews")
-    {
+    // The path's scope must be the resource's: a namespaced resource is reached under
+    // `namespaces/NS/` (list, watch and deletecollection also across all namespaces), a
+    // cluster-scoped one never is.
+    let scope_ok = if info.namespaced {
+        namespace_path || matches!(request.verb.as_str(), "list" | "watch" | "deletecollection")
+    } else {
+        !namespace_path
+    };
+    if !scope_ok {
         return Err(not_found_path());
     }
     let ns = if info.namespaced { ns } else { "" };
@@ -549,15 +557,9 @@ async fn serve_resource(
             }
             let written = shared.store.create(&info, ns, object, &opts)?;
             warnings.extend(written.warnings);
-            if !extra.is_empty() {
-                let mut response = with_warnings(json_response(201, &written.object), &warnings);
-                response.extensions_mut().insert(ExtraRules(extra));
-                return Ok(response);
-            }
-            Ok(with_warnings(
-                json_response(201, &written.object),
-                &warnings,
-            ))
+            let mut response = with_warnings(json_response(201, &written.object), &warnings);
+            response.extensions_mut().insert(ExtraRules(extra));
+            Ok(response)
         }
         "update" => {
             let object = parse_body(body, headers)?;
@@ -806,17 +808,31 @@ fn list(
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .ok_or_else(|| store::bad_request("continue key is not valid"))?;
         let token_rv = decoded["rv"].as_u64().unwrap_or(0);
-        if token_rv < shared.store.oldest_rv() {
+        let Some(snapshot) = shared.store.list_at(info, ns, &labels, &fields, token_rv) else {
             return Err(super::status_with(
                 410,
                 "Expired",
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 None,
             ));
-        }
+        };
+        // The rest of the list as it was when the first page was served.
         let start = decoded["start"].as_str().unwrap_or_default().to_owned();
+        items = snapshot;
         items.retain(|o| key_of(o) > start);
         rv = token_rv;
+    } else if query.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
+        let n = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                store::bad_request("resourceVersionMatch=Exact needs a resourceVersion")
+            })?;
+        items = shared
+            .store
+            .list_at(info, ns, &labels, &fields, n)
+            .ok_or_else(|| store::expired(n, shared.store.oldest_rv()))?;
+        rv = n;
     }
     let mut next = None;
     if let Some(limit) = query

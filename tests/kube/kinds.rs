@@ -46,7 +46,28 @@ pub fn name_error(info: &ResourceInfo, name: &str) -> Option<&'static str> {
     }
 }
 
+/// The most bytes all annotations of an object may hold (`TotalAnnotationSizeLimitB`).
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+/// The most bytes of data a Secret or ConfigMap may hold (`MaxSecretSize`, `MaxConfigMapSize`).
+const DATA_LIMIT: usize = 1024 * 1024;
+
 pub fn validate_labels(object: &Value, causes: &mut Vec<Cause>) {
+    if let Some(annotations) = object["metadata"]["annotations"].as_object() {
+        let size: usize = annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if size > ANNOTATIONS_LIMIT {
+            causes.push(Cause {
+                reason: "FieldValueTooLong".into(),
+                field: "metadata.annotations".into(),
+                message: format!(
+                    "metadata.annotations: Too long: may not be more than {ANNOTATIONS_LIMIT} bytes"
+                ),
+            });
+        }
+    }
     let Some(labels) = object["metadata"]["labels"].as_object() else {
         return;
     };
@@ -358,6 +379,26 @@ pub fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (info.group.as_str(), info.resource.as_str()) {
         ("", "secrets" | "configmaps") => {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut size = 0usize;
+            for (field, binary) in [("data", info.resource == "secrets"), ("binaryData", true)] {
+                for (k, v) in object[field].as_object().into_iter().flatten() {
+                    let text = v.as_str().unwrap_or_default();
+                    size += k.len()
+                        + if binary {
+                            b64.decode(text).map_or(text.len(), |b| b.len())
+                        } else {
+                            text.len()
+                        };
+                }
+            }
+            if size > DATA_LIMIT {
+                causes.push(Cause {
+                    reason: "FieldValueTooLong".into(),
+                    field: "data".into(),
+                    message: format!("data: Too long: may not be more than {DATA_LIMIT} bytes"),
+                });
+            }
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(map) = object[field].as_object() {
                     for key in map.keys().filter(|k| !is_config_key(k)) {

@@ -26,8 +26,7 @@
 //! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
 //! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
 //! CEL validation rules, CRD version conversion
-//! other than `None`, consistent snapshots for paginated lists (a continue token reads the current state
-//! after the last key), foreground deletion (treated as background), graceful pod deletion
+//! other than `None`, graceful pod deletion
 //! (pods are never scheduled here, so they are deleted at once, as unscheduled pods are).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -207,6 +206,8 @@ impl TestApiServer {
         let tls = tls_config(&serving.cert_pem, &serving.key_pem);
         let app = axum::Router::new()
             .fallback(http::handle)
+            // http::handle reads the body itself, with the API server's limit.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::clone(&shared));
         let handle = axum_server::Handle::new();
         let server = axum_server::from_tcp_rustls(listener, tls)

@@ -24,8 +24,9 @@
 //!   object being deleted accepts no new finalizer (422).
 //!   (<https://kubernetes.io/docs/concepts/overview/working-with-objects/finalizers/>)
 //! - **garbage collection:** an object all of whose `ownerReferences` name uids that no longer
-//!   exist is deleted (background propagation; `propagationPolicy: Orphan` strips the references
-//!   instead). (<https://kubernetes.io/docs/concepts/architecture/garbage-collection/>)
+//!   exist is deleted (background propagation); `propagationPolicy: Orphan` strips the references
+//!   instead, and `Foreground` keeps the owner (finalizer `foregroundDeletion`) until its
+//!   dependents are gone. (<https://kubernetes.io/docs/concepts/architecture/garbage-collection/>)
 //! - **namespaces:** a new Namespace gets the `kubernetes.io/metadata.name` label, `spec.finalizers:
 //!   [kubernetes]`, `status.phase: Active`, a `default` ServiceAccount and the `kube-root-ca.crt`
 //!   ConfigMap; deleting one makes it `Terminating`, deletes everything in it, and removes it once
@@ -956,16 +957,35 @@ impl Inner {
         if opts.dry_run {
             return Ok(old);
         }
+        if is_namespace(info) && matches!(name, "default" | "kube-system" | "kube-public") {
+            return Err(forbidden(info, name, "this namespace may not be deleted"));
+        }
+        let uid = old["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let orphan = options["propagationPolicy"].as_str() == Some("Orphan")
             || options["orphanDependents"].as_bool() == Some(true);
         if orphan {
-            self.orphan_dependents(tx, old["metadata"]["uid"].as_str().unwrap_or_default());
+            self.orphan_dependents(tx, &uid);
         }
         let being_deleted = !old["metadata"]["deletionTimestamp"].is_null();
+        let mut old = old;
+        if options["propagationPolicy"].as_str() == Some("Foreground")
+            && !being_deleted
+            && !is_namespace(info)
+            && self.objects.values().any(|o| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == json!(uid)))
+            })
+        {
+            // Foreground: the owner stays, marked, until its dependents are gone.
+            let mut f = finalizers(&old);
+            f.push(FOREGROUND.into());
+            old["metadata"]["finalizers"] = json!(f);
+        }
         if is_namespace(info) {
-            if matches!(name, "default" | "kube-system" | "kube-public") {
-                return Err(forbidden(info, name, "this namespace may not be deleted"));
-            }
             if being_deleted {
                 return Ok(old);
             }
@@ -1032,7 +1052,9 @@ impl Inner {
         };
         for _ in 0..64 {
             let mut work: Vec<(ResourceInfo, String, String)> = Vec::new();
-            let mut finish: Vec<Key> = Vec::new();
+            // Objects whose deletion step is done: (key, the finalizer that held it, or "" for
+            // a namespace).
+            let mut finish: Vec<(Key, &str)> = Vec::new();
             // Terminating namespaces.
             let terminating: Vec<String> = self
                 .objects
@@ -1053,10 +1075,13 @@ impl Inner {
                     .collect();
                 if content.is_empty() {
                     finish.push((
-                        String::new(),
-                        "namespaces".into(),
-                        String::new(),
-                        ns.clone(),
+                        (
+                            String::new(),
+                            "namespaces".into(),
+                            String::new(),
+                            ns.clone(),
+                        ),
+                        "",
                     ));
                 }
                 for key in content {
@@ -1092,10 +1117,46 @@ impl Inner {
                     .filter(|k| k.0 == group && k.1 == plural)
                     .cloned()
                     .collect();
-                if instances.is_empty() {
-                    finish.push(key.clone());
+                if instances.is_empty() && finalizers(crd).iter().any(|f| f == CRD_CLEANUP) {
+                    finish.push((key.clone(), CRD_CLEANUP));
                 }
                 for k in instances {
+                    let being_deleted = self
+                        .objects
+                        .get(&k)
+                        .is_some_and(|o| !o["metadata"]["deletionTimestamp"].is_null());
+                    if let (false, Some(info)) = (being_deleted, self.info(&k.0, &k.1)) {
+                        work.push((info, k.2.clone(), k.3.clone()));
+                    }
+                }
+            }
+            // Foreground deletion: an owner holding `foregroundDeletion` waits for its dependents.
+            let foreground: Vec<(Key, String)> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| finalizers(o).iter().any(|f| f == FOREGROUND))
+                .map(|(k, o)| {
+                    (
+                        k.clone(),
+                        o["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            for (key, uid) in &foreground {
+                let dependents: Vec<Key> = self
+                    .objects
+                    .iter()
+                    .filter(|(_, o)| {
+                        o["metadata"]["ownerReferences"]
+                            .as_array()
+                            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == json!(uid)))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if dependents.is_empty() {
+                    finish.push((key.clone(), FOREGROUND));
+                }
+                for k in dependents {
                     let being_deleted = self
                         .objects
                         .get(&k)
@@ -1132,15 +1193,15 @@ impl Inner {
             for (info, ns, name) in work {
                 let _ = self.delete_one(tx, &info, &ns, &name, &opts);
             }
-            for key in finish {
+            for (key, done) in finish {
                 if let Some(old) = self.objects.get(&key).cloned() {
-                    if key.1 == "namespaces" {
+                    if done.is_empty() {
                         self.commit(tx, &key, ChangeKind::Deleted, old.clone(), Some(old));
                     } else {
-                        // The CRD cleanup finalizer is done.
+                        // The controller's finalizer is done.
                         let mut object = old.clone();
                         if let Some(Value::Array(f)) = object["metadata"].get_mut("finalizers") {
-                            f.retain(|x| x.as_str() != Some(CRD_CLEANUP));
+                            f.retain(|x| x.as_str() != Some(done));
                         }
                         let kind = if finalizers(&object).is_empty() {
                             ChangeKind::Deleted
@@ -1187,6 +1248,9 @@ impl Inner {
 }
 
 pub const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// The finalizer of an owner in foreground deletion (`metav1.FinalizerDeleteDependents`).
+const FOREGROUND: &str = "foregroundDeletion";
 
 /// Whether an immediate DELETE answers with the deleted object (the registries that set
 /// `ReturnDeletedObject`: pods, services, service accounts, custom resources) or with a Success
@@ -1317,6 +1381,59 @@ impl Store {
             .map(|(_, o)| Self::as_version(info, o.clone()))
             .filter(|o| labels.matches(&super::selector::labels(o)) && fields.matches(o))
             .collect()
+    }
+
+    /// The matching objects as they were at resourceVersion `rv` (the current state with every
+    /// later change undone from the history), for continue tokens and
+    /// `resourceVersionMatch=Exact`; None when `rv` is older than the history.
+    pub fn list_at(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        rv: u64,
+    ) -> Option<Vec<Value>> {
+        let inner = self.lock();
+        if rv < inner.oldest || rv > inner.rv {
+            return None;
+        }
+        let (group, resource) = info
+            .view_of
+            .clone()
+            .unwrap_or_else(|| (info.group.clone(), info.resource.clone()));
+        let mut objects: BTreeMap<(String, String), Value> = inner
+            .objects
+            .iter()
+            .filter(|((g, r, _, _), _)| g == &group && r == &resource)
+            .map(|((_, _, n, name), o)| ((n.clone(), name.clone()), o.clone()))
+            .collect();
+        for change in inner.history.iter().rev().take_while(|c| c.rv > rv) {
+            if change.group != group || change.resource != resource {
+                continue;
+            }
+            let name = change.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let key = (change.namespace.clone(), name);
+            match &change.previous {
+                Some(previous) if change.kind != ChangeKind::Added => {
+                    objects.insert(key, previous.clone());
+                }
+                _ => {
+                    objects.remove(&key);
+                }
+            }
+        }
+        Some(
+            objects
+                .into_iter()
+                .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+                .map(|(_, o)| Self::as_version(info, o))
+                .filter(|o| labels.matches(&super::selector::labels(o)) && fields.matches(o))
+                .collect(),
+        )
     }
 
     pub fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<Value, Status> {
