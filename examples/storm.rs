@@ -79,6 +79,7 @@ async fn load(args: &[String]) {
     let count: usize = required(args, "--count").parse().unwrap();
     let concurrency: usize = arg(args, "--concurrency").map_or(512, |c| c.parse().unwrap());
     let now = jiff::Timestamp::now();
+    let minting = Instant::now();
     let tokens: Vec<String> = (0..count)
         .map(|i| {
             let spec = rolegate::dev::TokenSpec {
@@ -92,6 +93,7 @@ async fn load(args: &[String]) {
             rolegate::dev::token(&key, &spec, now).unwrap()
         })
         .collect();
+    let mint_seconds = minting.elapsed().as_secs_f64();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -115,6 +117,7 @@ async fn load(args: &[String]) {
         serde_json::json!({
             "requests": count,
             "answered": answered,
+            "mint_seconds": mint_seconds,
             "ok": statuses.get("200").copied().unwrap_or(0),
             "statuses": statuses,
             "errors": errors,

@@ -44,6 +44,7 @@ sign_rate="$(awk '/^rsa 2048 bits/ {print $6}' "$out/openssl.txt")"
 
 standin_port="$(port)"; rg_port="$(port)"
 "$storm" standin --listen "127.0.0.1:$standin_port" >"$out/standin.log" 2>&1 & pids+=($!)
+standin_pid=$!
 state="$(mktemp -d)"
 # IAM registration at start reaches the stand-in too, which refuses it (logged); serving does
 # not depend on it.
@@ -55,9 +56,26 @@ wait_up "http://127.0.0.1:$rg_port/readyz"
 rss_before="$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)"
 fds_before="$(ls /proc/$serve_pid/fd | wc -l)"
 
-"$storm" load --url "http://127.0.0.1:$rg_port" --key examples/standalone/issuer/sa-signer.key \
-  --namespace storm --count "$count" --concurrency "$concurrency" | tee "$out/load.json"
+# PERF=1: profile the server during the storm (perf record -g, in target/bench-storm/perf.data).
+if [ -n "${PERF:-}" ]; then
+  perf record -F 199 --call-graph dwarf,16384 -p "$serve_pid" -o "$out/perf.data" >"$out/perf.log" 2>&1 & perf_pid=$!
+  sleep 1
+fi
+cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
+serve_cpu_before="$(cpu "$serve_pid")"; standin_cpu_before="$(cpu "$standin_pid")"
+# The load's own CPU time is its rusage, read by the python that runs it.
+python3 - "$out/load-cpu.txt" "$storm" load --url "http://127.0.0.1:$rg_port" --key examples/standalone/issuer/sa-signer.key \
+  --namespace storm --count "$count" --concurrency "$concurrency" <<'PY' | tee "$out/load.json"
+import resource, subprocess, sys
+subprocess.run(sys.argv[2:], check=True)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{ru.ru_utime + ru.ru_stime:.2f}")
+PY
+serve_cpu="$(echo "$(cpu "$serve_pid") - $serve_cpu_before" | bc)"
+standin_cpu="$(echo "$(cpu "$standin_pid") - $standin_cpu_before" | bc)"
+load_cpu="$(cat "$out/load-cpu.txt")"
 
+if [ -n "${PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 rss_peak="$(awk '/VmHWM/ {print $2}' /proc/$serve_pid/status)"
 rss_after="$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)"
 fds_after="$(ls /proc/$serve_pid/fd | wc -l)"
@@ -67,12 +85,16 @@ sts_calls="$(awk '/^rolegate_sts_calls_total/ {s += $2} END {print s + 0}' "$out
 signed="$(awk '/^rolegate_assertions_signed_total/ {s += $2} END {print s + 0}' "$out/metrics.txt")"
 
 python3 - "$out/load.json" "$count" "$cores" "$sign_rate" "$rss_before" "$rss_peak" "$rss_after" \
-  "$standin_calls" "$sts_calls" "$signed" "$fds_before" "$fds_after" <<'PY' | tee "$out/result.md"
+  "$standin_calls" "$sts_calls" "$signed" "$fds_before" "$fds_after" "$serve_cpu" "$standin_cpu" "$load_cpu" \
+  "$(cat /proc/loadavg)" <<'PY' | tee "$out/result.md"
 import json, sys
 load = json.load(open(sys.argv[1]))
 count, cores, rate = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 before, peak, after = (int(x) // 1024 for x in sys.argv[5:8])
 standin, sts, signed, fds_before, fds_after = sys.argv[8:13]
+serve_cpu, standin_cpu, load_cpu = (float(x) for x in sys.argv[13:16])
+loadavg = sys.argv[16]
+signing_cpu = count / rate
 limit = count / (cores * rate)
 ratio = load["seconds"] / limit
 errors = sum(load["errors"].values())
@@ -88,6 +110,9 @@ print(f"| transport errors (must be none) | {errors} {load['errors'] if errors e
 print(f"| assertions signed / STS calls (server) / answered by the stand-in | {signed} / {sts} / {standin} |")
 print(f"| server RSS before / peak (VmHWM) / after | {before} MiB / {peak} MiB / {after} MiB |")
 print(f"| server open fds before / after | {fds_before} / {fds_after} |")
+print(f"| CPU seconds: server / STS stand-in / load process (with minting the tokens before the clock starts) | {serve_cpu:.2f} / {standin_cpu:.2f} / {load_cpu:.2f} (the machine had {cores * load['seconds']:.1f}) |")
+print(f"| of which the signatures alone ({count} / {rate:.0f} per s) | {signing_cpu:.2f} s, {100 * signing_cpu / serve_cpu:.0f} % of the server's |")
+print(f"| load average after | {loadavg} |")
 if errors or load["ok"] != count:
     sys.exit("not every request was answered 200")
 PY
