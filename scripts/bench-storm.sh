@@ -71,8 +71,8 @@ subprocess.run(sys.argv[2:], check=True)
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(sys.argv[1], "w").write(f"{ru.ru_utime + ru.ru_stime:.2f}")
 PY
-serve_cpu="$(echo "$(cpu "$serve_pid") - $serve_cpu_before" | bc)"
-standin_cpu="$(echo "$(cpu "$standin_pid") - $standin_cpu_before" | bc)"
+serve_cpu="$(awk -v a="$(cpu "$serve_pid")" -v b="$serve_cpu_before" 'BEGIN {print a - b}')"
+standin_cpu="$(awk -v a="$(cpu "$standin_pid")" -v b="$standin_cpu_before" 'BEGIN {print a - b}')"
 load_cpu="$(cat "$out/load-cpu.txt")"
 
 if [ -n "${PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi

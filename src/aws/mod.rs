@@ -23,7 +23,7 @@ pub enum AwsError {
     #[error("throttled: {0}")]
     Throttled(String),
     /// STS has been throttling calls for this account, and the next call paced for it would
-    /// start later than the server's maximum wait (`--sts-max-wait`).
+    /// start later than the server's maximum wait (`--sts-max-wait-seconds`).
     #[error("calls for account {account} are paced after STS throttling; the next slot is in {} s", retry_after.as_secs().max(1))]
     Paced {
         /// The account the calls are for.
