@@ -2053,3 +2053,40 @@ async fn foreground_deletion_waits_for_dependents() {
     assert_eq!(api_error(secrets.get("key").await).code, 404);
     assert_eq!(api_error(apps.get("aws").await).code, 404);
 }
+
+/// `kubectl auth whoami` and `kubectl auth can-i` ask the server (SelfSubjectReview,
+/// SelfSubjectAccessReview), answered by the same authorizer as every request.
+#[tokio::test]
+async fn kubectl_auth_whoami_and_can_i() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = server.kubeconfig(
+        dir.path(),
+        &Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "default".into(),
+        },
+    );
+    let (ok, out, err) = kubectl(&sa, &["auth", "whoami"], None).await;
+    assert!(
+        ok && out.contains("system:serviceaccount:team:default"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = kubectl(
+        &sa,
+        &["auth", "can-i", "list", "secrets", "-n", "team"],
+        None,
+    )
+    .await;
+    assert!(!ok && out.trim() == "no", "{out}");
+    let admin_kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let (ok, out, err) = kubectl(
+        &admin_kc,
+        &["auth", "can-i", "list", "secrets", "-n", "team"],
+        None,
+    )
+    .await;
+    assert!(ok && out.trim() == "yes", "{out}{err}");
+}

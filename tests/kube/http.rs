@@ -518,6 +518,21 @@ async fn serve_resource(
                 )?;
                 return Ok(json_response(201, &token));
             }
+            if info.group == "authentication.k8s.io" && info.resource == "selfsubjectreviews" {
+                // `kubectl auth whoami`.
+                return Ok(json_response(
+                    201,
+                    &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                            "metadata": {"creationTimestamp": null},
+                            "status": {"userInfo": user.user_info()}}),
+                ));
+            }
+            if info.group == "authorization.k8s.io" && info.resource == "selfsubjectaccessreviews" {
+                return Ok(json_response(
+                    201,
+                    &self_subject_access_review(shared, user, &object),
+                ));
+            }
             if info.group == "authentication.k8s.io" && info.resource == "tokenreviews" {
                 let review =
                     shared
@@ -738,6 +753,33 @@ fn guarded_update(
         "InternalError",
         "the object kept changing during the admission check",
     ))
+}
+
+/// `kubectl auth can-i`: the authorizer's answer for the review's attributes, as the caller.
+fn self_subject_access_review(shared: &Shared, user: &User, review: &Value) -> Value {
+    let spec = &review["spec"];
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let attrs = if spec["nonResourceAttributes"].is_object() {
+        let n = &spec["nonResourceAttributes"];
+        Attributes::non_resource(&s(&n["verb"]), &s(&n["path"]))
+    } else {
+        let r = &spec["resourceAttributes"];
+        Attributes {
+            verb: s(&r["verb"]),
+            api_group: s(&r["group"]),
+            resource: s(&r["resource"]),
+            subresource: s(&r["subresource"]),
+            namespace: s(&r["namespace"]),
+            name: s(&r["name"]),
+        }
+    };
+    let status = match rbac::authorize(&*shared.store, user, &attrs) {
+        Ok(rule) => json!({"allowed": true, "reason": format!("allowed by {rule}")}),
+        // The RBAC authorizer gives no reason for a denial (the 403 message is the server's).
+        Err(_) => json!({"allowed": false}),
+    };
+    json!({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+           "metadata": {"creationTimestamp": null}, "spec": spec, "status": status})
 }
 
 fn method_not_allowed() -> Status {

@@ -349,6 +349,31 @@ fn builtins() -> Vec<Builtin> {
             false,
         )
     });
+    // The virtual review kinds of `kubectl auth whoami` and `kubectl auth can-i`.
+    list.push(Builtin {
+        verbs: &["create"],
+        ..b(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[],
+            false,
+        )
+    });
+    list.push(Builtin {
+        verbs: &["create"],
+        ..b(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+            &[],
+            false,
+        )
+    });
     list
 }
 
