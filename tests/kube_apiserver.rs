@@ -2090,3 +2090,40 @@ async fn kubectl_auth_whoami_and_can_i() {
     .await;
     assert!(ok && out.trim() == "yes", "{out}{err}");
 }
+
+/// kubectl asks for aggregated discovery first: `/api` and `/apis` answer it whole, so no group
+/// version's resource list is fetched; kube's client (unaggregated) reads the same resources.
+#[tokio::test]
+async fn kubectl_uses_aggregated_discovery() {
+    let server = TestApiServer::start(options()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let (ok, out, err) = kubectl(&kc, &["api-resources", "--no-headers"], None).await;
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter().any(|r| r[..]
+            == [
+                "samlapps",
+                "sapp",
+                "rolegate.dev/v1alpha1",
+                "false",
+                "SAMLApp"
+            ]),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..] == ["leases", "coordination.k8s.io/v1", "true", "Lease"]),
+        "{out}"
+    );
+    let paths: Vec<String> = server.audit().into_iter().map(|e| e.attrs.name).collect();
+    assert_eq!(
+        paths,
+        ["/api", "/apis"],
+        "only the aggregated documents were read"
+    );
+}

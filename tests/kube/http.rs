@@ -286,7 +286,7 @@ pub async fn handle(
     response
 }
 
-fn non_resource(shared: &Shared, request: &RequestInfo, _headers: &HeaderMap) -> Response {
+fn non_resource(shared: &Shared, request: &RequestInfo, headers: &HeaderMap) -> Response {
     if request.verb != "get" {
         return status_response(&super::status_with(
             405,
@@ -302,6 +302,20 @@ fn non_resource(shared: &Shared, request: &RequestInfo, _headers: &HeaderMap) ->
         .split('/')
         .filter(|p| !p.is_empty())
         .collect();
+    let aggregated = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2"));
+    if aggregated && matches!(parts.as_slice(), ["api"] | ["apis"]) {
+        let body = discovery::aggregated(&resources, parts == ["api"]);
+        let mut response = json_response(200, &body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(discovery::AGGREGATED),
+        );
+        return response;
+    }
     let found = match parts.as_slice() {
         ["api"] => Some(discovery::api_versions(&shared.address)),
         ["apis"] => Some(discovery::api_group_list(&resources)),

@@ -24,7 +24,7 @@
 //!
 //! What is not implemented: server-side apply (415; rolegate does not use it and the tests use
 //! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
-//! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
+//! JSON), `managedFields`,
 //! CEL validation rules, CRD version conversion
 //! other than `None`, graceful pod deletion
 //! (pods are never scheduled here, so they are deleted at once, as unscheduled pods are).
