@@ -2089,6 +2089,38 @@ async fn kubectl_auth_whoami_and_can_i() {
     )
     .await;
     assert!(ok && out.trim() == "yes", "{out}{err}");
+    // Impersonation (--as): the admin may; the request then runs as the ServiceAccount.
+    let (ok, out, _) = kubectl(
+        &admin_kc,
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "-n",
+            "team",
+            "--as=system:serviceaccount:team:default",
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok && out.trim() == "no", "{out}");
+    let (ok, out, err) = kubectl(
+        &admin_kc,
+        &["auth", "whoami", "--as=system:serviceaccount:team:default"],
+        None,
+    )
+    .await;
+    assert!(
+        ok && out.contains("system:serviceaccounts:team"),
+        "{out}{err}"
+    );
+    // A ServiceAccount may not impersonate: 403 naming the impersonate verb.
+    let (ok, _, err) = kubectl(&sa, &["get", "secrets", "-n", "team", "--as=admin"], None).await;
+    assert!(
+        !ok && err.contains(r#"cannot impersonate resource "users" in API group """#),
+        "{err}"
+    );
 }
 
 /// kubectl asks for aggregated discovery first: `/api` and `/apis` answer it whole, so no group

@@ -265,6 +265,13 @@ pub async fn handle(
         record(&User::default(), 401, None);
         return status_response(&status);
     };
+    let user = match impersonate(&shared, &user, &headers) {
+        Ok(impersonated) => impersonated,
+        Err(status) => {
+            record(&user, status.code, None);
+            return status_response(&status);
+        }
+    };
     let allowed_by = match rbac::authorize(&*shared.store, &user, &attrs) {
         Ok(rule) => rule,
         Err(message) => {
@@ -284,6 +291,82 @@ pub async fn handle(
     };
     record(&user, response.status().as_u16(), Some(allowed_by));
     response
+}
+
+/// User impersonation (`Impersonate-User`, `Impersonate-Group`, `Impersonate-Uid`; kubectl
+/// `--as`/`--as-group`): each needs the `impersonate` verb on `users`, `serviceaccounts`
+/// (`system:serviceaccount:NS:NAME`), `groups` or `authentication.k8s.io/uids`; the request then
+/// runs as the impersonated user, in `system:authenticated` (and a ServiceAccount's groups).
+/// (<https://kubernetes.io/docs/reference/access-authn-authz/authentication/#user-impersonation>)
+fn impersonate(shared: &Shared, user: &User, headers: &HeaderMap) -> Result<User, Status> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let Some(name) = values("Impersonate-User").into_iter().next() else {
+        if !values("Impersonate-Group").is_empty() || !values("Impersonate-Uid").is_empty() {
+            return Err(store::bad_request(
+                "requested impersonation of groups or a uid without impersonating a user",
+            ));
+        }
+        return Ok(user.clone());
+    };
+    let groups = values("Impersonate-Group");
+    let uid = values("Impersonate-Uid")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut checks = Vec::new();
+    let service_account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, sa)| (ns.to_owned(), sa.to_owned()));
+    match &service_account {
+        Some((ns, sa)) => checks.push(Attributes::resource(
+            "impersonate",
+            "",
+            "serviceaccounts",
+            ns,
+            sa,
+        )),
+        None => checks.push(Attributes::resource("impersonate", "", "users", "", &name)),
+    }
+    for group in &groups {
+        checks.push(Attributes::resource("impersonate", "", "groups", "", group));
+    }
+    if !uid.is_empty() {
+        checks.push(Attributes::resource(
+            "impersonate",
+            "authentication.k8s.io",
+            "uids",
+            "",
+            &uid,
+        ));
+    }
+    for check in &checks {
+        if let Err(message) = rbac::authorize(&*shared.store, user, check) {
+            return Err(rbac::forbidden(check, &message));
+        }
+    }
+    let mut impersonated = groups;
+    if let Some((ns, _)) = &service_account
+        && impersonated.is_empty()
+    {
+        impersonated.push("system:serviceaccounts".into());
+        impersonated.push(format!("system:serviceaccounts:{ns}"));
+    }
+    if !impersonated.iter().any(|g| g == "system:authenticated") {
+        impersonated.push("system:authenticated".into());
+    }
+    Ok(User {
+        name,
+        groups: impersonated,
+        uid,
+        ..User::default()
+    })
 }
 
 fn non_resource(shared: &Shared, request: &RequestInfo, headers: &HeaderMap) -> Response {

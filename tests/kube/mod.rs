@@ -18,7 +18,7 @@
 //! | [`patch`] | merge, JSON and strategic merge patch | "Update API objects in place using kubectl patch", RFC 7386, RFC 6902 |
 //! | [`table`] | Table output with printer columns | "API concepts": receiving resources as Tables; CRD additionalPrinterColumns |
 //! | [`discovery`] | /api, /apis (also aggregated, apidiscovery.k8s.io/v2), resource lists, /openapi/v3, /version | "The Kubernetes API": discovery API (aggregated and unaggregated), OpenAPI interface definition |
-//! | [`http`] | request info, authn → authz → admission → storage order, Status responses, warnings, lists with limit/continue and resourceVersionMatch, PartialObjectMetadata, SelfSubjectReview and SelfSubjectAccessReview, the 3 MiB body limit | "Controlling access to the Kubernetes API", "Admission controllers" (ServiceAccount, NamespaceLifecycle, OwnerReferencesPermissionEnforcement), "Warnings", "API concepts": retrieving large results in chunks |
+//! | [`http`] | request info, authn → authz → admission → storage order, Status responses, warnings, lists with limit/continue and resourceVersionMatch, PartialObjectMetadata, SelfSubjectReview and SelfSubjectAccessReview, user impersonation, the 3 MiB body limit | "Controlling access to the Kubernetes API", "Authenticating": user impersonation, "Admission controllers" (ServiceAccount, NamespaceLifecycle, OwnerReferencesPermissionEnforcement), "Warnings", "API concepts": retrieving large results in chunks |
 //! | [`protobuf`] | protobuf request bodies of kubectl's typed commands | "API concepts": protobuf encoding |
 //! | `auth`, `rbac`, `admission` | tokens, TokenRequest/TokenReview, RBAC, webhooks | see those modules |
 //!
@@ -26,7 +26,7 @@
 //! client-side `kubectl apply`), protobuf answers and protobuf bodies of other kinds (clients
 //! accept and send JSON for them), `managedFields`, CEL validation rules, CRD version conversion
 //! other than `None`, graceful pod deletion (pods are never scheduled here, so they are deleted
-//! at once, as unscheduled pods are), impersonation.
+//! at once, as unscheduled pods are).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod admission;
