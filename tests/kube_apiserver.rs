@@ -1234,6 +1234,7 @@ async fn pods_get_service_account_credentials_and_tokens_review() {
         .unwrap();
     let spec = created.spec.clone().unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    assert_eq!(created.metadata.generation, Some(1));
     let volume = &spec.volumes.unwrap()[0];
     assert!(volume.name.starts_with("kube-api-access-"), "{volume:?}");
     let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
