@@ -1616,6 +1616,25 @@ async fn built_in_kinds_are_validated() {
             .await,
     );
     assert_eq!(causes(status), ["spec.containers"]);
+    // A Deployment whose selector misses its template, with a bad port, env name and quantity.
+    let deployments = dynamic("apps", "v1", "Deployment", "deployments", Some("team"));
+    let status = api_error(
+        deployments
+            .create(&PostParams::default(), &object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "other"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 70000}],
+                    "env": [{"name": "1BAD", "value": "x"}], "resources": {"limits": {"memory": "lots"}}}]}}}})))
+            .await,
+    );
+    assert_eq!(
+        causes(status),
+        [
+            "spec.template.metadata.labels",
+            "spec.template.spec.containers[0].ports[0].containerPort",
+            "spec.template.spec.containers[0].env[0].name",
+            "spec.template.spec.containers[0].resources.limits[memory]",
+        ]
+    );
     // Size limits: annotations 256 KiB, Secret data 1 MiB, a request body 3 MiB.
     let big = "x".repeat(300 * 1024);
     let status = api_error(
