@@ -1635,6 +1635,19 @@ async fn built_in_kinds_are_validated() {
             "spec.template.spec.containers[0].resources.limits[memory]",
         ]
     );
+    let services = dynamic("", "v1", "Service", "services", Some("team"));
+    let status = api_error(
+        services
+            .create(
+                &PostParams::default(),
+                &object(
+                    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                "spec": {"ports": [{"port": 443}, {"port": 0, "name": "b"}]}}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["spec.ports[0].name", "spec.ports[1].port"]);
     // Size limits: annotations 256 KiB, Secret data 1 MiB, a request body 3 MiB.
     let big = "x".repeat(300 * 1024);
     let status = api_error(

@@ -419,6 +419,49 @@ pub fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
             }
         }
         ("", "pods") => validate_pod_spec(&object["spec"], "spec", &mut causes),
+        ("", "services") => {
+            // ValidateService: the type, and ports (required unless headless or ExternalName).
+            let spec = &object["spec"];
+            let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+            let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+            if !types.contains(&kind) {
+                causes.push(not_supported("spec.type", &spec["type"], &types));
+            }
+            let ports = spec["ports"].as_array().cloned().unwrap_or_default();
+            if ports.is_empty() && kind != "ExternalName" && spec["clusterIP"] != "None" {
+                causes.push(required("spec.ports"));
+            }
+            let mut names = BTreeSet::new();
+            for (i, port) in ports.iter().enumerate() {
+                let number = port["port"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&number) {
+                    causes.push(field_invalid(
+                        &format!("spec.ports[{i}].port"),
+                        &port["port"],
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                let name = port["name"].as_str().unwrap_or_default();
+                if ports.len() > 1 && name.is_empty() {
+                    causes.push(required(&format!("spec.ports[{i}].name")));
+                } else if !name.is_empty() && !names.insert(name.to_owned()) {
+                    causes.push(Cause {
+                        reason: "FieldValueDuplicate".into(),
+                        field: format!("spec.ports[{i}].name"),
+                        message: format!("spec.ports[{i}].name: Duplicate value: {name:?}"),
+                    });
+                }
+                if !port["protocol"].is_null()
+                    && !matches!(port["protocol"].as_str(), Some("TCP" | "UDP" | "SCTP"))
+                {
+                    causes.push(not_supported(
+                        &format!("spec.ports[{i}].protocol"),
+                        &port["protocol"],
+                        &["SCTP", "TCP", "UDP"],
+                    ));
+                }
+            }
+        }
         ("apps", "deployments" | "daemonsets" | "statefulsets" | "replicasets") => {
             // A workload's selector must select its own template (ValidateDeploymentSpec & co).
             let selector = &object["spec"]["selector"];
