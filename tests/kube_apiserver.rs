@@ -1234,6 +1234,7 @@ async fn pods_get_service_account_credentials_and_tokens_review() {
         .unwrap();
     let spec = created.spec.clone().unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    assert_eq!(created.metadata.generation, Some(1));
     let volume = &spec.volumes.unwrap()[0];
     assert!(volume.name.starts_with("kube-api-access-"), "{volume:?}");
     let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
@@ -1615,6 +1616,38 @@ async fn built_in_kinds_are_validated() {
             .await,
     );
     assert_eq!(causes(status), ["spec.containers"]);
+    // A Deployment whose selector misses its template, with a bad port, env name and quantity.
+    let deployments = dynamic("apps", "v1", "Deployment", "deployments", Some("team"));
+    let status = api_error(
+        deployments
+            .create(&PostParams::default(), &object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "other"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 70000}],
+                    "env": [{"name": "1BAD", "value": "x"}], "resources": {"limits": {"memory": "lots"}}}]}}}})))
+            .await,
+    );
+    assert_eq!(
+        causes(status),
+        [
+            "spec.template.metadata.labels",
+            "spec.template.spec.containers[0].ports[0].containerPort",
+            "spec.template.spec.containers[0].env[0].name",
+            "spec.template.spec.containers[0].resources.limits[memory]",
+        ]
+    );
+    let services = dynamic("", "v1", "Service", "services", Some("team"));
+    let status = api_error(
+        services
+            .create(
+                &PostParams::default(),
+                &object(
+                    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                "spec": {"ports": [{"port": 443}, {"port": 0, "name": "b"}]}}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(causes(status), ["spec.ports[0].name", "spec.ports[1].port"]);
     // Size limits: annotations 256 KiB, Secret data 1 MiB, a request body 3 MiB.
     let big = "x".repeat(300 * 1024);
     let status = api_error(
@@ -2052,4 +2085,110 @@ async fn foreground_deletion_waits_for_dependents() {
         .unwrap();
     assert_eq!(api_error(secrets.get("key").await).code, 404);
     assert_eq!(api_error(apps.get("aws").await).code, 404);
+}
+
+/// `kubectl auth whoami` and `kubectl auth can-i` ask the server (SelfSubjectReview,
+/// SelfSubjectAccessReview), answered by the same authorizer as every request.
+#[tokio::test]
+async fn kubectl_auth_whoami_and_can_i() {
+    let server = TestApiServer::start(options()).await;
+    let client = admin(&server).await;
+    namespace(&client, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = server.kubeconfig(
+        dir.path(),
+        &Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "default".into(),
+        },
+    );
+    let (ok, out, err) = kubectl(&sa, &["auth", "whoami"], None).await;
+    assert!(
+        ok && out.contains("system:serviceaccount:team:default"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = kubectl(
+        &sa,
+        &["auth", "can-i", "list", "secrets", "-n", "team"],
+        None,
+    )
+    .await;
+    assert!(!ok && out.trim() == "no", "{out}");
+    let admin_kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let (ok, out, err) = kubectl(
+        &admin_kc,
+        &["auth", "can-i", "list", "secrets", "-n", "team"],
+        None,
+    )
+    .await;
+    assert!(ok && out.trim() == "yes", "{out}{err}");
+    // Impersonation (--as): the admin may; the request then runs as the ServiceAccount.
+    let (ok, out, _) = kubectl(
+        &admin_kc,
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "-n",
+            "team",
+            "--as=system:serviceaccount:team:default",
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok && out.trim() == "no", "{out}");
+    let (ok, out, err) = kubectl(
+        &admin_kc,
+        &["auth", "whoami", "--as=system:serviceaccount:team:default"],
+        None,
+    )
+    .await;
+    assert!(
+        ok && out.contains("system:serviceaccounts:team"),
+        "{out}{err}"
+    );
+    // A ServiceAccount may not impersonate: 403 naming the impersonate verb.
+    let (ok, _, err) = kubectl(&sa, &["get", "secrets", "-n", "team", "--as=admin"], None).await;
+    assert!(
+        !ok && err.contains(r#"cannot impersonate resource "users" in API group """#),
+        "{err}"
+    );
+}
+
+/// kubectl asks for aggregated discovery first: `/api` and `/apis` answer it whole, so no group
+/// version's resource list is fetched; kube's client (unaggregated) reads the same resources.
+#[tokio::test]
+async fn kubectl_uses_aggregated_discovery() {
+    let server = TestApiServer::start(options()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.kubeconfig(dir.path(), &Identity::Admin);
+    let (ok, out, err) = kubectl(&kc, &["api-resources", "--no-headers"], None).await;
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter().any(|r| r[..]
+            == [
+                "samlapps",
+                "sapp",
+                "rolegate.dev/v1alpha1",
+                "false",
+                "SAMLApp"
+            ]),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..] == ["leases", "coordination.k8s.io/v1", "true", "Lease"]),
+        "{out}"
+    );
+    let paths: Vec<String> = server.audit().into_iter().map(|e| e.attrs.name).collect();
+    assert_eq!(
+        paths,
+        ["/api", "/apis"],
+        "only the aggregated documents were read"
+    );
 }

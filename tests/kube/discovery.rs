@@ -4,9 +4,9 @@
 //! - `/api` (APIVersions), `/apis` (APIGroupList), `/api/v1` and `/apis/GROUP/VERSION`
 //!   (APIResourceList: name, singularName, namespaced, kind, verbs, shortNames, categories, and
 //!   one entry per subresource such as `samlapps/status` or `serviceaccounts/token`). Only the
-//!   unaggregated form is served: a client asking for the aggregated
-//!   `application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList` gets plain JSON, and
-//!   client-go falls back to it by the response's Content-Type, as against an older server.
+//!   `/api` and `/apis` also in the aggregated form (`apidiscovery.k8s.io/v2`
+//!   APIGroupDiscoveryList, "Aggregated discovery"), when the client's Accept asks for it first,
+//!   as kubectl does; otherwise the unaggregated form.
 //! - `/openapi/v3` (the index of group versions) and `/openapi/v3/apis/GROUP/VERSION`: a path per
 //!   resource whose PATCH operation carries `x-kubernetes-group-version-kind` and the
 //!   `fieldValidation` query parameter, which is how kubectl decides to leave validation to the
@@ -203,4 +203,66 @@ pub fn openapi_group_version(
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+/// The Content-Type of an aggregated discovery document.
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// `/api` (`core`) or `/apis` as an APIGroupDiscoveryList.
+pub fn aggregated(resources: &[ResourceInfo], core: bool) -> Value {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for r in resources.iter().filter(|r| r.group.is_empty() == core) {
+        match groups.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => {
+                versions.push(r.version.clone())
+            }
+            Some(_) => {}
+            None => groups.push((r.group.clone(), vec![r.version.clone()])),
+        }
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let list: Vec<Value> = resources
+                        .iter()
+                        .filter(|r| r.group == group && &r.version == version)
+                        .map(|r| {
+                            let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+                            let mut subresources = Vec::new();
+                            if r.status {
+                                subresources.push(json!({"subresource": "status", "responseKind": kind,
+                                    "verbs": ["get", "patch", "update"]}));
+                            }
+                            if r.group.is_empty() && r.resource == "serviceaccounts" {
+                                subresources.push(json!({"subresource": "token",
+                                    "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+                                    "verbs": ["create"]}));
+                            }
+                            let mut entry = json!({
+                                "resource": r.resource, "responseKind": kind,
+                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": r.singular, "verbs": r.verbs,
+                            });
+                            if !r.short_names.is_empty() {
+                                entry["shortNames"] = json!(r.short_names);
+                            }
+                            if !r.categories.is_empty() {
+                                entry["categories"] = json!(r.categories);
+                            }
+                            if !subresources.is_empty() {
+                                entry["subresources"] = json!(subresources);
+                            }
+                            entry
+                        })
+                        .collect();
+                    json!({"version": version, "resources": list, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }

@@ -265,6 +265,13 @@ pub async fn handle(
         record(&User::default(), 401, None);
         return status_response(&status);
     };
+    let user = match impersonate(&shared, &user, &headers) {
+        Ok(impersonated) => impersonated,
+        Err(status) => {
+            record(&user, status.code, None);
+            return status_response(&status);
+        }
+    };
     let allowed_by = match rbac::authorize(&*shared.store, &user, &attrs) {
         Ok(rule) => rule,
         Err(message) => {
@@ -286,7 +293,83 @@ pub async fn handle(
     response
 }
 
-fn non_resource(shared: &Shared, request: &RequestInfo, _headers: &HeaderMap) -> Response {
+/// User impersonation (`Impersonate-User`, `Impersonate-Group`, `Impersonate-Uid`; kubectl
+/// `--as`/`--as-group`): each needs the `impersonate` verb on `users`, `serviceaccounts`
+/// (`system:serviceaccount:NS:NAME`), `groups` or `authentication.k8s.io/uids`; the request then
+/// runs as the impersonated user, in `system:authenticated` (and a ServiceAccount's groups).
+/// (<https://kubernetes.io/docs/reference/access-authn-authz/authentication/#user-impersonation>)
+fn impersonate(shared: &Shared, user: &User, headers: &HeaderMap) -> Result<User, Status> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let Some(name) = values("Impersonate-User").into_iter().next() else {
+        if !values("Impersonate-Group").is_empty() || !values("Impersonate-Uid").is_empty() {
+            return Err(store::bad_request(
+                "requested impersonation of groups or a uid without impersonating a user",
+            ));
+        }
+        return Ok(user.clone());
+    };
+    let groups = values("Impersonate-Group");
+    let uid = values("Impersonate-Uid")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut checks = Vec::new();
+    let service_account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, sa)| (ns.to_owned(), sa.to_owned()));
+    match &service_account {
+        Some((ns, sa)) => checks.push(Attributes::resource(
+            "impersonate",
+            "",
+            "serviceaccounts",
+            ns,
+            sa,
+        )),
+        None => checks.push(Attributes::resource("impersonate", "", "users", "", &name)),
+    }
+    for group in &groups {
+        checks.push(Attributes::resource("impersonate", "", "groups", "", group));
+    }
+    if !uid.is_empty() {
+        checks.push(Attributes::resource(
+            "impersonate",
+            "authentication.k8s.io",
+            "uids",
+            "",
+            &uid,
+        ));
+    }
+    for check in &checks {
+        if let Err(message) = rbac::authorize(&*shared.store, user, check) {
+            return Err(rbac::forbidden(check, &message));
+        }
+    }
+    let mut impersonated = groups;
+    if let Some((ns, _)) = &service_account
+        && impersonated.is_empty()
+    {
+        impersonated.push("system:serviceaccounts".into());
+        impersonated.push(format!("system:serviceaccounts:{ns}"));
+    }
+    if !impersonated.iter().any(|g| g == "system:authenticated") {
+        impersonated.push("system:authenticated".into());
+    }
+    Ok(User {
+        name,
+        groups: impersonated,
+        uid,
+        ..User::default()
+    })
+}
+
+fn non_resource(shared: &Shared, request: &RequestInfo, headers: &HeaderMap) -> Response {
     if request.verb != "get" {
         return status_response(&super::status_with(
             405,
@@ -302,6 +385,20 @@ fn non_resource(shared: &Shared, request: &RequestInfo, _headers: &HeaderMap) ->
         .split('/')
         .filter(|p| !p.is_empty())
         .collect();
+    let aggregated = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2"));
+    if aggregated && matches!(parts.as_slice(), ["api"] | ["apis"]) {
+        let body = discovery::aggregated(&resources, parts == ["api"]);
+        let mut response = json_response(200, &body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(discovery::AGGREGATED),
+        );
+        return response;
+    }
     let found = match parts.as_slice() {
         ["api"] => Some(discovery::api_versions(&shared.address)),
         ["apis"] => Some(discovery::api_group_list(&resources)),
@@ -517,6 +614,21 @@ async fn serve_resource(
                     now.as_second(),
                 )?;
                 return Ok(json_response(201, &token));
+            }
+            if info.group == "authentication.k8s.io" && info.resource == "selfsubjectreviews" {
+                // `kubectl auth whoami`.
+                return Ok(json_response(
+                    201,
+                    &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                            "metadata": {"creationTimestamp": null},
+                            "status": {"userInfo": user.user_info()}}),
+                ));
+            }
+            if info.group == "authorization.k8s.io" && info.resource == "selfsubjectaccessreviews" {
+                return Ok(json_response(
+                    201,
+                    &self_subject_access_review(shared, user, &object),
+                ));
             }
             if info.group == "authentication.k8s.io" && info.resource == "tokenreviews" {
                 let review =
@@ -738,6 +850,33 @@ fn guarded_update(
         "InternalError",
         "the object kept changing during the admission check",
     ))
+}
+
+/// `kubectl auth can-i`: the authorizer's answer for the review's attributes, as the caller.
+fn self_subject_access_review(shared: &Shared, user: &User, review: &Value) -> Value {
+    let spec = &review["spec"];
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let attrs = if spec["nonResourceAttributes"].is_object() {
+        let n = &spec["nonResourceAttributes"];
+        Attributes::non_resource(&s(&n["verb"]), &s(&n["path"]))
+    } else {
+        let r = &spec["resourceAttributes"];
+        Attributes {
+            verb: s(&r["verb"]),
+            api_group: s(&r["group"]),
+            resource: s(&r["resource"]),
+            subresource: s(&r["subresource"]),
+            namespace: s(&r["namespace"]),
+            name: s(&r["name"]),
+        }
+    };
+    let status = match rbac::authorize(&*shared.store, user, &attrs) {
+        Ok(rule) => json!({"allowed": true, "reason": format!("allowed by {rule}")}),
+        // The RBAC authorizer gives no reason for a denial (the 403 message is the server's).
+        Err(_) => json!({"allowed": false}),
+    };
+    json!({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+           "metadata": {"creationTimestamp": null}, "spec": spec, "status": status})
 }
 
 fn method_not_allowed() -> Status {

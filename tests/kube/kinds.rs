@@ -418,40 +418,75 @@ pub fn validate_builtin(info: &ResourceInfo, object: &Value) -> Vec<Cause> {
                 }
             }
         }
-        ("", "pods") => {
-            let containers = object["spec"]["containers"].as_array();
-            if containers.is_none_or(Vec::is_empty) {
-                causes.push(required("spec.containers"));
+        ("", "pods") => validate_pod_spec(&object["spec"], "spec", &mut causes),
+        ("", "services") => {
+            // ValidateService: the type, and ports (required unless headless or ExternalName).
+            let spec = &object["spec"];
+            let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+            let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+            if !types.contains(&kind) {
+                causes.push(not_supported("spec.type", &spec["type"], &types));
+            }
+            let ports = spec["ports"].as_array().cloned().unwrap_or_default();
+            if ports.is_empty() && kind != "ExternalName" && spec["clusterIP"] != "None" {
+                causes.push(required("spec.ports"));
             }
             let mut names = BTreeSet::new();
-            for list in ["initContainers", "containers"] {
-                for (i, c) in object["spec"][list]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
+            for (i, port) in ports.iter().enumerate() {
+                let number = port["port"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&number) {
+                    causes.push(field_invalid(
+                        &format!("spec.ports[{i}].port"),
+                        &port["port"],
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                let name = port["name"].as_str().unwrap_or_default();
+                if ports.len() > 1 && name.is_empty() {
+                    causes.push(required(&format!("spec.ports[{i}].name")));
+                } else if !name.is_empty() && !names.insert(name.to_owned()) {
+                    causes.push(Cause {
+                        reason: "FieldValueDuplicate".into(),
+                        field: format!("spec.ports[{i}].name"),
+                        message: format!("spec.ports[{i}].name: Duplicate value: {name:?}"),
+                    });
+                }
+                if !port["protocol"].is_null()
+                    && !matches!(port["protocol"].as_str(), Some("TCP" | "UDP" | "SCTP"))
                 {
-                    let name = c["name"].as_str().unwrap_or_default();
-                    if name.is_empty() {
-                        causes.push(required(&format!("spec.{list}[{i}].name")));
-                    } else if !is_label(name) {
-                        causes.push(field_invalid(
-                            &format!("spec.{list}[{i}].name"),
-                            &c["name"],
-                            LABEL,
-                        ));
-                    } else if !names.insert(name.to_owned()) {
-                        causes.push(Cause {
-                            reason: "FieldValueDuplicate".into(),
-                            field: format!("spec.{list}[{i}].name"),
-                            message: format!("spec.{list}[{i}].name: Duplicate value: {:?}", name),
-                        });
-                    }
-                    if c["image"].as_str().is_none_or(str::is_empty) {
-                        causes.push(required(&format!("spec.{list}[{i}].image")));
-                    }
+                    causes.push(not_supported(
+                        &format!("spec.ports[{i}].protocol"),
+                        &port["protocol"],
+                        &["SCTP", "TCP", "UDP"],
+                    ));
                 }
             }
+        }
+        ("apps", "deployments" | "daemonsets" | "statefulsets" | "replicasets") => {
+            // A workload's selector must select its own template (ValidateDeploymentSpec & co).
+            let selector = &object["spec"]["selector"];
+            if !selector.is_object() {
+                causes.push(required("spec.selector"));
+            } else {
+                let labels = object["spec"]["template"]["metadata"]["labels"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                match super::admission::selector_matches(selector, &labels) {
+                    Ok(true) => {}
+                    Ok(false) => causes.push(field_invalid(
+                        "spec.template.metadata.labels",
+                        &Value::Object(labels),
+                        "`selector` does not match template `labels`",
+                    )),
+                    Err(e) => causes.push(field_invalid("spec.selector", selector, &e)),
+                }
+            }
+            validate_pod_spec(
+                &object["spec"]["template"]["spec"],
+                "spec.template.spec",
+                &mut causes,
+            );
         }
         ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
             let role_ref = &object["roleRef"];
@@ -599,4 +634,95 @@ pub fn event_from_core(event: &Value) -> Value {
         map.insert("kind".into(), json!("Event"));
     }
     out
+}
+
+/// A Kubernetes quantity (`resource.Quantity`: `100m`, `128Mi`, `1.5`, `2e3`).
+fn is_quantity(text: &str) -> bool {
+    let digits = text.trim_start_matches(['+', '-']);
+    let number_end = digits
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(digits.len());
+    let (number, suffix) = digits.split_at(number_end);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return false;
+    }
+    matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+        !e.is_empty()
+            && e.trim_start_matches(['+', '-'])
+                .chars()
+                .all(|c| c.is_ascii_digit())
+    })
+}
+
+/// A Pod spec's containers (`ValidatePodSpec`, the parts a manifest gets wrong): present,
+/// named as DNS labels and unique, with an image, ports in 1..65535, environment variable
+/// names, and resource quantities.
+fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if spec["containers"].as_array().is_none_or(Vec::is_empty) {
+        causes.push(required(&format!("{path}.containers")));
+    }
+    let mut names = BTreeSet::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let at = |f: &str| format!("{path}.{list}[{i}].{f}");
+            let name = c["name"].as_str().unwrap_or_default();
+            if name.is_empty() {
+                causes.push(required(&at("name")));
+            } else if !is_label(name) {
+                causes.push(field_invalid(&at("name"), &c["name"], LABEL));
+            } else if !names.insert(name.to_owned()) {
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate".into(),
+                    field: at("name"),
+                    message: format!("{}: Duplicate value: {name:?}", at("name")),
+                });
+            }
+            if c["image"].as_str().is_none_or(str::is_empty) {
+                causes.push(required(&at("image")));
+            }
+            for (j, port) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                let number = port["containerPort"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&number) {
+                    causes.push(field_invalid(
+                        &at(&format!("ports[{j}].containerPort")),
+                        &port["containerPort"],
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+            for (j, env) in c["env"].as_array().into_iter().flatten().enumerate() {
+                let var = env["name"].as_str().unwrap_or_default();
+                let ok = !var.is_empty()
+                    && !var.starts_with(|ch: char| ch.is_ascii_digit())
+                    && var
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+                if !ok {
+                    causes.push(field_invalid(
+                        &at(&format!("env[{j}].name")),
+                        &env["name"],
+                        "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit",
+                    ));
+                }
+            }
+            for kind in ["limits", "requests"] {
+                for (resource, quantity) in c["resources"][kind].as_object().into_iter().flatten() {
+                    let text = quantity
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| quantity.to_string());
+                    if !is_quantity(&text) {
+                        causes.push(field_invalid(
+                            &at(&format!("resources.{kind}[{resource}]")),
+                            quantity,
+                            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -9,25 +9,24 @@
 //!
 //! | module | behaviour | grounded in |
 //! |---|---|---|
-//! | [`store`] | uid, creationTimestamp, cluster-wide resourceVersion, generation, 409 Conflict/AlreadyExists, 404, 422, status subresource, no-op writes, finalizers, deletionTimestamp, garbage collection, namespace lifecycle (404 for a missing one, 403 while terminating, protected namespaces), DELETE answers, Secret `stringData`, built-in validation (data keys, TLS Secrets, Pods, webhook configurations, roleRef), events.k8s.io/v1 and core/v1 Events as one storage | API conventions (metadata, spec and status, concurrency control and consistency), "API concepts", "Finalizers", "Garbage collection", "Namespaces", "Events" (events.k8s.io/v1 reference) |
-//! | [`kinds`] | per-kind strategies and validation: names, labels, Secrets, ConfigMaps, Namespaces, CRDs, Pods, webhook configurations, RBAC bindings, Events (two versions, one storage) | each type's registry strategy and validation; "Events" reference |
+//! | [`store`] | uid, creationTimestamp, cluster-wide resourceVersion, generation (also bumped when deletion starts), 409 Conflict/AlreadyExists, 404, 422, status subresource, no-op writes, dry run, finalizers, deletionTimestamp, garbage collection (background, orphan, foreground), namespace lifecycle (404 for a missing one, 403 while terminating, protected namespaces), DELETE answers, the bounded change history, lists at a past resourceVersion | API conventions (metadata, spec and status, concurrency control and consistency), "API concepts", "Finalizers", "Garbage collection", "Namespaces" |
+//! | [`kinds`] | per-kind strategies and validation: names, labels, annotation and data size limits, Secrets (`stringData`, TLS keys), ConfigMaps, Namespaces, CRDs (names, structural schema, status), Pod specs (in Pods and workload templates; workload selectors), Services, webhook configurations (via `admission`), RBAC bindings, Events (two versions, one storage) | each type's registry strategy and validation; "Events" (events.k8s.io/v1 reference) |
 //! | [`schema`] | CRD validation with a JSON Schema validator, defaulting, pruning, `fieldValidation`, the structural-schema rules for a new CRD | "Extend the Kubernetes API with CustomResourceDefinitions" (structural schema, field pruning, defaulting, validation), "API concepts": field validation |
-//! | [`watch`] | watch from a resourceVersion, 410 Expired, 504 for a future version, bookmarks, sendInitialEvents, selectors on events, metadata-only | "API concepts": efficient detection of changes, watch bookmarks, streaming lists, resource versions |
+//! | [`typed`] | unknown fields of built-in kinds dropped, and refused with `fieldValidation=Strict` | "API concepts": field validation |
+//! | [`watch`] | watch from a resourceVersion, 410 Expired, 504 for a future version, bookmarks, sendInitialEvents, selectors on events, Table and metadata-only events | "API concepts": efficient detection of changes, watch bookmarks, streaming lists, resource versions |
 //! | [`selector`] | label and field selectors | "Labels and selectors", "Field selectors" |
 //! | [`patch`] | merge, JSON and strategic merge patch | "Update API objects in place using kubectl patch", RFC 7386, RFC 6902 |
 //! | [`table`] | Table output with printer columns | "API concepts": receiving resources as Tables; CRD additionalPrinterColumns |
-//! | [`discovery`] | /api, /apis, resource lists, /openapi/v3, /version | "The Kubernetes API": discovery API, OpenAPI interface definition |
-//! | [`http`] | request info, authn → authz → admission → storage order, Status responses, warnings, lists with limit/continue, PartialObjectMetadata | "Controlling access to the Kubernetes API", "Admission controllers" (ServiceAccount, NamespaceLifecycle, OwnerReferencesPermissionEnforcement), "Warnings", "API concepts": retrieving large results in chunks |
-//! | [`typed`] | unknown fields of built-in kinds dropped, and refused with `fieldValidation=Strict` | "API concepts": field validation |
-//! | [`protobuf`] | protobuf request bodies of kubectl's create generators | "API concepts": protobuf encoding |
+//! | [`discovery`] | /api, /apis (also aggregated, apidiscovery.k8s.io/v2), resource lists, /openapi/v3, /version | "The Kubernetes API": discovery API (aggregated and unaggregated), OpenAPI interface definition |
+//! | [`http`] | request info, authn → authz → admission → storage order, Status responses, warnings, lists with limit/continue and resourceVersionMatch, PartialObjectMetadata, SelfSubjectReview and SelfSubjectAccessReview, user impersonation, the 3 MiB body limit | "Controlling access to the Kubernetes API", "Authenticating": user impersonation, "Admission controllers" (ServiceAccount, NamespaceLifecycle, OwnerReferencesPermissionEnforcement), "Warnings", "API concepts": retrieving large results in chunks |
+//! | [`protobuf`] | protobuf request bodies of kubectl's typed commands | "API concepts": protobuf encoding |
 //! | `auth`, `rbac`, `admission` | tokens, TokenRequest/TokenReview, RBAC, webhooks | see those modules |
 //!
 //! What is not implemented: server-side apply (415; rolegate does not use it and the tests use
-//! client-side `kubectl apply`), protobuf answers and bodies of other kinds (clients accept
-//! JSON), aggregated discovery (clients fall back to the unaggregated form), `managedFields`,
-//! CEL validation rules, CRD version conversion
-//! other than `None`, graceful pod deletion
-//! (pods are never scheduled here, so they are deleted at once, as unscheduled pods are).
+//! client-side `kubectl apply`), protobuf answers and protobuf bodies of other kinds (clients
+//! accept and send JSON for them), `managedFields`, CEL validation rules, CRD version conversion
+//! other than `None`, graceful pod deletion (pods are never scheduled here, so they are deleted
+//! at once, as unscheduled pods are).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod admission;

@@ -2,8 +2,9 @@
 //! (<https://kubernetes.io/docs/reference/using-api/api-concepts/#protobuf-encoding>): the
 //! `k8s\0` magic, a `runtime.Unknown` envelope (`typeMeta`, `raw`), and `raw` the typed message
 //! of `k8s.io/api/core/v1/generated.proto`. kubectl's typed generators (`kubectl create
-//! namespace|configmap|secret|serviceaccount`) send these; the kinds decoded are exactly those
-//! four, into the JSON form the rest of the server handles. Answers are always JSON, which
+//! namespace|configmap|secret|serviceaccount`, `kubectl auth whoami|can-i`) send these; the
+//! kinds decoded are exactly those (Namespace, ConfigMap, Secret, ServiceAccount,
+//! SelfSubjectReview, SelfSubjectAccessReview), into the JSON form the rest of the server handles. Answers are always JSON, which
 //! kubectl accepts (`Accept: application/vnd.kubernetes.protobuf,application/json`).
 
 use base64::Engine as _;
@@ -138,13 +139,16 @@ pub fn decode(body: &[u8]) -> Option<Value> {
             _ => {}
         }
     }
-    if api_version != "v1"
-        || !matches!(
-            kind.as_str(),
-            "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount"
-        )
-    {
-        return None;
+    match (api_version.as_str(), kind.as_str()) {
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            return Some(json!({"apiVersion": api_version, "kind": kind}));
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            return access_review(raw)
+                .map(|spec| json!({"apiVersion": api_version, "kind": kind, "spec": spec}));
+        }
+        ("v1", "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount") => {}
+        _ => return None,
     }
     let mut object = json!({"apiVersion": "v1", "kind": kind});
     let mut data = Map::new();
@@ -189,4 +193,53 @@ pub fn decode(body: &[u8]) -> Option<Value> {
         object["binaryData"] = Value::Object(binary_data);
     }
     Some(object)
+}
+
+/// The fields of a message, by number, as strings.
+fn strings(bytes: &[u8], names: &[(u64, &str)]) -> Option<Map<String, Value>> {
+    let mut out = Map::new();
+    for (n, w) in fields(bytes)? {
+        if let (Some((_, name)), Wire::Bytes(b)) = (names.iter().find(|(m, _)| *m == n), w) {
+            out.insert((*name).to_owned(), text(b));
+        }
+    }
+    Some(out)
+}
+
+/// A SelfSubjectAccessReview's spec (`kubectl auth can-i`): resourceAttributes or
+/// nonResourceAttributes.
+fn access_review(raw: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    for (n, w) in fields(raw)? {
+        if let (2, Wire::Bytes(b)) = (n, w) {
+            for (m, v) in fields(b)? {
+                match (m, v) {
+                    (1, Wire::Bytes(r)) => {
+                        let names = [
+                            (1, "namespace"),
+                            (2, "verb"),
+                            (3, "group"),
+                            (4, "version"),
+                            (5, "resource"),
+                            (6, "subresource"),
+                            (7, "name"),
+                        ];
+                        spec.insert(
+                            "resourceAttributes".into(),
+                            Value::Object(strings(r, &names)?),
+                        );
+                    }
+                    (2, Wire::Bytes(r)) => {
+                        let names = [(1, "path"), (2, "verb")];
+                        spec.insert(
+                            "nonResourceAttributes".into(),
+                            Value::Object(strings(r, &names)?),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(Value::Object(spec))
 }

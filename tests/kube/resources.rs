@@ -320,7 +320,7 @@ fn builtins() -> Vec<Builtin> {
         ),
     ];
     for entry in &mut list {
-        // Generation is kept by the kinds whose strategy sets it (workloads, webhook
+        // Generation is kept by the kinds whose strategy sets it (workloads, Pods, webhook
         // configurations, CRDs); Secrets, ConfigMaps, Leases and the like have none.
         entry.generation = matches!(
             entry.resource,
@@ -335,6 +335,8 @@ fn builtins() -> Vec<Builtin> {
                 | "customresourcedefinitions"
                 | "networkpolicies"
                 | "ingresses"
+                // Pods since Kubernetes 1.33 (KEP-5067, pod generation).
+                | "pods"
         );
     }
     list.push(Builtin {
@@ -344,6 +346,31 @@ fn builtins() -> Vec<Builtin> {
             "v1",
             "tokenreviews",
             "TokenReview",
+            false,
+            &[],
+            false,
+        )
+    });
+    // The virtual review kinds of `kubectl auth whoami` and `kubectl auth can-i`.
+    list.push(Builtin {
+        verbs: &["create"],
+        ..b(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[],
+            false,
+        )
+    });
+    list.push(Builtin {
+        verbs: &["create"],
+        ..b(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
             false,
             &[],
             false,
