@@ -14,215 +14,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth0_support;
+#[path = "browser/mod.rs"]
+mod browser;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use auth0_support::{CLIENT_ID, Op};
+use browser::{Browser, Options, PATIENCE};
 use common::{Harness, moto, run, unique, venv};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-/// How long a page may take to show a result. A bound on waiting, not an assertion on speed.
-const PATIENCE: Duration = Duration::from_secs(30);
 const ROLE: &str = "arn:aws:iam::123456789012:role/auth0-uploader";
 const PRINCIPAL: &str = "arn:aws:iam::123456789012:saml-provider/auth0-migrated";
 
 fn peers() -> PathBuf {
     std::env::var_os("ROLEGATE_PEERS").map_or_else(|| common::repo().join(".peers"), PathBuf::from)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// chromedriver on a loopback port, and one headless Chromium session.
-struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    session: String,
-    base: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Close the session first, so that chromedriver takes Chromium down with it.
-        use std::io::{Read as _, Write as _};
-        let address = self.base.trim_start_matches("http://").to_owned();
-        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
-            let _ = stream.set_read_timeout(Some(PATIENCE));
-            let request = format!(
-                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                self.session
-            );
-            if stream.write_all(request.as_bytes()).is_ok() {
-                let _ = stream.read(&mut [0u8; 512]);
-            }
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    /// A browser that trusts certificates chained to the CA whose SubjectPublicKeyInfo hashes
-    /// to `ca_spki_sha256` (base64), and nothing else beyond the system's roots.
-    async fn start(ca_spki_sha256: &str) -> Self {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is missing: run tests/peers/install.sh");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await {
-                let status: Value = r.json().await.unwrap();
-                if status["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            &format!("--ignore-certificate-errors-spki-list={ca_spki_sha256}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let created: Value = http
-            .post(format!("{base}/session"))
-            .json(&json!({"capabilities": {"alwaysMatch": {
-                "browserName": "chrome",
-                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
-            }}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {created}"))
-            .to_owned();
-        Self {
-            driver,
-            http,
-            session,
-            base,
-            _profile: profile,
-        }
-    }
-
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut request = self.http.request(method, url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        answer["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
-    }
-
-    async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let found = self
-                .command(
-                    reqwest::Method::POST,
-                    "/element",
-                    Some(json!({"using": "css selector", "value": css})),
-                )
-                .await;
-            if let Some(id) = found[ELEMENT].as_str() {
-                return id.to_owned();
-            }
-            assert!(Instant::now() < deadline, "no {css:?} on the page");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Chooses `file` in the file input `css`, as a person picking it would.
-    async fn choose_file(&self, css: &str, file: &Path) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({"text": file.display().to_string()})),
-        )
-        .await;
-    }
-
-    async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
-    }
-
-    /// Clicks `button` until `results` shows something: the sample arms the button only once
-    /// its delegation call has answered.
-    async fn click_until_result(&self, button: &str, results: &str) -> String {
-        let id = self.find(results).await;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            self.click(button).await;
-            for _ in 0..20 {
-                let text = self
-                    .command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-                    .await;
-                if let Some(t) = text.as_str().filter(|t| !t.is_empty()) {
-                    return t.to_owned();
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert!(Instant::now() < deadline, "{results:?} stayed empty");
-        }
-    }
-
-    /// The text of `css` once it is not empty.
-    async fn text_of(&self, css: &str) -> String {
-        let id = self.find(css).await;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let text = self
-                .command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-                .await;
-            if let Some(t) = text.as_str().filter(|t| !t.is_empty()) {
-                return t.to_owned();
-            }
-            assert!(Instant::now() < deadline, "{css:?} stayed empty");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 /// Serves the example page on its own origin: `index.html` as committed, `config.js` and
@@ -429,7 +238,11 @@ async fn auth0s_browser_sample_uploads_to_s3_through_rolegate_and_a_foreign_orig
     let second = files.path().join("second.txt");
     std::fs::write(&second, "must not arrive\n").unwrap();
 
-    let browser = Browser::start(&spki_sha256(&ca.cert_pem)).await;
+    let browser = Browser::start(Options {
+        trust_spki_sha256: Some(spki_sha256(&ca.cert_pem)),
+        ..Options::default()
+    })
+    .await;
 
     // The allowed origin: the sample delegates as the page loads, and arms the upload button
     // with the credentials; the person then chooses a file and clicks.

@@ -7,212 +7,15 @@
 //! `ROLEGATE_UPDATE_SCREENSHOTS=1` to rewrite them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "browser/mod.rs"]
+mod browser;
 mod common;
 mod login_support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use base64::Engine as _;
+use browser::{Browser, Options};
 use common::Harness;
 use login_support::*;
 use serde_json::{Value, json};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-/// How long one page may take to show an element. A bound on waiting, not an assertion on speed.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// chromedriver on a loopback port, and one headless Chromium session.
-struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    session: String,
-    base: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Close the session first (also when a test failed midway), so that chromedriver takes
-        // Chromium down with it; a killed chromedriver would leave the browser running.
-        use std::io::{Read as _, Write as _};
-        let address = self.base.trim_start_matches("http://").to_owned();
-        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
-            let _ = stream.set_read_timeout(Some(PATIENCE));
-            let request = format!(
-                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                self.session
-            );
-            if stream.write_all(request.as_bytes()).is_ok() {
-                // The answer comes once the browser is closed; its first bytes are enough.
-                let _ = stream.read(&mut [0u8; 512]);
-            }
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    /// A browser session, with JavaScript on or off.
-    async fn start(javascript: bool) -> Self {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is missing: run `make test` (or tests/peers/install.sh)");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let ready = http.get(format!("{base}/status")).send().await.ok();
-            if let Some(r) = ready {
-                let status: Value = r.json().await.unwrap();
-                if status["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=800,900",
-            &format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let created: Value = http
-            .post(format!("{base}/session"))
-            .json(&json!({"capabilities": {"alwaysMatch": {
-                "browserName": "chrome",
-                "goog:chromeOptions": {
-                    "binary": "/usr/bin/chromium",
-                    "args": args,
-                    "prefs": {"profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 }},
-                },
-            }}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {created}"))
-            .to_owned();
-        Self {
-            driver,
-            http,
-            session,
-            base,
-            _profile: profile,
-        }
-    }
-
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut request = self.http.request(method, url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        answer["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
-    }
-
-    async fn url(&self) -> String {
-        self.command(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn source(&self) -> String {
-        self.command(reqwest::Method::GET, "/source", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// The element `css` selects, once the page shows it.
-    async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let found = self
-                .command(
-                    reqwest::Method::POST,
-                    "/element",
-                    Some(json!({"using": "css selector", "value": css})),
-                )
-                .await;
-            if let Some(id) = found[ELEMENT].as_str() {
-                return id.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {css:?} at {}:\n{}",
-                self.url().await,
-                self.source().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
-    }
-
-    /// A PNG of the viewport.
-    async fn screenshot(&self) -> Vec<u8> {
-        let b64 = self
-            .command(reqwest::Method::GET, "/screenshot", None)
-            .await;
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap()
-    }
-
-    async fn quit(&self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
-    }
-}
 
 /// Keeps a screenshot: always in the test's directory, and under `docs/` when asked to.
 fn keep(dir: &std::path::Path, name: &str, png: &[u8]) {
@@ -243,7 +46,11 @@ async fn a_person_signs_in_picks_a_role_and_lands_at_the_service_provider() {
     }
     let (h, _op) = started.expect("oidc-provider did not start (see tests/peers/js/oidc_op.mjs)");
     std::fs::write(&metadata, h.metadata("aws").await).unwrap();
-    let browser = Browser::start(true).await;
+    let browser = Browser::start(Options {
+        window: Some((800, 900)),
+        ..Options::default()
+    })
+    .await;
 
     // The login URL offers the app's Connections.
     let relay = "https://console.aws.amazon.com/s3/home";
@@ -328,7 +135,12 @@ async fn without_javascript_the_button_posts_the_response() {
     // The OP is not needed here: carol signs in with a password.
     let h = Harness::start(&resources("http://127.0.0.1:9", None, &acs)).await;
     std::fs::write(&metadata, h.metadata("aws").await).unwrap();
-    let browser = Browser::start(false).await;
+    let browser = Browser::start(Options {
+        no_javascript: true,
+        window: Some((800, 900)),
+        ..Options::default()
+    })
+    .await;
     browser.goto(&format!("{}/samlp/aws", h.url)).await;
     browser.click("a[href='/login/via/people']").await;
     browser.type_into("#username", "carol").await;

@@ -70,24 +70,6 @@ pub struct Identity {
     pub csrf: String,
 }
 
-/// Protocol claims that say nothing about the person and are not kept in the session.
-const PROTOCOL_CLAIMS: &[&str] = &[
-    "iss",
-    "aud",
-    "azp",
-    "exp",
-    "iat",
-    "nbf",
-    "nonce",
-    "at_hash",
-    "c_hash",
-    "s_hash",
-    "sid",
-    "jti",
-    "auth_time",
-    "acr",
-    "amr",
-];
 /// The most claim text a session keeps beyond the identity itself, to stay inside a cookie.
 const MAX_EXTRA_CLAIM_BYTES: usize = 1500;
 
@@ -134,7 +116,11 @@ pub fn identity_from_claims(
     let mut kept = BTreeMap::new();
     let mut budget = MAX_EXTRA_CLAIM_BYTES;
     for (name, value) in claims {
-        if PROTOCOL_CLAIMS.contains(&name.as_str()) || *name == names.groups {
+        // Protocol claims say nothing about the person and are not kept; `sub` is, since a
+        // mapping may name it.
+        let protocol =
+            name != "sub" && crate::saml::profile::PROTOCOL_CLAIMS.contains(&name.as_str());
+        if protocol || *name == names.groups {
             continue;
         }
         let values = claim_strings(value);
