@@ -10,28 +10,13 @@
 mod auth0_support;
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use auth0_support::{CLIENT_ID, Op};
-use common::moto;
+use common::{Serve, moto};
 use serde_json::{Value, json};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const ACCOUNT: &str = "123456789012";
 const PROVIDER: &str = "arn:aws:iam::123456789012:saml-provider/auth0-migrated";
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Copies `examples/auth0` into `config`, pointing the Connection at `issuer`.
 fn example_config(config: &std::path::Path, issuer: &str) {
@@ -51,46 +36,11 @@ fn example_config(config: &std::path::Path, issuer: &str) {
     }
 }
 
-async fn serve(dir: &std::path::Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(dir.join("config"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await
-            && r.status() == 200
-        {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rolegate serve did not become ready: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn serve(dir: &std::path::Path) -> Serve {
+    Serve::start(&dir.join("config"), &dir.join("state"), &moto(), &[]).await
 }
 
-async fn delegate(server: &Server, token: &str, role: Option<&str>) -> (u16, Value) {
+async fn delegate(server: &Serve, token: &str, role: Option<&str>) -> (u16, Value) {
     let mut form = vec![
         ("grant_type", JWT_BEARER.to_owned()),
         ("id_token", token.to_owned()),

@@ -15,74 +15,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use common::{ISSUER, moto, resources, unique};
+use common::{ISSUER, Serve, moto, resources, unique};
 use rolegate::agent::routing::{rendezvous_order, routing_key};
 use rolegate::agent::{Agent, FixedEndpoints, router};
 
 const SUBJECTS: usize = 10;
-
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_replica(config: &Path, state: &Path, aws: &str) -> Replica {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let log = std::fs::File::create(
-        config
-            .parent()
-            .unwrap()
-            .join(format!("serve-{}.log", addr.port())),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
-        .args(["serve", "--listen", &addr.to_string()])
-        .arg("--config")
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .env("AWS_ENDPOINT_URL", aws)
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let replica = Replica { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await
-            && r.status() == 200
-        {
-            return replica;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica {addr} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A proxy in front of moto that counts `AssumeRoleWithSAML` calls.
 async fn counting_proxy(upstream: String) -> (String, Arc<AtomicUsize>) {
@@ -220,7 +160,7 @@ async fn agents_route_each_subject_to_one_replica_and_survive_losing_it() {
     // One after the other: the first registers the IdP in IAM, the others find it registered.
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(start_replica(&config, &state, &aws).await);
+        replicas.push(Serve::start(&config, &state, &aws, &[]).await);
     }
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
 

@@ -6,73 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ACCOUNT, ISSUER, moto, resources, unique};
+use common::{ACCOUNT, ISSUER, Serve, moto, resources, unique};
 use rolegate::aws::SamlProviders as _;
 use rolegate::aws::sdk::{IamAccess, SdkSamlProviders};
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(config: &Path, state: &Path) -> Server {
-    let port = free_port();
-    let log =
-        std::fs::File::create(config.parent().unwrap().join(format!("serve-{port}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
-        .args([
-            "serve",
-            "--poll-seconds",
-            "1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--config")
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_REGION", "us-east-1")
-        .env("ROLEGATE_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await
-            && r.status() == 200
-        {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rolegate serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn start(config: &Path, state: &Path) -> Serve {
+    Serve::start(config, state, &moto(), &["--poll-seconds", "1"]).await
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -139,8 +81,7 @@ async fn serve_registers_reloads_and_serves() {
     let issued: serde_json::Value = response.json().await.unwrap();
     // With ROLEGATE_LOG_FORMAT=json every line is a JSON object; the issuance names the subject,
     // role, session and AccessKeyId (to join with CloudTrail), never the secret or the token.
-    let port = server.url.rsplit(':').next().unwrap();
-    let log = std::fs::read_to_string(dir.path().join(format!("serve-{port}.log"))).unwrap();
+    let log = std::fs::read_to_string(&server.log).unwrap();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

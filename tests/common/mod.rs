@@ -507,3 +507,76 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).unwrap();
     path
 }
+
+/// A free loopback port (bound and released; good enough for one test process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `rolegate serve` binary on a loopback port, killed when dropped.
+pub struct Serve {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// `http://ADDR`.
+    pub url: String,
+    /// Its log (JSON lines): `serve-PORT.log` beside the config folder.
+    pub log: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    /// `rolegate serve --config CONFIG --state-dir STATE EXTRA...` with AWS at `aws`, once its
+    /// `/readyz` answers 200.
+    pub async fn start(config: &Path, state: &Path, aws: &str, extra: &[&str]) -> Self {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = config
+            .parent()
+            .unwrap()
+            .join(format!("serve-{}.log", addr.port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(extra)
+            .arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .env("AWS_ENDPOINT_URL", aws)
+            .env("AWS_REGION", "us-east-1")
+            .env("ROLEGATE_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let serve = Self {
+            child,
+            addr,
+            url: format!("http://{addr}"),
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", serve.url)).await
+                && r.status() == 200
+            {
+                return serve;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rolegate serve on {addr} did not become ready: {}",
+                std::fs::read_to_string(&serve.log).unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
