@@ -105,6 +105,7 @@ standin, sts, signed, fds_before, fds_after = sys.argv[8:13]
 serve_cpu, standin_cpu, load_cpu = (float(x) for x in sys.argv[13:16])
 loadavg = sys.argv[16]
 server_cpus, load_cpus = sys.argv[17], sys.argv[18]
+had = "the server's cores" if server_cpus else "the machine"
 signing_cpu = count / rate
 limit = count / (cores * rate)
 ratio = load["seconds"] / limit
@@ -125,7 +126,7 @@ print(f"| transport errors (must be none) | {errors} {load['errors'] if errors e
 print(f"| assertions signed / STS calls (server) / answered by the stand-in | {signed} / {sts} / {standin} |")
 print(f"| server RSS before / peak (VmHWM) / after | {before} MiB / {peak} MiB / {after} MiB |")
 print(f"| server open fds before / after | {fds_before} / {fds_after} |")
-print(f"| CPU seconds: server / STS stand-in / load process (with minting the tokens before the clock starts) | {serve_cpu:.2f} / {standin_cpu:.2f} / {load_cpu:.2f} (the machine had {cores * load['seconds']:.1f}) |")
+print(f"| CPU seconds: server / STS stand-in / load process (with minting the tokens before the clock starts) | {serve_cpu:.2f} / {standin_cpu:.2f} / {load_cpu:.2f} ({had} had {cores * load['seconds']:.1f}) |")
 print(f"| of which the signatures alone ({count} / {rate:.0f} per s) | {signing_cpu:.2f} s, {100 * signing_cpu / serve_cpu:.0f} % of the server's |")
 print(f"| server CPU per first request / one signature (1 / {rate:.0f} s) | {1e6 * serve_cpu / count:.0f} µs / {1e6 / rate:.0f} µs = **{serve_cpu * rate / count:.2f}×** |")
 print(f"| load average after | {loadavg} |")
