@@ -7,6 +7,12 @@
 # sign rate), measured in the same run. Records the time to serve all, answers by status,
 # errors (must be none), STS calls, and the server's RSS before and at its peak (VmHWM).
 # Needs release builds: `cargo build --release --bin rolegate --example storm`.
+#
+# Pinned mode: SERVER_CPUS=0 LOAD_CPUS=1 runs the server under `taskset -c $SERVER_CPUS` and the
+# load and the stand-in under `taskset -c $LOAD_CPUS`, and `openssl speed` pinned like the
+# server, so the limit is COUNT / (the server's cores × that sign rate). In every mode the result
+# also gives the server's CPU-seconds per first request (from /proc/PID/stat) against one
+# signature's cost, the ratio that does not depend on the machine.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -38,18 +44,22 @@ for m in range(0, count, per):
 open(path, "w").write("---\n".join(docs))
 PY
 
-cores="$(nproc)"
-openssl speed -seconds 3 rsa2048 2>/dev/null | tee "$out/openssl.txt" >/dev/null
+server_pin=(); load_pin=()
+if [ -n "${SERVER_CPUS:-}" ]; then server_pin=(taskset -c "$SERVER_CPUS"); fi
+if [ -n "${LOAD_CPUS:-}" ]; then load_pin=(taskset -c "$LOAD_CPUS"); fi
+# The server's cores: the ones it is pinned to, else the machine's.
+cores="$("${server_pin[@]}" nproc)"
+"${server_pin[@]}" openssl speed -seconds 3 rsa2048 2>/dev/null | tee "$out/openssl.txt" >/dev/null
 sign_rate="$(awk '/^rsa 2048 bits/ {print $6}' "$out/openssl.txt")"
 
 standin_port="$(port)"; rg_port="$(port)"
-"$storm" standin --listen "127.0.0.1:$standin_port" >"$out/standin.log" 2>&1 & pids+=($!)
+"${load_pin[@]}" "$storm" standin --listen "127.0.0.1:$standin_port" >"$out/standin.log" 2>&1 & pids+=($!)
 standin_pid=$!
 state="$(mktemp -d)"
 # IAM registration at start reaches the stand-in too, which refuses it (logged); serving does
 # not depend on it.
 AWS_ENDPOINT_URL="http://127.0.0.1:$standin_port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-  ROLEGATE_LOG=warn "$bin" serve --config "$out/config" --state-dir "$state" --listen "127.0.0.1:$rg_port" \
+  ROLEGATE_LOG=warn "${server_pin[@]}" "$bin" serve --config "$out/config" --state-dir "$state" --listen "127.0.0.1:$rg_port" \
   >"$out/serve.log" 2>&1 & pids+=($!)
 serve_pid=$!
 wait_up "http://127.0.0.1:$rg_port/readyz"
@@ -64,7 +74,7 @@ fi
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
 serve_cpu_before="$(cpu "$serve_pid")"; standin_cpu_before="$(cpu "$standin_pid")"
 # The load's own CPU time is its rusage, read by the python that runs it.
-python3 - "$out/load-cpu.txt" "$storm" load --url "http://127.0.0.1:$rg_port" --key examples/standalone/issuer/sa-signer.key \
+"${load_pin[@]}" python3 - "$out/load-cpu.txt" "$storm" load --url "http://127.0.0.1:$rg_port" --key examples/standalone/issuer/sa-signer.key \
   --namespace storm --count "$count" --concurrency "$concurrency" <<'PY' | tee "$out/load.json"
 import resource, subprocess, sys
 subprocess.run(sys.argv[2:], check=True)
@@ -86,7 +96,7 @@ signed="$(awk '/^rolegate_assertions_signed_total/ {s += $2} END {print s + 0}' 
 
 python3 - "$out/load.json" "$count" "$cores" "$sign_rate" "$rss_before" "$rss_peak" "$rss_after" \
   "$standin_calls" "$sts_calls" "$signed" "$fds_before" "$fds_after" "$serve_cpu" "$standin_cpu" "$load_cpu" \
-  "$(cat /proc/loadavg)" <<'PY' | tee "$out/result.md"
+  "$(cat /proc/loadavg)" "${SERVER_CPUS:-}" "${LOAD_CPUS:-}" <<'PY' | tee "$out/result.md"
 import json, sys
 load = json.load(open(sys.argv[1]))
 count, cores, rate = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -94,6 +104,8 @@ before, peak, after = (int(x) // 1024 for x in sys.argv[5:8])
 standin, sts, signed, fds_before, fds_after = sys.argv[8:13]
 serve_cpu, standin_cpu, load_cpu = (float(x) for x in sys.argv[13:16])
 loadavg = sys.argv[16]
+server_cpus, load_cpus = sys.argv[17], sys.argv[18]
+had = "the server's cores" if server_cpus else "the machine"
 signing_cpu = count / rate
 limit = count / (cores * rate)
 ratio = load["seconds"] / limit
@@ -101,6 +113,10 @@ errors = sum(load["errors"].values())
 print()
 print("| measure | value |")
 print("|---|---|")
+if server_cpus:
+    print(f"| pinned | server on CPU {server_cpus} (and `openssl speed`), load and stand-in on CPU {load_cpus or 'any'} |")
+else:
+    print("| pinned | no: server, load and stand-in share every core |")
 print(f"| first requests, distinct service accounts | {count} ({load['concurrency']} in flight) |")
 print(f"| time to serve all | **{load['seconds']:.2f} s** ({load['per_second']:.0f}/s) |")
 print(f"| signing limit, same run: {count} / ({cores} cores × {rate:.0f} sign/s `openssl speed rsa2048`) | {limit:.2f} s |")
@@ -110,8 +126,9 @@ print(f"| transport errors (must be none) | {errors} {load['errors'] if errors e
 print(f"| assertions signed / STS calls (server) / answered by the stand-in | {signed} / {sts} / {standin} |")
 print(f"| server RSS before / peak (VmHWM) / after | {before} MiB / {peak} MiB / {after} MiB |")
 print(f"| server open fds before / after | {fds_before} / {fds_after} |")
-print(f"| CPU seconds: server / STS stand-in / load process (with minting the tokens before the clock starts) | {serve_cpu:.2f} / {standin_cpu:.2f} / {load_cpu:.2f} (the machine had {cores * load['seconds']:.1f}) |")
+print(f"| CPU seconds: server / STS stand-in / load process (with minting the tokens before the clock starts) | {serve_cpu:.2f} / {standin_cpu:.2f} / {load_cpu:.2f} ({had} had {cores * load['seconds']:.1f}) |")
 print(f"| of which the signatures alone ({count} / {rate:.0f} per s) | {signing_cpu:.2f} s, {100 * signing_cpu / serve_cpu:.0f} % of the server's |")
+print(f"| server CPU per first request / one signature (1 / {rate:.0f} s) | {1e6 * serve_cpu / count:.0f} µs / {1e6 / rate:.0f} µs = **{serve_cpu * rate / count:.2f}×** |")
 print(f"| load average after | {loadavg} |")
 if errors or load["ok"] != count:
     sys.exit("not every request was answered 200")

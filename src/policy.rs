@@ -6,7 +6,7 @@
 
 pub mod cors;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kube::core::{Selector, SelectorExt as _};
 
@@ -523,14 +523,106 @@ fn reserved_tags(subject: &Subject<'_>, ctx: &RequestContext<'_>) -> Vec<(&'stat
     tags
 }
 
+/// PURE: the positions in a snapshot's `mappings` of the mappings that may name a subject, by
+/// the subject entries they hold. A lookup returns a superset of the mappings that name the
+/// subject ([`Subject::is_named_by`] still decides), in the order of `mappings`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SubjectIndex {
+    /// How many mappings were indexed; a snapshot with another count is not indexed by this.
+    len: usize,
+    /// `ServiceAccount` entries by (the mapping's namespace, name).
+    service_accounts: HashMap<(String, String), Vec<usize>>,
+    /// `User` entries by name.
+    users: HashMap<String, Vec<usize>>,
+    /// `Group` entries by name.
+    groups: HashMap<String, Vec<usize>>,
+}
+
+impl SubjectIndex {
+    /// Indexes `mappings` by every subject entry.
+    pub fn new(mappings: &[RoleMapping]) -> Self {
+        let mut index = Self {
+            len: mappings.len(),
+            ..Self::default()
+        };
+        for (i, mapping) in mappings.iter().enumerate() {
+            let namespace = mapping.metadata.namespace.as_deref().unwrap_or_default();
+            for s in &mapping.spec.subjects {
+                let list = match s.kind {
+                    SubjectKind::ServiceAccount => index
+                        .service_accounts
+                        .entry((namespace.to_owned(), s.name.clone()))
+                        .or_default(),
+                    SubjectKind::User => index.users.entry(s.name.clone()).or_default(),
+                    SubjectKind::Group => index.groups.entry(s.name.clone()).or_default(),
+                };
+                // A mapping naming the subject twice is listed once.
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        index
+    }
+
+    /// The positions of the mappings with an entry for `subject`, ascending, without repeats.
+    pub fn candidates(&self, subject: &Subject<'_>) -> Vec<usize> {
+        match subject {
+            Subject::ServiceAccount { namespace, name } => self
+                .service_accounts
+                .get(&((*namespace).to_owned(), (*name).to_owned()))
+                .cloned()
+                .unwrap_or_default(),
+            Subject::Person { user, groups, .. } => {
+                let mut all: Vec<usize> = self.users.get(*user).cloned().unwrap_or_default();
+                for group in *groups {
+                    all.extend(self.groups.get(group).into_iter().flatten());
+                }
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        }
+    }
+}
+
 /// Every role `subject` may assume, and why each other mapping naming it grants nothing.
 pub fn decide(subject: &Subject<'_>, ctx: &RequestContext<'_>, snapshot: &Snapshot) -> Decision {
+    let index = snapshot
+        .subject_index
+        .get_or_init(|| SubjectIndex::new(&snapshot.mappings));
+    if index.len != snapshot.mappings.len() {
+        // The snapshot changed after it was indexed: scan every mapping.
+        return decide_among(subject, ctx, snapshot, snapshot.mappings.iter());
+    }
+    let candidates = index.candidates(subject);
+    decide_among(
+        subject,
+        ctx,
+        snapshot,
+        candidates.iter().filter_map(|&i| snapshot.mappings.get(i)),
+    )
+}
+
+/// [`decide`] by scanning every mapping, without the index: what the index must agree with.
+pub fn decide_unindexed(
+    subject: &Subject<'_>,
+    ctx: &RequestContext<'_>,
+    snapshot: &Snapshot,
+) -> Decision {
+    decide_among(subject, ctx, snapshot, snapshot.mappings.iter())
+}
+
+fn decide_among<'m>(
+    subject: &Subject<'_>,
+    ctx: &RequestContext<'_>,
+    snapshot: &Snapshot,
+    mappings: impl Iterator<Item = &'m RoleMapping>,
+) -> Decision {
     let mut decision = Decision::default();
     // A mapping being deleted grants nothing, even while its finalizer (revocation) holds it.
-    for mapping in snapshot
-        .mappings
-        .iter()
-        .filter(|m| m.metadata.deletion_timestamp.is_none() && subject.is_named_by(m))
+    for mapping in
+        mappings.filter(|m| m.metadata.deletion_timestamp.is_none() && subject.is_named_by(m))
     {
         match grant(mapping, subject, ctx, snapshot) {
             Ok(g) => decision.grants.push(g),

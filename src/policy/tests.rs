@@ -673,3 +673,149 @@ fn a_mapping_being_deleted_grants_nothing_while_its_finalizer_revokes() {
     let d = decide(&APP, &RequestContext::default(), &s);
     assert!(d.grants.is_empty() && d.denials.is_empty(), "{d:?}");
 }
+
+/// A world with every kind of subject entry: service accounts in two namespaces (one the
+/// provider refuses), users with and without a Connection, groups with and without one, a
+/// mapping naming the same subject twice, a mapping being deleted, and mappings in an order
+/// that interleaves them.
+fn indexed_world() -> Snapshot {
+    let user = |m: RoleMapping, name: &str, connection: Option<&str>| {
+        let mut m = m;
+        m.spec.subjects.push(SubjectRef {
+            kind: SubjectKind::User,
+            name: name.into(),
+            connection: connection.map(Into::into),
+        });
+        m
+    };
+    let group_via = |m: RoleMapping, name: &str, connection: &str| {
+        let mut m = m;
+        m.spec.subjects.push(SubjectRef {
+            kind: SubjectKind::Group,
+            name: name.into(),
+            connection: Some(connection.into()),
+        });
+        m
+    };
+    let mut deleting = mapping("team-a", "deleting").for_sa("app").for_group("ops");
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    let mappings = vec![
+        mapping("team-a", "a1").for_sa("app").for_sa("other"),
+        mapping("team-b", "b1")
+            .for_sa("app")
+            .role("arn:aws:iam::123456789012:role/app-b"),
+        user(mapping("team-a", "u1"), "alice", None).for_group("devs"),
+        group_via(mapping("team-a", "g1"), "ops", "corp")
+            .role("arn:aws:iam::123456789012:role/app-ops"),
+        mapping("team-a", "twice")
+            .for_sa("app")
+            .for_sa("app")
+            .role("arn:aws:iam::123456789012:role/app-twice"),
+        deleting,
+        user(mapping("team-a", "u2"), "alice", Some("corp"))
+            .for_group("ops")
+            .role("arn:aws:iam::123456789012:role/app-corp"),
+        mapping("team-a", "denied")
+            .for_sa("app")
+            .role("arn:aws:iam::999999999999:role/elsewhere"),
+        mapping("team-a", "gone").for_sa("app").provider("missing"),
+    ];
+    snapshot(provider(Some(team("a"))), mappings)
+}
+
+fn assert_same(a: &Decision, b: &Decision, what: &str) {
+    assert_eq!(a.grants, b.grants, "grants for {what}");
+    assert_eq!(a.denials, b.denials, "denials for {what}");
+}
+
+#[test]
+fn the_subject_index_decides_exactly_as_a_scan_of_every_mapping() {
+    let s = indexed_world();
+    let ctx = RequestContext::default();
+    let none: Vec<String> = vec![];
+    let devs = vec!["devs".to_owned()];
+    let ops = vec!["ops".to_owned()];
+    let both = vec!["ops".to_owned(), "devs".to_owned(), "ops".to_owned()];
+    let mut subjects = vec![];
+    for (namespace, name) in [
+        ("team-a", "app"),
+        ("team-a", "other"),
+        ("team-b", "app"),
+        ("team-b", "other"),
+        ("team-c", "app"),
+        ("team-a", "nobody"),
+    ] {
+        subjects.push(Subject::ServiceAccount { namespace, name });
+    }
+    for connection in ["corp", "github"] {
+        for user in ["alice", "bob"] {
+            for groups in [&none, &devs, &ops, &both] {
+                subjects.push(Subject::Person {
+                    connection,
+                    user,
+                    groups,
+                });
+            }
+        }
+    }
+    let mut granted = 0;
+    let mut denied = 0;
+    for subject in &subjects {
+        let indexed = decide(subject, &ctx, &s);
+        let scanned = decide_unindexed(subject, &ctx, &s);
+        assert_same(&indexed, &scanned, &format!("{subject:?}"));
+        granted += indexed.grants.len();
+        denied += indexed.denials.len();
+    }
+    // The world exercises both outcomes, so the comparison is not between two empty answers.
+    assert!(
+        granted >= 10 && denied >= 3,
+        "{granted} granted, {denied} denied"
+    );
+    // The index was built once and is the one decide used.
+    assert_eq!(s.subject_index.get(), Some(&SubjectIndex::new(&s.mappings)));
+
+    // team-a/app: a1, twice (once), denied and gone as denials; b1 is another namespace's.
+    let d = decide(&APP, &ctx, &s);
+    let granted: Vec<&str> = d.grants.iter().map(|g| g.mapping.as_str()).collect();
+    assert_eq!(granted, ["team-a/a1", "team-a/twice"]);
+    let denials: Vec<&str> = d.denials.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(denials, ["team-a/denied", "team-a/gone"]);
+    // alice of corp in ops: u1 by user, g1 by group, u2 by both, once each and in order.
+    let alice = Subject::Person {
+        connection: "corp",
+        user: "alice",
+        groups: &both,
+    };
+    let d = decide(&alice, &ctx, &s);
+    let granted: Vec<&str> = d.grants.iter().map(|g| g.mapping.as_str()).collect();
+    assert_eq!(granted, ["team-a/u1", "team-a/g1", "team-a/u2"]);
+}
+
+#[test]
+fn a_snapshot_changed_after_indexing_is_decided_by_a_scan_and_a_clone_reindexes() {
+    let mut s = indexed_world();
+    let ctx = RequestContext::default();
+    let newcomer = Subject::ServiceAccount {
+        namespace: "team-a",
+        name: "newcomer",
+    };
+    assert!(decide(&newcomer, &ctx, &s).grants.is_empty());
+    s.mappings
+        .push(mapping("team-a", "late").for_sa("newcomer"));
+    assert_eq!(decide(&newcomer, &ctx, &s).grants.len(), 1);
+    // A clone starts without the index and builds its own.
+    let mut copy = s.clone();
+    assert!(copy.subject_index.get().is_none());
+    copy.mappings.pop();
+    copy.mappings
+        .push(mapping("team-a", "late").for_sa("someone-else"));
+    assert!(decide(&newcomer, &ctx, &copy).grants.is_empty());
+    assert_same(
+        &decide(&newcomer, &ctx, &copy),
+        &decide_unindexed(&newcomer, &ctx, &copy),
+        "newcomer in the clone",
+    );
+}

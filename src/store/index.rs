@@ -168,6 +168,7 @@ impl Index {
                     ))
                 })
                 .collect(),
+            subject_index: std::sync::OnceLock::new(),
         }
     }
 }

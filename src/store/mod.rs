@@ -5,14 +5,18 @@ pub mod files;
 pub mod index;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::crd::{Connection, IAMProvider, RoleMapping, SAMLApp, SecretRef};
 
 /// Every object rolegate reads, at one instant.
-#[derive(Debug, Clone, Default)]
+///
+/// Fill it, then only read it: the first policy decision builds an index of `mappings` by
+/// subject ([`crate::policy::SubjectIndex`]) that later decisions reuse. A clone starts without
+/// it.
+#[derive(Debug, Default)]
 pub struct Snapshot {
     /// SAMLApps by name.
     pub apps: BTreeMap<String, SAMLApp>,
@@ -29,6 +33,24 @@ pub struct Snapshot {
     /// The `rolegate.dev/role` annotation of service accounts that carry one, by (namespace,
     /// name): the role their pods ask for when several are mapped.
     pub service_account_roles: BTreeMap<(String, String), String>,
+    /// `mappings` by the subjects they name, built on first use.
+    pub subject_index: OnceLock<crate::policy::SubjectIndex>,
+}
+
+impl Clone for Snapshot {
+    /// A clone may be changed, so it starts without the subject index.
+    fn clone(&self) -> Self {
+        Self {
+            apps: self.apps.clone(),
+            providers: self.providers.clone(),
+            mappings: self.mappings.clone(),
+            connections: self.connections.clone(),
+            namespaces: self.namespaces.clone(),
+            secrets: self.secrets.clone(),
+            service_account_roles: self.service_account_roles.clone(),
+            subject_index: OnceLock::new(),
+        }
+    }
 }
 
 impl Snapshot {
