@@ -1,6 +1,7 @@
 //! AWS behind traits the core owns: STS `AssumeRoleWithSAML` (unsigned) and IAM SAML providers.
 //! `sdk` implements them with aws-sdk-rust; tests can count or fail calls through the same traits.
 
+pub mod query;
 pub mod sdk;
 
 use std::collections::BTreeMap;

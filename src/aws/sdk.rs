@@ -1,8 +1,8 @@
-//! The AWS traits implemented with aws-sdk-rust. `AWS_ENDPOINT_URL` is honoured through
+//! The AWS traits implemented with aws-sdk-rust (and `AssumeRoleWithSAML` as one form POST,
+//! [`super::query`]). `AWS_ENDPOINT_URL` is honoured through
 //! aws-config; an IAMProvider's `endpointURL` overrides it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -23,19 +23,10 @@ where
     match err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            let code = e.code().unwrap_or("Unknown").to_owned();
-            let message = e.message().unwrap_or_default().to_owned();
-            if matches!(
-                code.as_str(),
-                "Throttling"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "TooManyRequestsException"
-            ) {
-                AwsError::Throttled(message)
-            } else {
-                AwsError::Service { code, message }
-            }
+            super::query::service_error(
+                e.code().unwrap_or("Unknown"),
+                e.message().unwrap_or_default(),
+            )
         }
         other => AwsError::Transport(DisplayErrorContext(other).to_string()),
     }
@@ -56,13 +47,17 @@ async fn region() -> aws_config::Region {
 
 /// STS through aws-sdk-sts, with no credentials, at the regional endpoint of the chosen
 /// region (never the global one), unless an endpoint is set (`AWS_ENDPOINT_URL`, tests).
+/// `AssumeRoleWithSAML`, unsigned and on every first request, is one form POST
+/// ([`super::query`]) to the same endpoint, without the SDK's orchestrator.
 #[derive(Debug, Clone)]
 pub struct SdkSts {
-    client: aws_sdk_sts::Client,
     config: aws_config::SdkConfig,
-    /// Clients for IAMProviders naming another `region`.
-    regional: Arc<Mutex<HashMap<String, aws_sdk_sts::Client>>>,
+    /// The HTTP client for `AssumeRoleWithSAML`.
+    http: reqwest::Client,
 }
+
+/// How long connecting to STS may take, the SDK's default connect timeout.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(3100);
 
 impl SdkSts {
     /// A client configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`), without
@@ -87,39 +82,22 @@ impl SdkSts {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
-        let client = Self::client(&config, region.as_ref());
-        Self {
-            client,
-            config,
-            regional: Arc::default(),
-        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self { config, http }
     }
 
-    /// A client for `region`: its regional endpoint, unless the configuration sets one.
-    fn client(config: &aws_config::SdkConfig, region: &str) -> aws_sdk_sts::Client {
-        let mut builder = aws_sdk_sts::config::Builder::from(config)
-            .region(aws_config::Region::new(region.to_owned()));
-        if config.endpoint_url().is_none() {
-            builder = builder.endpoint_url(super::sts_endpoint(region));
+    /// The endpoint for an IAMProvider's `region` (`None`: the server's), as the SDK's
+    /// clients set it: the configured one, else the region's.
+    fn endpoint(&self, region: Option<&str>) -> String {
+        if let Some(url) = self.config.endpoint_url() {
+            return url.to_owned();
         }
-        aws_sdk_sts::Client::from_conf(builder.build())
-    }
-
-    /// The client for an IAMProvider's `region` (`None`: the server's).
-    fn for_region(&self, region: Option<&str>) -> aws_sdk_sts::Client {
-        let Some(region) =
-            region.filter(|r| Some(*r) != self.config.region().map(aws_config::Region::as_ref))
-        else {
-            return self.client.clone();
-        };
-        let mut clients = self
-            .regional
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        clients
-            .entry(region.to_owned())
-            .or_insert_with(|| Self::client(&self.config, region))
-            .clone()
+        let server = self.config.region().map(aws_config::Region::as_ref);
+        super::sts_endpoint(super::sts_region(region, server))
     }
 }
 
@@ -180,35 +158,23 @@ impl Sts for SdkSts {
         &self,
         request: AssumeRequest,
     ) -> Result<StsCredentials, AwsError> {
-        let out = self
-            .for_region(request.region.as_deref())
-            .assume_role_with_saml()
-            .role_arn(&request.role_arn)
-            .principal_arn(&request.principal_arn)
-            .saml_assertion(&request.saml_assertion)
-            .duration_seconds(i32::try_from(request.duration_seconds).unwrap_or(3600))
+        let url = super::query::request_url(&self.endpoint(request.region.as_deref()));
+        let unreachable = |e: reqwest::Error| {
+            AwsError::Transport(format!(
+                "STS at {url} could not be reached (AssumeRoleWithSAML): {}",
+                e.without_url()
+            ))
+        };
+        let answer = self
+            .http
+            .post(&url)
+            .form(&super::query::assume_role_with_saml_form(&request))
             .send()
             .await
-            .map_err(|e| to_aws_error(&e))?;
-        let creds = out
-            .credentials()
-            .ok_or_else(|| AwsError::Transport("STS answered without credentials".into()))?;
-        let user = out.assumed_role_user();
-        Ok(StsCredentials {
-            access_key_id: creds.access_key_id().to_owned(),
-            secret_access_key: creds.secret_access_key().to_owned(),
-            session_token: creds.session_token().to_owned(),
-            expiration: timestamp(creds.expiration()),
-            assumed_role_arn: user.map(|u| u.arn().to_owned()).unwrap_or_default(),
-            assumed_role_id: user
-                .map(|u| u.assumed_role_id().to_owned())
-                .unwrap_or_default(),
-            subject: out.subject().unwrap_or_default().to_owned(),
-            subject_type: out.subject_type().unwrap_or_default().to_owned(),
-            issuer: out.issuer().unwrap_or_default().to_owned(),
-            audience: out.audience().unwrap_or_default().to_owned(),
-            name_qualifier: out.name_qualifier().unwrap_or_default().to_owned(),
-        })
+            .map_err(unreachable)?;
+        let status = answer.status().as_u16();
+        let body = answer.text().await.map_err(unreachable)?;
+        super::query::parse_assume_role_with_saml(status, &body)
     }
 }
 
