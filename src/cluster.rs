@@ -123,6 +123,7 @@ pub enum ServerError {
 pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
     let client = kube_client("server").await?;
     let store = Arc::new(SharedSnapshot::default());
+    let cache = CredentialCache::default();
     let keys = Arc::new(KeyRing::default());
     let ready = Arc::new(AtomicBool::new(false));
     let index = Index::start(&client, &options.namespace);
@@ -135,8 +136,9 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         options.trusted_proxies.clone(),
     ));
     {
-        let (store, keys, ready, namespace, login) = (
+        let (store, cache, keys, ready, namespace, login) = (
             Arc::clone(&store),
+            cache.clone(),
             Arc::clone(&keys),
             Arc::clone(&ready),
             options.namespace.clone(),
@@ -159,7 +161,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
             }
             keys.replace(keys_from_secrets(&snapshot, &namespace));
             login.set_key(crate::login::key_from_secrets(&snapshot, &namespace));
-            store.replace(snapshot);
+            crate::server::replace_snapshot(&store, &cache, snapshot);
             ready.store(true, Ordering::Release);
         }));
     }
@@ -172,7 +174,7 @@ pub async fn serve(options: ServerOptions) -> Result<(), ServerError> {
         ),
         issuer: Arc::new(Issuer {
             sts: Arc::new(SdkSts::in_region(None, options.sts_region.as_deref()).await),
-            cache: CredentialCache::default(),
+            cache,
             cluster: options.cluster_name.clone(),
             pacer: crate::server::pacing::StsPacer::new(crate::pacing::PacerSettings {
                 max_wait: options.sts_max_wait,

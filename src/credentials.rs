@@ -103,6 +103,7 @@ impl CredentialCache {
             cache: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(ExpireBeforeStsDoes)
+                .support_invalidation_closures()
                 .build(),
         }
     }
@@ -130,6 +131,21 @@ impl CredentialCache {
             })
             .await?;
         Ok((session, fetched.load(Ordering::Relaxed)))
+    }
+
+    /// Forgets every cached session of `role_arn` (as the SAML role: a chained pair is
+    /// forgotten by its first role). Lookups from now on miss.
+    pub fn forget_role(&self, role_arn: &str) {
+        let role_arn = role_arn.to_owned();
+        if let Err(e) = self
+            .cache
+            .invalidate_entries_if(move |key, _| key.session.role_arn == role_arn)
+        {
+            // Only a cache built without invalidation closures refuses; fall back to forgetting
+            // everything, which is never wrong.
+            tracing::warn!(error = %e, "forgetting every cached session");
+            self.cache.invalidate_all();
+        }
     }
 
     /// Finishes the cache's pending housekeeping, so [`Self::len`] counts every insert.

@@ -87,6 +87,37 @@ pub fn between(
         .collect()
 }
 
+/// PURE: the roles whose cached sessions must be forgotten when the mappings change from
+/// `before` to `after`: the role of every mapping that is gone, now names another role, was
+/// replaced by a new object (another `uid`), is being deleted, or lost a subject of any kind.
+/// A session cached before such a change may have been revoked in AWS, so handing it out again
+/// when the subject is granted anew would give a pod credentials AWS denies. The server forgets
+/// every session of the role (others of it cost one STS call each at their next request), as
+/// the cache cannot tell a person's group membership from its key.
+pub fn roles_losing_subjects(before: &[RoleMapping], after: &[RoleMapping]) -> BTreeSet<String> {
+    let same_object = |a: &RoleMapping, b: &RoleMapping| {
+        a.metadata.namespace == b.metadata.namespace
+            && a.metadata.name == b.metadata.name
+            && a.metadata.uid == b.metadata.uid
+    };
+    before
+        .iter()
+        .filter(|old| match after.iter().find(|n| same_object(n, old)) {
+            // The deletion starts: the mapping grants nothing from now on.
+            Some(new) if new.metadata.deletion_timestamp.is_some() => {
+                old.metadata.deletion_timestamp.is_none()
+            }
+            Some(new) if new.spec.role_arn == old.spec.role_arn => old
+                .spec
+                .subjects
+                .iter()
+                .any(|s| !new.spec.subjects.contains(s)),
+            Some(_) | None => true,
+        })
+        .map(|old| old.spec.role_arn.clone())
+        .collect()
+}
+
 /// The name of a role from its ARN, `arn:aws:iam::<account>:role/<path>/<name>`.
 pub fn role_name(role_arn: &str) -> Option<&str> {
     let resource = role_arn.split(':').nth(5)?;
@@ -225,6 +256,59 @@ mod tests {
             })
             .collect();
         m
+    }
+
+    #[test]
+    fn the_roles_losing_a_subject_are_those_whose_sessions_are_forgotten() {
+        let role = "arn:aws:iam::123456789012:role/team/app-reader".to_owned();
+        let both = mapping(&[
+            (SubjectKind::ServiceAccount, "app"),
+            (SubjectKind::Group, "devs"),
+        ]);
+        let roles = |before: &[RoleMapping], after: &[RoleMapping]| {
+            roles_losing_subjects(before, after).into_iter().collect::<Vec<_>>()
+        };
+        // Unchanged, or only gaining a subject: nothing to forget.
+        assert!(roles(std::slice::from_ref(&both), std::slice::from_ref(&both)).is_empty());
+        let only_app = mapping(&[(SubjectKind::ServiceAccount, "app")]);
+        assert!(roles(std::slice::from_ref(&only_app), std::slice::from_ref(&both)).is_empty());
+        // Gone, losing a group or a service account, or naming another role.
+        assert_eq!(roles(std::slice::from_ref(&both), &[]), [role.clone()]);
+        assert_eq!(
+            roles(std::slice::from_ref(&both), std::slice::from_ref(&only_app)),
+            [role.clone()]
+        );
+        let only_group = mapping(&[(SubjectKind::Group, "devs")]);
+        assert_eq!(
+            roles(std::slice::from_ref(&both), std::slice::from_ref(&only_group)),
+            [role.clone()]
+        );
+        let mut moved = both.clone();
+        moved.spec.role_arn = "arn:aws:iam::123456789012:role/other".into();
+        assert_eq!(
+            roles(std::slice::from_ref(&both), std::slice::from_ref(&moved)),
+            [role.clone()]
+        );
+        // Deleted and created again under the same name between two snapshots: a new object.
+        let mut old = both.clone();
+        old.metadata.uid = Some("uid-1".into());
+        let mut recreated = both.clone();
+        recreated.metadata.uid = Some("uid-2".into());
+        assert_eq!(
+            roles(std::slice::from_ref(&old), std::slice::from_ref(&recreated)),
+            [role.clone()]
+        );
+        // Being deleted (its finalizer holds it): forgotten once, when the deletion starts.
+        let mut deleting = old.clone();
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_eq!(
+            roles(std::slice::from_ref(&old), std::slice::from_ref(&deleting)),
+            [role.clone()]
+        );
+        assert!(roles(std::slice::from_ref(&deleting), std::slice::from_ref(&deleting)).is_empty());
+        assert_eq!(roles(std::slice::from_ref(&deleting), &[]), [role]);
     }
 
     #[test]

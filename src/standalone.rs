@@ -623,9 +623,12 @@ async fn sync_loop(options: ServeOptions, state: AppState) {
             match reloaded {
                 Ok((snapshot, keys)) => {
                     tracing::info!("reloaded {}", options.config.display());
-                    let before = state.store.current();
                     state.keys.replace(keys);
-                    state.store.replace(snapshot.clone());
+                    let before = crate::server::replace_snapshot(
+                        &state.store,
+                        &state.issuer.cache,
+                        snapshot.clone(),
+                    );
                     // The server refuses from now on; sessions already issued are revoked.
                     revoke_removed(&before, &snapshot, &options.namespace, &mut revoked).await;
                 }

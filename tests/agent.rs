@@ -119,6 +119,19 @@ async fn concurrent_first_requests_share_one_call_and_the_cache_outlives_the_ser
         server_calls, 1.0,
         "200 concurrent first requests reached the server once"
     );
+    // A later request is a cache hit, counted as one.
+    let hits = agent_metric(&s.agent_url, "rolegate_agent_cache_hits_total").await;
+    let misses = agent_metric(&s.agent_url, "rolegate_agent_cache_misses_total").await;
+    let (status, body) = get(&s.agent_url, &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        agent_metric(&s.agent_url, "rolegate_agent_cache_hits_total").await,
+        hits + 1.0
+    );
+    assert_eq!(
+        agent_metric(&s.agent_url, "rolegate_agent_cache_misses_total").await,
+        misses
+    );
 
     // The server goes away: cached credentials are still served...
     s.h.stop().await;

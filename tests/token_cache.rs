@@ -5,6 +5,9 @@
 //! - a token whose Connection changed (audience, key location) or whose key left the JWKS;
 //! - a RoleMapping deleted after a cached success (the policy runs on every request);
 //! - another token with the same subject (forged, wrong audience), which shares nothing.
+//!
+//! And the credential cache: a subject removed (its sessions revoked in AWS) and granted again
+//! gets a new session, never the one issued before the removal.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -73,8 +76,14 @@ async fn a_changed_connection_is_applied_to_a_remembered_token() {
     );
     assert_eq!(h.state.verifier.remembered(), 0);
 
-    // Back to the audience, but the Connection now takes its keys from another JWKS, which
-    // does not hold the key that signed the token: the signature is checked again, and fails.
+    // Back to the audience: the token is verified and remembered again.
+    h.change_resources(|y| y.replace("audiences: [rolegate-v2]", "audiences: [rolegate]"));
+    verify(&h, &token, now).await.unwrap();
+    assert_eq!(h.state.verifier.remembered(), 1);
+
+    // Only the key location changes: the Connection now takes its keys from another JWKS,
+    // which does not hold the key that signed the remembered token. The signature is checked
+    // again, and fails.
     let other_key = rolegate::dev::generate_key().unwrap();
     let config = h.dir.path().join("config");
     std::fs::write(
@@ -82,11 +91,12 @@ async fn a_changed_connection_is_applied_to_a_remembered_token() {
         rolegate::dev::jwks(&other_key).unwrap().to_string(),
     )
     .unwrap();
-    h.change_resources(|y| {
-        y.replace("audiences: [rolegate-v2]", "audiences: [rolegate]")
-            .replace("jwksUri: file:jwks.json", "jwksUri: file:other-jwks.json")
-    });
-    verify(&h, &token, now).await.unwrap_err();
+    h.change_resources(|y| y.replace("jwksUri: file:jwks.json", "jwksUri: file:other-jwks.json"));
+    let refused = verify(&h, &token, now).await.unwrap_err();
+    assert!(
+        matches!(refused, TokenError::UnknownKey { .. } | TokenError::BadSignature(_)),
+        "{refused:?}"
+    );
     assert_eq!(h.state.verifier.remembered(), 0);
     // The token signed by the new key is accepted through the new JWKS.
     let new_token = token_with(&other_key, APP, &["rolegate"], 600);
@@ -158,6 +168,40 @@ async fn a_mapping_deleted_after_a_cached_success_refuses_the_next_request() {
     assert!(body.get("AccessKeyId").is_none(), "{body}");
     // The token itself is still good: only the grant went away.
     assert_eq!(h.state.verifier.remembered(), 1);
+}
+
+#[tokio::test]
+async fn a_subject_removed_and_granted_again_gets_a_new_session_not_the_revoked_one() {
+    let h = Harness::start(&resources(&unique("cache-regrant"), false)).await;
+    let token = h.sa_token("team-a", "app");
+    let multi = h.sa_token("team-a", "multi");
+    let ask = |token: String| {
+        let h = &h;
+        async move {
+            let (status, body) = h.credentials(&token, Some(ROLE)).await;
+            assert_eq!(status, 200, "{body}");
+            body["AccessKeyId"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = ask(token.clone()).await;
+    assert_eq!(ask(token.clone()).await, first, "a cached session");
+    let other = ask(multi.clone()).await;
+    assert_eq!(h.metric("rolegate_sts_calls_total"), 2.0);
+
+    let full = "subjects: [{kind: ServiceAccount, name: app}, {kind: ServiceAccount, name: multi}]";
+    let without_app = "subjects: [{kind: ServiceAccount, name: multi}]";
+    h.change_resources(|y| y.replace(full, without_app));
+    let (status, body) = h.credentials(&token, Some(ROLE)).await;
+    assert_eq!(status, 403, "{body}");
+    // Granted again: the session cached before the removal may be denied in AWS by now
+    // (revokeOnDelete), so it is not handed out again.
+    h.change_resources(|y| y.replace(without_app, full));
+    let again = ask(token).await;
+    assert_ne!(again, first, "the session issued before the removal came back");
+    assert_eq!(h.metric("rolegate_sts_calls_total"), 3.0);
+    // The role's other sessions are forgotten too, at the cost of one STS call.
+    assert_ne!(ask(multi).await, other);
+    assert_eq!(h.metric("rolegate_sts_calls_total"), 4.0);
 }
 
 #[tokio::test]

@@ -110,10 +110,19 @@ pub fn parse_assume_role_with_saml(status: u16, body: &str) -> Result<StsCredent
         .map_err(|_| unreadable("an Expiration that is not a timestamp"))?;
     let expiration = Timestamp::from_second(expiration.as_second()).unwrap_or(expiration);
     let user = result.and_then(|r| child(r, "AssumedRoleUser"));
+    let access_key_id = text(credentials, "AccessKeyId");
+    let secret_access_key = text(credentials, "SecretAccessKey");
+    let session_token = text(credentials, "SessionToken");
+    // A success without the three parts would be cached and handed out as credentials.
+    if access_key_id.is_empty() || secret_access_key.is_empty() || session_token.is_empty() {
+        return Err(AwsError::Transport(
+            "STS answered with incomplete credentials (an empty AccessKeyId, SecretAccessKey or SessionToken)".into(),
+        ));
+    }
     Ok(StsCredentials {
-        access_key_id: text(credentials, "AccessKeyId"),
-        secret_access_key: text(credentials, "SecretAccessKey"),
-        session_token: text(credentials, "SessionToken"),
+        access_key_id,
+        secret_access_key,
+        session_token,
         expiration,
         assumed_role_arn: text(user, "Arn"),
         assumed_role_id: text(user, "AssumedRoleId"),
@@ -233,6 +242,25 @@ mod tests {
                 .code(),
             "Unreachable"
         );
+    }
+
+    #[test]
+    fn a_success_missing_a_part_of_the_credentials_is_refused() {
+        for part in [
+            "<AccessKeyId>ASIAV3ZUEFP6EXAMPLE</AccessKeyId>",
+            "<SecretAccessKey>8P+SQvWIuLnKhh8d++jpw0nNmQRBZvNEXAMPLEKEY</SecretAccessKey>",
+            "<SessionToken>IQoJb3JpZ2luX2VjEOz////////////////////wEXAMPLE</SessionToken>",
+        ] {
+            let tag = &part[1..part.find('>').unwrap()];
+            for body in [
+                ANSWER.replace(part, ""),
+                ANSWER.replace(part, &format!("<{tag}>  </{tag}>")),
+            ] {
+                let e = parse_assume_role_with_saml(200, &body).unwrap_err();
+                assert_eq!(e.code(), "Unreachable", "{tag}: {e}");
+                assert!(e.to_string().contains("incomplete credentials"), "{e}");
+            }
+        }
     }
 
     #[test]

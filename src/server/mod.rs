@@ -24,7 +24,7 @@ pub use listener::Limits;
 
 use crate::idp::{KeyRing, app_metadata};
 use crate::metrics::Metrics;
-use crate::store::SharedSnapshot;
+use crate::store::{SharedSnapshot, Snapshot};
 use crate::tokens::{Accept, TokenVerifier};
 
 /// The source of "now" for request handling; tests pin it.
@@ -66,6 +66,27 @@ pub struct AppState {
     pub login: Arc<crate::login::LoginState>,
     /// What the Pod webhook injects (the node agent's URI among it).
     pub injection: Arc<crate::webhook::Injection>,
+}
+
+/// Puts `snapshot` in place of the store's, then forgets the cached sessions of every role
+/// that lost a subject ([`crate::revocation::roles_losing_subjects`]), so a subject granted
+/// again gets a new session, never one issued before a revocation. The one way the server's
+/// resources change, in the cluster and standalone. Returns the snapshot it replaced.
+pub fn replace_snapshot(
+    store: &SharedSnapshot,
+    cache: &crate::credentials::CredentialCache,
+    snapshot: Snapshot,
+) -> Arc<Snapshot> {
+    let before = store.current();
+    let roles = crate::revocation::roles_losing_subjects(&before.mappings, &snapshot.mappings);
+    store.replace(snapshot);
+    for role in &roles {
+        cache.forget_role(role);
+    }
+    if !roles.is_empty() {
+        tracing::info!(roles = ?roles, "forgot the cached sessions of roles that lost a subject");
+    }
+    before
 }
 
 /// Request bodies larger than this are refused.

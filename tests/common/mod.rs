@@ -381,7 +381,11 @@ impl Harness {
         let path = config.join("resources.yaml");
         let yaml = edit(std::fs::read_to_string(&path).unwrap());
         std::fs::write(&path, yaml).unwrap();
-        self.state.store.replace(load_dir(&config).unwrap());
+        rolegate::server::replace_snapshot(
+            &self.state.store,
+            &self.state.issuer.cache,
+            load_dir(&config).unwrap(),
+        );
     }
 
     /// A token for service account `namespace/name`, audience `rolegate`, valid for an hour.
