@@ -860,4 +860,6 @@ async fn an_address_another_agent_holds_stops_the_start_with_the_reason() {
         "{stderr}"
     );
     assert!(stderr.contains("EKS Pod Identity agent"), "{stderr}");
+    // The way out names the chart's real values.
+    assert!(stderr.contains("agent.address and agent.port"), "{stderr}");
 }

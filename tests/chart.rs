@@ -1123,6 +1123,25 @@ fn the_network_policy_lets_agents_and_the_api_server_in_and_only_the_ingress_to_
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["http", "https", "public"]);
+
+    // With no source at all, the internal rule would have no peers, which admits every pod:
+    // the chart refuses to render it.
+    let (ok, _, err) = render(&["--set", "publicURL=https://rolegate.example.com", "--set", "networkPolicy.enabled=true"]);
+    assert!(!ok);
+    assert!(
+        err.contains("networkPolicy.enabled needs networkPolicy.nodeCIDRs"),
+        "{err}"
+    );
+    // extraInternalFrom alone is a source.
+    let docs = rendered(&[
+        "networkPolicy.enabled=true",
+        "networkPolicy.extraInternalFrom[0].namespaceSelector.matchLabels.team=observability",
+    ]);
+    let policy = find(&docs, "NetworkPolicy", "rg-server");
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "observability"}}}])
+    );
 }
 
 #[test]

@@ -216,7 +216,7 @@ pub enum AgentError {
     /// `169.254.170.23:80` and `[fd00:ec2::23]:80` on every node.
     #[error(
         "{0} is already in use on this node: is the EKS Pod Identity agent (or another credentials agent) running here? \
-         Give rolegate another address or port (the chart's agent.listen; the webhook injects the URI that follows it)"
+         Give rolegate another address or port (the chart's agent.address and agent.port, e.g. agent.port=2703 beside EKS Pod Identity; the webhook injects the URI that follows them)"
     )]
     InUse(SocketAddr),
 }
