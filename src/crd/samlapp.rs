@@ -74,7 +74,8 @@ pub struct SAMLAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<String>,
     /// Web origins (`scheme://host[:port]`, as a browser sends `Origin`) whose browser
-    /// applications may call `/delegation` for this app: Auth0's "Allowed Web Origins". A
+    /// applications may call `/delegation` for this app: Auth0's "Allowed Web Origins", where
+    /// `scheme://*.domain[:port]` allows one subdomain label in front of `domain`. A
     /// request carrying another `Origin` is refused with 403 and nothing is issued; requests
     /// without an `Origin` (curl, SDKs) are not affected. Empty allows no browser application.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

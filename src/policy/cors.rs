@@ -14,14 +14,14 @@ pub const ALLOWED_HEADERS: &str = "content-type";
 pub const MAX_AGE_SECONDS: u32 = 600;
 
 /// An origin in the form browsers send it: `scheme://host[:port]`, lower-case, no default
-/// port, no path. `None` when `text` is not one (a path, userinfo, `null`, spaces…).
+/// port, no path. `None` when `text` is not one (a path, userinfo, `null`, a `*`, spaces…).
 pub fn parse_origin(text: &str) -> Option<String> {
     let (scheme, rest) = text.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     if !matches!(scheme.as_str(), "http" | "https") || rest.is_empty() {
         return None;
     }
-    if rest.contains(['/', '?', '#', '@', '\\'])
+    if rest.contains(['/', '?', '#', '@', '\\', '*'])
         || rest.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return None;
@@ -47,6 +47,80 @@ pub fn parse_origin(text: &str) -> Option<String> {
         Some(p) => format!("{scheme}://{name}:{p}"),
         None => format!("{scheme}://{name}"),
     })
+}
+
+/// One entry of `allowedOrigins`: an exact origin, or, as Auth0's "Allowed Web Origins"
+/// takes them, `scheme://*.domain[:port]`, which allows every origin of that scheme and port
+/// whose host is one more DNS label in front of `domain` (`https://*.example.com` allows
+/// `https://app.example.com`, not `https://example.com` nor `https://a.b.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigin {
+    /// Exactly this origin, normalised as [`parse_origin`] does.
+    Exact(String),
+    /// Any single label in front of the host of `origin` (itself normalised, without the `*.`).
+    Subdomains {
+        /// `scheme://`.
+        scheme: String,
+        /// The domain after `*.`, lower-case.
+        domain: String,
+        /// `:port` when not the scheme's default, else empty.
+        port: String,
+    },
+}
+
+/// An `allowedOrigins` entry, or `None` when it is neither an origin nor a subdomain wildcard
+/// (a `*` anywhere but as the whole first label, a wildcard over an IP address or a single
+/// label such as `*.com`).
+pub fn parse_allowed(text: &str) -> Option<AllowedOrigin> {
+    let (scheme, rest) = text.split_once("://")?;
+    let Some(tail) = rest.strip_prefix("*.") else {
+        return parse_origin(text).map(AllowedOrigin::Exact);
+    };
+    let origin = parse_origin(&format!("{scheme}://{tail}"))?;
+    let (scheme, host_port) = origin.split_once("://")?;
+    let (domain, port) = match host_port.rsplit_once(':') {
+        Some((d, p)) if !d.ends_with(']') && !d.is_empty() => (d, format!(":{p}")),
+        _ => (host_port, String::new()),
+    };
+    let is_ip = domain.starts_with('[') || domain.parse::<std::net::Ipv4Addr>().is_ok();
+    if is_ip || !domain.contains('.') || domain.split('.').any(str::is_empty) {
+        return None;
+    }
+    Some(AllowedOrigin::Subdomains {
+        scheme: format!("{scheme}://"),
+        domain: domain.to_owned(),
+        port,
+    })
+}
+
+impl AllowedOrigin {
+    /// Whether `origin` (normalised by [`parse_origin`]) is allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Self::Exact(exact) => exact == origin,
+            Self::Subdomains {
+                scheme,
+                domain,
+                port,
+            } => {
+                let Some(rest) = origin.strip_prefix(scheme.as_str()) else {
+                    return false;
+                };
+                let (host, origin_port) = match rest.rsplit_once(':') {
+                    Some((host, p)) if !host.ends_with(']') => (host, format!(":{p}")),
+                    _ => (rest, String::new()),
+                };
+                // Another port (or none where the pattern names one) is another origin.
+                origin_port == *port
+                    && host
+                        .strip_suffix(domain.as_str())
+                        .and_then(|label| label.strip_suffix('.'))
+                        .is_some_and(|label| {
+                            !label.is_empty() && !label.contains(['.', ':', '[', ']'])
+                        })
+            }
+        }
+    }
 }
 
 /// The headers of a preflight answer for the allowed `origin` (beside `Vary: Origin`).
@@ -78,8 +152,8 @@ fn shown(text: &str) -> String {
 fn allows(allowed: &[String], origin: &str) -> bool {
     allowed
         .iter()
-        .filter_map(|a| parse_origin(a))
-        .any(|a| a == origin)
+        .filter_map(|a| parse_allowed(a))
+        .any(|a| a.allows(origin))
 }
 
 /// A `POST /delegation` for SAMLApp `app` (whose `allowedOrigins` are `allowed`, empty when the
@@ -166,6 +240,51 @@ mod tests {
         ] {
             assert_eq!(parse_origin(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_subdomain_wildcard_allows_one_label_of_the_same_scheme_and_port() {
+        let allowed = list(&["https://*.example.com", "http://*.dev.test:3000"]);
+        let allowed_for = |origin: &str| {
+            matches!(for_request(Some(origin), "aws", &allowed), Decision::Allowed(o) if o == origin)
+        };
+        for yes in [
+            "https://app.example.com",
+            "https://app.example.com:443",
+            "HTTPS://App.Example.com",
+            "http://web.dev.test:3000",
+        ] {
+            assert!(allowed_for(&parse_origin(yes).unwrap()), "{yes}");
+        }
+        for no in [
+            "https://example.com",
+            "https://a.b.example.com",
+            "https://app.example.com:8443",
+            "http://app.example.com",
+            "https://appexample.com",
+            "https://app.example.com.evil.test",
+            "https://evil.test",
+            "http://web.dev.test",
+            "http://web.dev.test:3001",
+        ] {
+            assert!(!allowed_for(no), "{no}");
+        }
+        // Only a whole first label may be a wildcard, over a domain name.
+        for bad in [
+            "https://*",
+            "https://*.com",
+            "https://app*.example.com",
+            "https://app.*.example.com",
+            "https://*.*.example.com",
+            "https://*.10.0.0.1",
+            "https://*.[::1]",
+            "*.example.com",
+            "https://*.example.com/path",
+        ] {
+            assert_eq!(parse_allowed(bad), None, "{bad}");
+        }
+        // An Origin header is never a pattern.
+        assert_eq!(parse_origin("https://*.example.com"), None);
     }
 
     #[test]

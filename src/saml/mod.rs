@@ -115,10 +115,10 @@ impl AppSettings {
         if let Some(origin) = spec
             .allowed_origins
             .iter()
-            .find(|o| crate::policy::cors::parse_origin(o).is_none())
+            .find(|o| crate::policy::cors::parse_allowed(o).is_none())
         {
             return Err(refuse(&format!(
-                "allowedOrigins entry {origin:?} is not a web origin: write scheme://host[:port], with no path, as a browser sends Origin"
+                "allowedOrigins entry {origin:?} is not a web origin: write scheme://host[:port], with no path, as a browser sends Origin, or scheme://*.domain[:port] for one subdomain label"
             )));
         }
         if let Some((claim, attribute)) = spec.mappings.iter().find(|(_, attribute)| {
