@@ -266,7 +266,9 @@ mod tests {
             (SubjectKind::Group, "devs"),
         ]);
         let roles = |before: &[RoleMapping], after: &[RoleMapping]| {
-            roles_losing_subjects(before, after).into_iter().collect::<Vec<_>>()
+            roles_losing_subjects(before, after)
+                .into_iter()
+                .collect::<Vec<_>>()
         };
         // Unchanged, or only gaining a subject: nothing to forget.
         assert!(roles(std::slice::from_ref(&both), std::slice::from_ref(&both)).is_empty());
@@ -280,7 +282,10 @@ mod tests {
         );
         let only_group = mapping(&[(SubjectKind::Group, "devs")]);
         assert_eq!(
-            roles(std::slice::from_ref(&both), std::slice::from_ref(&only_group)),
+            roles(
+                std::slice::from_ref(&both),
+                std::slice::from_ref(&only_group)
+            ),
             [role.clone()]
         );
         let mut moved = both.clone();
@@ -300,14 +305,20 @@ mod tests {
         );
         // Being deleted (its finalizer holds it): forgotten once, when the deletion starts.
         let mut deleting = old.clone();
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            jiff::Timestamp::UNIX_EPOCH,
-        ));
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
         assert_eq!(
             roles(std::slice::from_ref(&old), std::slice::from_ref(&deleting)),
             [role.clone()]
         );
-        assert!(roles(std::slice::from_ref(&deleting), std::slice::from_ref(&deleting)).is_empty());
+        assert!(
+            roles(
+                std::slice::from_ref(&deleting),
+                std::slice::from_ref(&deleting)
+            )
+            .is_empty()
+        );
         assert_eq!(roles(std::slice::from_ref(&deleting), &[]), [role]);
     }
 

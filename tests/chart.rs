@@ -1126,7 +1126,12 @@ fn the_network_policy_lets_agents_and_the_api_server_in_and_only_the_ingress_to_
 
     // With no source at all, the internal rule would have no peers, which admits every pod:
     // the chart refuses to render it.
-    let (ok, _, err) = render(&["--set", "publicURL=https://rolegate.example.com", "--set", "networkPolicy.enabled=true"]);
+    let (ok, _, err) = render(&[
+        "--set",
+        "publicURL=https://rolegate.example.com",
+        "--set",
+        "networkPolicy.enabled=true",
+    ]);
     assert!(!ok);
     assert!(
         err.contains("networkPolicy.enabled needs networkPolicy.nodeCIDRs"),

@@ -94,7 +94,10 @@ async fn a_changed_connection_is_applied_to_a_remembered_token() {
     h.change_resources(|y| y.replace("jwksUri: file:jwks.json", "jwksUri: file:other-jwks.json"));
     let refused = verify(&h, &token, now).await.unwrap_err();
     assert!(
-        matches!(refused, TokenError::UnknownKey { .. } | TokenError::BadSignature(_)),
+        matches!(
+            refused,
+            TokenError::UnknownKey { .. } | TokenError::BadSignature(_)
+        ),
         "{refused:?}"
     );
     assert_eq!(h.state.verifier.remembered(), 0);
@@ -197,7 +200,10 @@ async fn a_subject_removed_and_granted_again_gets_a_new_session_not_the_revoked_
     // (revokeOnDelete), so it is not handed out again.
     h.change_resources(|y| y.replace(without_app, full));
     let again = ask(token).await;
-    assert_ne!(again, first, "the session issued before the removal came back");
+    assert_ne!(
+        again, first,
+        "the session issued before the removal came back"
+    );
     assert_eq!(h.metric("rolegate_sts_calls_total"), 3.0);
     // The role's other sessions are forgotten too, at the cost of one STS call.
     assert_ne!(ask(multi).await, other);

@@ -245,9 +245,7 @@ mod tests {
     #[test]
     fn a_subdomain_wildcard_allows_one_label_of_the_same_scheme_and_port() {
         let allowed = list(&["https://*.example.com", "http://*.dev.test:3000"]);
-        let allowed_for = |origin: &str| {
-            matches!(for_request(Some(origin), "aws", &allowed), Decision::Allowed(o) if o == origin)
-        };
+        let allowed_for = |origin: &str| matches!(for_request(Some(origin), "aws", &allowed), Decision::Allowed(o) if o == origin);
         for yes in [
             "https://app.example.com",
             "https://app.example.com:443",
