@@ -265,6 +265,7 @@ mod tests {
             (SubjectKind::ServiceAccount, "app"),
             (SubjectKind::Group, "devs"),
         ]);
+        let one = vec![role];
         let roles = |before: &[RoleMapping], after: &[RoleMapping]| {
             roles_losing_subjects(before, after)
                 .into_iter()
@@ -275,10 +276,10 @@ mod tests {
         let only_app = mapping(&[(SubjectKind::ServiceAccount, "app")]);
         assert!(roles(std::slice::from_ref(&only_app), std::slice::from_ref(&both)).is_empty());
         // Gone, losing a group or a service account, or naming another role.
-        assert_eq!(roles(std::slice::from_ref(&both), &[]), [role.clone()]);
+        assert_eq!(roles(std::slice::from_ref(&both), &[]), one);
         assert_eq!(
             roles(std::slice::from_ref(&both), std::slice::from_ref(&only_app)),
-            [role.clone()]
+            one
         );
         let only_group = mapping(&[(SubjectKind::Group, "devs")]);
         assert_eq!(
@@ -286,13 +287,13 @@ mod tests {
                 std::slice::from_ref(&both),
                 std::slice::from_ref(&only_group)
             ),
-            [role.clone()]
+            one
         );
         let mut moved = both.clone();
         moved.spec.role_arn = "arn:aws:iam::123456789012:role/other".into();
         assert_eq!(
             roles(std::slice::from_ref(&both), std::slice::from_ref(&moved)),
-            [role.clone()]
+            one
         );
         // Deleted and created again under the same name between two snapshots: a new object.
         let mut old = both.clone();
@@ -301,7 +302,7 @@ mod tests {
         recreated.metadata.uid = Some("uid-2".into());
         assert_eq!(
             roles(std::slice::from_ref(&old), std::slice::from_ref(&recreated)),
-            [role.clone()]
+            one
         );
         // Being deleted (its finalizer holds it): forgotten once, when the deletion starts.
         let mut deleting = old.clone();
@@ -310,7 +311,7 @@ mod tests {
         );
         assert_eq!(
             roles(std::slice::from_ref(&old), std::slice::from_ref(&deleting)),
-            [role.clone()]
+            one
         );
         assert!(
             roles(
@@ -319,7 +320,7 @@ mod tests {
             )
             .is_empty()
         );
-        assert_eq!(roles(std::slice::from_ref(&deleting), &[]), [role]);
+        assert_eq!(roles(std::slice::from_ref(&deleting), &[]), one);
     }
 
     #[test]
