@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Harness, resources, unique, venv};
+use common::{Harness, ROLE, resources, unique, venv};
 use rolegate::agent::{Agent, HostPolicy, RateLimit, router};
 
 const EXPECTED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/app-reader/team-a.app";
@@ -149,6 +149,53 @@ async fn concurrent_first_requests_share_one_call_and_the_cache_outlives_the_ser
             .starts_with("rolegate server cannot be reached"),
         "{body}"
     );
+}
+
+/// GET `url/v1/credentials?role=ROLE` with `token`.
+async fn get_role(url: &str, token: &str, role: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/credentials"))
+        .query(&[("role", role)])
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_asking_for_two_roles_gets_two_sessions_each_cached_apart() {
+    let s = setup().await;
+    let token = s.h.sa_token("team-a", "multi");
+    let writer = format!("arn:aws:iam::{}:role/app-writer", common::ACCOUNT);
+    let (status, reader_body) = get_role(&s.agent_url, &token, ROLE).await;
+    assert_eq!(status, 200, "{reader_body}");
+    let (status, writer_body) = get_role(&s.agent_url, &token, &writer).await;
+    assert_eq!(status, 200, "{writer_body}");
+    // The role is part of the agent's key: the second role is a miss with its own session.
+    assert_ne!(reader_body["AccessKeyId"], writer_body["AccessKeyId"]);
+    assert_eq!(
+        agent_metric(&s.agent_url, "rolegate_agent_cache_misses_total").await,
+        2.0
+    );
+    assert_eq!(s.h.metric("rolegate_sts_calls_total"), 2.0);
+    // Each is then served from the cache, never the other's.
+    for _ in 0..3 {
+        assert_eq!(
+            get_role(&s.agent_url, &token, ROLE).await.1["AccessKeyId"],
+            reader_body["AccessKeyId"]
+        );
+        assert_eq!(
+            get_role(&s.agent_url, &token, &writer).await.1["AccessKeyId"],
+            writer_body["AccessKeyId"]
+        );
+    }
+    assert_eq!(
+        agent_metric(&s.agent_url, "rolegate_agent_cache_misses_total").await,
+        2.0
+    );
+    assert_eq!(s.h.metric("rolegate_sts_calls_total"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
