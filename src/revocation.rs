@@ -95,24 +95,29 @@ pub fn between(
 /// every session of the role (others of it cost one STS call each at their next request), as
 /// the cache cannot tell a person's group membership from its key.
 pub fn roles_losing_subjects(before: &[RoleMapping], after: &[RoleMapping]) -> BTreeSet<String> {
-    let same_object = |a: &RoleMapping, b: &RoleMapping| {
-        a.metadata.namespace == b.metadata.namespace
-            && a.metadata.name == b.metadata.name
-            && a.metadata.uid == b.metadata.uid
-    };
+    // Looked up by namespace and name: this runs on every snapshot change of a cluster.
+    let after: std::collections::HashMap<_, _> = after
+        .iter()
+        .map(|m| ((&m.metadata.namespace, &m.metadata.name), m))
+        .collect();
     before
         .iter()
-        .filter(|old| match after.iter().find(|n| same_object(n, old)) {
-            // The deletion starts: the mapping grants nothing from now on.
-            Some(new) if new.metadata.deletion_timestamp.is_some() => {
-                old.metadata.deletion_timestamp.is_none()
+        .filter(|old| {
+            match after
+                .get(&(&old.metadata.namespace, &old.metadata.name))
+                .filter(|new| new.metadata.uid == old.metadata.uid)
+            {
+                // The deletion starts: the mapping grants nothing from now on.
+                Some(new) if new.metadata.deletion_timestamp.is_some() => {
+                    old.metadata.deletion_timestamp.is_none()
+                }
+                Some(new) if new.spec.role_arn == old.spec.role_arn => old
+                    .spec
+                    .subjects
+                    .iter()
+                    .any(|s| !new.spec.subjects.contains(s)),
+                Some(_) | None => true,
             }
-            Some(new) if new.spec.role_arn == old.spec.role_arn => old
-                .spec
-                .subjects
-                .iter()
-                .any(|s| !new.spec.subjects.contains(s)),
-            Some(_) | None => true,
         })
         .map(|old| old.spec.role_arn.clone())
         .collect()

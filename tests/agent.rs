@@ -49,15 +49,22 @@ fn another_token(h: &Harness) -> String {
     h.token("system:serviceaccount:team-a:app", &["rolegate"], 3000)
 }
 
-async fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
+/// GET `url/v1/credentials` with `token`, the request shaped further by `edit`.
+async fn get_with(
+    url: &str,
+    token: &str,
+    edit: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> (u16, serde_json::Value) {
+    let request = reqwest::Client::new()
         .get(format!("{url}/v1/credentials"))
-        .header("Authorization", token)
-        .send()
-        .await
-        .unwrap();
+        .header("Authorization", token);
+    let response = edit(request).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
+}
+
+async fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
+    get_with(url, token, |r| r).await
 }
 
 async fn in_pod(s: &Setup, command: Command) -> (bool, String, String) {
@@ -153,15 +160,7 @@ async fn concurrent_first_requests_share_one_call_and_the_cache_outlives_the_ser
 
 /// GET `url/v1/credentials?role=ROLE` with `token`.
 async fn get_role(url: &str, token: &str, role: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{url}/v1/credentials"))
-        .query(&[("role", role)])
-        .header("Authorization", token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    get_with(url, token, |r| r.query(&[("role", role)])).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,15 +596,7 @@ async fn serve_agent_with_clients(agent: Agent) -> (String, std::net::SocketAddr
 }
 
 async fn get_with_host(url: &str, token: &str, host: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{url}/v1/credentials"))
-        .header("Authorization", token)
-        .header("Host", host)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    get_with(url, token, |r| r.header("Host", host)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
